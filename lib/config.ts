@@ -1,0 +1,179 @@
+import path from 'node:path';
+
+/**
+ * Every option has one name, used three ways: the factory option `<name>`,
+ * the environment variable `NEXT_VOLUME_CACHE_<NAME>` (upper snake case) and
+ * the CLI flag `--<name>` (kebab case). Values are validated here, without
+ * any I/O, so a bad setting fails at start-up with one clear message while a
+ * misbehaving volume only ever degrades the cache to misses.
+ */
+export interface CacheOptions {
+  /** Absolute path of the cache root (the shared volume's mount point or a folder on it). */
+  dir?: string;
+  /** Namespace that separates several apps sharing one volume. */
+  app?: string;
+  /** Deadline, in ms, for one filesystem sequence on the request path (a get, a set, a tag refresh). */
+  timeoutMs?: number;
+  /** Filesystem sequences in flight at once; keep below libuv's thread-pool size. */
+  concurrency?: number;
+  /** fsync entry files before publishing them (durable across a server crash, slower). */
+  fsync?: boolean;
+  /** How often, at most, a process looks for new tag invalidations written by other processes. */
+  tagRefreshMs?: number;
+  /** A writer whose lease is older than this is considered gone by the compactor. */
+  leaseTimeoutMs?: number;
+  /** Minimum log level written to stderr. */
+  logLevel?: LogLevel;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+export interface ResolvedOptions {
+  /** Undefined until a Next.js instance tells us its `serverDistDir` (see `resolveDir`). */
+  dir: string | undefined;
+  app: string;
+  timeoutMs: number;
+  concurrency: number;
+  fsync: boolean;
+  tagRefreshMs: number;
+  leaseTimeoutMs: number;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`next-volume-cache: invalid setting ${setting}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+type OptionName = keyof CacheOptions;
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'boolean' | 'logLevel';
+
+const OPTION_KINDS: Record<OptionName, OptionKind> = {
+  dir: 'path',
+  app: 'name',
+  timeoutMs: 'positiveInt',
+  concurrency: 'positiveInt',
+  fsync: 'boolean',
+  tagRefreshMs: 'positiveInt',
+  leaseTimeoutMs: 'positiveInt',
+  logLevel: 'logLevel',
+};
+
+export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
+
+/** `timeoutMs` -> `NEXT_VOLUME_CACHE_TIMEOUT_MS`. */
+export function envNameOf(option: string): string {
+  return ENV_PREFIX + option.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+}
+
+/** `timeoutMs` -> `--timeout-ms`. */
+export function flagNameOf(option: string): string {
+  return '--' + option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+function defaultConcurrency(): number {
+  const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  // One thread is left free so that a hung mount can never take every libuv
+  // thread (dns.lookup, zlib and crypto share the same pool).
+  return Math.max(1, pool - 1);
+}
+
+export function defaults(): ResolvedOptions {
+  return {
+    dir: undefined,
+    app: 'default',
+    timeoutMs: 2000,
+    concurrency: defaultConcurrency(),
+    fsync: false,
+    tagRefreshMs: 1000,
+    leaseTimeoutMs: 5 * 60_000,
+    logLevel: 'warn',
+  };
+}
+
+const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function parseValue(option: OptionName, setting: string, raw: unknown): unknown {
+  switch (OPTION_KINDS[option]) {
+    case 'path': {
+      if (typeof raw !== 'string' || raw.length === 0) throw new ConfigError(setting, 'expected a non-empty path');
+      if (raw.includes('\0')) throw new ConfigError(setting, 'the path contains a NUL byte');
+      if (!path.isAbsolute(raw)) throw new ConfigError(setting, `expected an absolute path, got "${raw}"`);
+      return path.resolve(raw);
+    }
+    case 'name': {
+      if (typeof raw !== 'string' || !APP_NAME.test(raw)) {
+        throw new ConfigError(setting, `expected 1-64 characters of [A-Za-z0-9._-] starting with a letter or digit, got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    }
+    case 'positiveInt': {
+      const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+      if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) {
+        throw new ConfigError(setting, `expected a positive whole number, got ${JSON.stringify(raw)}`);
+      }
+      return n;
+    }
+    case 'boolean': {
+      if (typeof raw === 'boolean') return raw;
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw new ConfigError(setting, `expected true or false, got ${JSON.stringify(raw)}`);
+    }
+    case 'logLevel': {
+      if (typeof raw !== 'string' || !LOG_LEVELS.includes(raw as LogLevel)) {
+        throw new ConfigError(setting, `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    }
+  }
+}
+
+/** Options from `NEXT_VOLUME_CACHE_*`; an unknown variable with our prefix is a typo and an error. */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): CacheOptions {
+  const byEnvName = new Map(OPTION_NAMES.map((name) => [envNameOf(name), name]));
+  const options: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const option = byEnvName.get(name);
+    if (!option) {
+      throw new ConfigError(name, `unknown variable; known ones are ${[...byEnvName.keys()].join(', ')}`);
+    }
+    options[option] = parseValue(option, name, value);
+  }
+  return options as CacheOptions;
+}
+
+/** Validates factory options (unknown keys are errors), then lays them over env and defaults. */
+export function resolveOptions(options: CacheOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new ConfigError('options', 'expected an object');
+  }
+  const fromFactory: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(options)) {
+    if (!(name in OPTION_KINDS)) {
+      throw new ConfigError(name, `unknown option; known ones are ${OPTION_NAMES.join(', ')}`);
+    }
+    if (value === undefined) continue;
+    fromFactory[name] = parseValue(name as OptionName, name, value);
+  }
+  return { ...defaults(), ...optionsFromEnv(env), ...fromFactory } as ResolvedOptions;
+}
+
+/**
+ * The documented single-machine default: `.next/cache/next-volume-cache`
+ * beside the build that loads the handler (Next passes `serverDistDir`,
+ * which is `.next/server`), else under the working directory.
+ */
+export function defaultDir(serverDistDir: string | undefined): string {
+  const nextDir = serverDistDir ? path.dirname(serverDistDir) : path.join(process.cwd(), '.next');
+  return path.join(nextDir, 'cache', 'next-volume-cache');
+}

@@ -1,0 +1,38 @@
+/**
+ * next-volume-cache: a Next.js 16 `cacheHandler` that keeps every entry on
+ * one shared volume and keeps all replicas coherent.
+ *
+ *   // next.config.js
+ *   cacheHandler: require.resolve('next-volume-cache'),
+ *   cacheMaxMemorySize: 0,
+ *
+ * The default export is the handler class configured from
+ * `NEXT_VOLUME_CACHE_*` environment variables; `createCacheHandler(options)`
+ * builds one from options for a wrapper module.
+ */
+import { createCacheHandler } from './next/handler';
+import { allRuntimes } from './runtime';
+import type { Metrics } from './util/metrics';
+
+export { createCacheHandler } from './next/handler';
+export { ConfigError, resolveOptions, envNameOf, flagNameOf, type CacheOptions, type ResolvedOptions, type LogLevel } from './config';
+export type { Metrics } from './util/metrics';
+export type {
+  CacheControl,
+  CacheHandlerValue,
+  CachedValue,
+  GetContext,
+  SetContext,
+  TagDurations,
+  NextCacheHandler,
+  NextCacheHandlerClass,
+  NextHandlerOptions,
+} from './next/types';
+
+/** The in-process counters of every cache root this process uses (hits, misses by cause, timeouts, ...). */
+export function getMetrics(): Array<{ dir: string; app: string; metrics: Metrics }> {
+  return allRuntimes().map((rt) => ({ dir: rt.layout.root, app: rt.layout.app, metrics: structuredClone(rt.metrics) }));
+}
+
+const NextVolumeCacheHandler = createCacheHandler();
+export default NextVolumeCacheHandler;

@@ -1,0 +1,57 @@
+import type { EntryRecord } from '../store/codec';
+import type { Verdict } from '../tags/tag-state';
+import type { CacheControl, CacheHandlerValue, CachedValue, GetContext } from './types';
+
+/**
+ * Turns a stored entry and its tag verdict into what Next expects back.
+ *
+ * Age is measured on the volume clock (now - writtenAt) and handed to Next
+ * as `lastModified = local now - age`, so a replica whose clock is off still
+ * sees the right age (see store/clock.ts).
+ *
+ * Stale by tag: Next decides staleness from `lastModified` and the entry's
+ * revalidate window, so a stale mark is expressed as an age just past that
+ * window; Next then serves the entry once and regenerates it in the
+ * background, as its own cache does. An entry with `revalidate: false` has no
+ * window, so it is returned with `cacheControl.revalidate` of 1 s for this
+ * one answer (the regenerated entry stores its real cacheControl again). A
+ * fetch with no numeric revalidate cannot be served stale and is a miss.
+ */
+export function present(record: EntryRecord, verdict: Exclude<Verdict, 'expired'>, ageMs: number, ctx: GetContext | undefined): CacheHandlerValue | null {
+  const value = record.kind === 'NULL' ? null : (record.value as CachedValue);
+  const now = Date.now();
+  if (verdict === 'fresh') {
+    return withCacheControl({ lastModified: now - ageMs, value }, record.cacheControl);
+  }
+  if (record.kind === 'FETCH') {
+    const revalidate = ctx?.revalidate || (value?.revalidate as number | false | undefined);
+    if (typeof revalidate !== 'number' || revalidate <= 0) return null;
+    return { lastModified: now - revalidate * 1000 - 1, value };
+  }
+  const cacheControl = record.cacheControl;
+  if (cacheControl && typeof cacheControl.revalidate === 'number' && cacheControl.revalidate > 0) {
+    return withCacheControl({ lastModified: now - Math.max(ageMs, cacheControl.revalidate * 1000 + 1), value }, cacheControl);
+  }
+  const oneSecond: CacheControl = { revalidate: 1, expire: cacheControl?.expire };
+  return { lastModified: now - Math.max(ageMs, 1001), value, cacheControl: oneSecond };
+}
+
+function withCacheControl(result: CacheHandlerValue, cacheControl: CacheControl | undefined): CacheHandlerValue {
+  return cacheControl ? { ...result, cacheControl } : result;
+}
+
+/** The tags an entry carries, as Next itself reads them. */
+export function tagsOf(value: CachedValue | null, ctx: { tags?: string[] | undefined } | undefined): string[] {
+  if (value?.kind === 'FETCH') {
+    const own = Array.isArray(value.tags) ? (value.tags as unknown[]).filter((t): t is string => typeof t === 'string') : [];
+    return unique([...(ctx?.tags ?? []), ...own]);
+  }
+  const headers = value?.headers as Record<string, unknown> | undefined;
+  const header = headers?.['x-next-cache-tags'];
+  // Next splits this header on ',' (incremental-cache/index.js); tags are percent-encoded, so commas inside a tag survive.
+  return typeof header === 'string' && header.length > 0 ? unique(header.split(',')) : [];
+}
+
+function unique(tags: string[]): string[] {
+  return [...new Set(tags.filter((t) => t.length > 0))];
+}

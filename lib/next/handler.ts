@@ -1,0 +1,129 @@
+import { resolveOptions, type CacheOptions } from '../config';
+import type { EntryRecord } from '../store/codec';
+import { SHARED_NAMESPACE } from '../store/layout';
+import { runtimeFor, type Runtime } from '../runtime';
+import { GateError } from '../util/gate';
+import { countMiss } from '../util/metrics';
+import { present, tagsOf } from './freshness';
+import type {
+  CacheHandlerValue,
+  CachedValue,
+  GetContext,
+  NextCacheHandler,
+  NextCacheHandlerClass,
+  NextHandlerOptions,
+  SetContext,
+  TagDurations,
+} from './types';
+
+/**
+ * Returns the class to export from a wrapper module used as Next's
+ * `cacheHandler`. Options are validated now (a bad value throws here, at
+ * start-up); the volume is first touched by the first get/set.
+ */
+export function createCacheHandler(options: CacheOptions = {}): NextCacheHandlerClass {
+  const resolved = resolveOptions(options);
+  return class NextVolumeCacheHandler implements NextCacheHandler {
+    private readonly runtime: Runtime;
+
+    // Next constructs ~3 of these per request: no I/O here, only a registry lookup.
+    constructor(nextOptions?: NextHandlerOptions) {
+      this.runtime = runtimeFor(resolved, typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined);
+    }
+
+    get(key: string, ctx?: GetContext): Promise<CacheHandlerValue | null> {
+      return getEntry(this.runtime, key, ctx);
+    }
+
+    set(key: string, data: CachedValue | null, ctx?: SetContext): Promise<void> {
+      return setEntry(this.runtime, key, data, ctx);
+    }
+
+    revalidateTag(tags: string | string[], durations?: TagDurations): Promise<void> {
+      return revalidateTags(this.runtime, tags, durations);
+    }
+
+    resetRequestCache(): void {}
+  };
+}
+
+/** Never throws: every failure is a miss, logged once per cause. */
+async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): Promise<CacheHandlerValue | null> {
+  rt.metrics.gets++;
+  const miss = (reason: string): null => {
+    countMiss(rt.metrics, reason);
+    return null;
+  };
+  if (typeof key !== 'string') return miss('bad-key');
+  let hash: string | undefined;
+  try {
+    if (!(await rt.ready())) return miss('unavailable');
+    const refreshed = rt.refreshTagsIfDue();
+    const outcome = await rt.gate.run(() => rt.store.read(key, SHARED_NAMESPACE));
+    hash = outcome.hash;
+    await refreshed;
+    if (!outcome.found) {
+      if (outcome.reason !== 'absent') {
+        rt.log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
+      }
+      return miss(outcome.reason);
+    }
+    const record = outcome.record;
+    const tags = [...record.tags, ...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])];
+    const verdict = rt.tags.verdict(tags, record.writtenAt);
+    if (verdict === 'expired') return miss('invalidated');
+    const result = present(record, verdict, Math.max(0, rt.clock.now() - record.writtenAt), ctx);
+    if (!result) return miss('invalidated');
+    if (verdict === 'stale') rt.metrics.staleServed++;
+    else rt.metrics.hits++;
+    return result;
+  } catch (error) {
+    rt.reportIoError('get', 'reading an entry', error, hash);
+    return miss(error instanceof GateError ? error.reason : 'io-error');
+  }
+}
+
+/** Never rejects into Next: a failed write is logged and counted, and leaves no temp file. */
+async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx: SetContext | undefined): Promise<void> {
+  rt.metrics.sets++;
+  let hash: string | undefined;
+  try {
+    if (typeof key !== 'string' || !(await rt.ready())) {
+      rt.metrics.setFailures++;
+      return;
+    }
+    const record = toRecord(key, data ?? null, ctx, rt.clock.now());
+    hash = await rt.gate.run(() => rt.store.write(record, SHARED_NAMESPACE));
+    rt.tags.recordMembership({ hash, ns: SHARED_NAMESPACE, tags: record.tags });
+  } catch (error) {
+    rt.metrics.setFailures++;
+    rt.reportIoError('set', 'writing an entry', error, hash);
+  }
+}
+
+/**
+ * Rejects when the invalidation could not be recorded on the volume: the
+ * caller (a route handler, a server action) must not believe other replicas
+ * will stop serving the old content. This process's own view is updated
+ * either way.
+ */
+async function revalidateTags(rt: Runtime, tags: string | string[], durations: TagDurations | undefined): Promise<void> {
+  const list = (Array.isArray(tags) ? tags : [tags]).filter((t): t is string => typeof t === 'string' && t.length > 0);
+  if (list.length === 0) return;
+  if (!(await rt.ready())) {
+    rt.tags.applyLocally(list, durations);
+    throw new Error(`next-volume-cache: cannot record the invalidation of ${list.join(', ')}: the cache root ${rt.layout.root} is not usable`);
+  }
+  await rt.gate.run(() => rt.tags.invalidate(list, durations));
+}
+
+function toRecord(key: string, value: CachedValue | null, ctx: SetContext | undefined, writtenAt: number): EntryRecord {
+  return {
+    key,
+    kind: value === null ? 'NULL' : String(value.kind),
+    writtenAt,
+    cacheControl: ctx?.cacheControl,
+    tags: tagsOf(value, ctx),
+    value,
+  };
+}

@@ -1,0 +1,163 @@
+import { defaultDir, type ResolvedOptions } from './config';
+import { VolumeClock } from './store/clock';
+import { EntryStore } from './store/entry-store';
+import { nodeFs, type VolumeFs } from './store/fs';
+import { loadHasher } from './store/hash';
+import { Layout } from './store/layout';
+import { newWriterId, Volume } from './store/volume';
+import { describe, TagLog } from './tags/tag-log';
+import { FsGate, GateError } from './util/gate';
+import { CacheLog } from './util/log';
+import { newMetrics, type Metrics } from './util/metrics';
+
+/** After the volume failed to open, how long calls stay no-ops before the next attempt. */
+const REOPEN_AFTER_MS = 5_000;
+
+export type RuntimeSettings = ResolvedOptions & { dir: string };
+
+/**
+ * Everything a process shares between the handler instances Next creates
+ * (about three per request): the store, the tag view, the gate, the clock,
+ * the counters. Built without I/O; the volume is opened on first use, and a
+ * volume that does not answer makes every call a miss or a no-op until it
+ * does.
+ */
+export class Runtime {
+  readonly log: CacheLog;
+  readonly layout: Layout;
+  readonly writer = newWriterId();
+  readonly clock = new VolumeClock();
+  readonly metrics: Metrics = newMetrics();
+  readonly gate: FsGate;
+  readonly store: EntryStore;
+  readonly volume: Volume;
+  readonly tags: TagLog;
+  private state: 'closed' | 'ready' | 'unavailable' = 'closed';
+  private opening: Promise<boolean> | undefined;
+  private lastOpenAttempt = -Infinity;
+  private lastLeaseRenewal = -Infinity;
+  private lastRefresh = -Infinity;
+  private refreshing: Promise<void> | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly settings: RuntimeSettings,
+    private readonly createParents: boolean,
+    readonly fs: VolumeFs = nodeFs,
+  ) {
+    this.log = new CacheLog(settings.logLevel);
+    this.layout = new Layout(settings.dir, settings.app);
+    this.gate = new FsGate(settings.concurrency, settings.timeoutMs);
+    this.store = new EntryStore(fs, this.layout, { writer: this.writer, fsync: settings.fsync });
+    this.volume = new Volume(fs, this.layout, this.writer, this.clock);
+    const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
+    this.tags = new TagLog(fs, this.layout, this.clock, this.log, this.metrics, lease, {
+      writer: this.writer,
+      leaseTimeoutMs: settings.leaseTimeoutMs,
+    });
+  }
+
+  /** true once the volume is open; false (quickly) while it is not there. Never throws. */
+  ready(): Promise<boolean> {
+    if (this.state === 'ready') return Promise.resolve(true);
+    if (this.opening) return this.opening;
+    if (this.state === 'unavailable' && performance.now() - this.lastOpenAttempt < REOPEN_AFTER_MS) {
+      return Promise.resolve(false);
+    }
+    this.lastOpenAttempt = performance.now();
+    this.opening = this.open().finally(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  /**
+   * Refreshes the tag view if the interval has passed, once however many
+   * callers ask; never throws (a failed refresh keeps the current view).
+   */
+  refreshTagsIfDue(): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    if (performance.now() - this.lastRefresh < this.settings.tagRefreshMs) return Promise.resolve();
+    this.lastRefresh = performance.now();
+    this.refreshing = this.gate
+      .run(() => this.tags.refresh())
+      .catch((error: unknown) => this.reportIoError('tag-refresh', 'refreshing the tag view', error))
+      .finally(() => {
+        this.refreshing = undefined;
+      });
+    return this.refreshing;
+  }
+
+  /** Logs an I/O failure once per cause and counts timeouts. */
+  reportIoError(cause: string, action: string, error: unknown, hash?: string): void {
+    if (error instanceof GateError) this.metrics.timeouts++;
+    const where = hash ? ` (key hash ${hash})` : '';
+    this.log.onceWarn(`${cause}:${error instanceof GateError ? error.reason : (describe(error).split(':')[0] ?? '')}`, `${action} failed${where}: ${describe(error)}`);
+  }
+
+  async close(): Promise<void> {
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    await this.tags.close();
+  }
+
+  private async open(): Promise<boolean> {
+    try {
+      await loadHasher();
+      await this.gate.run(async () => {
+        await this.volume.open(this.createParents);
+        this.lastLeaseRenewal = performance.now();
+      });
+      this.state = 'ready';
+      this.startLeaseTimer();
+      this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
+      return true;
+    } catch (error) {
+      this.state = 'unavailable';
+      this.log.onceWarn('volume-unavailable', `cache root ${this.settings.dir} is not usable, serving without the cache until it is: ${describe(error)}`);
+      return false;
+    }
+  }
+
+  private async renewLease(): Promise<void> {
+    const started = performance.now();
+    await this.volume.renewLease();
+    this.lastLeaseRenewal = started;
+  }
+
+  /** Renews the lease (and recalibrates the volume clock) ten times per lease timeout. */
+  private startLeaseTimer(): void {
+    const every = Math.max(1000, Math.floor(this.settings.leaseTimeoutMs / 10));
+    this.leaseTimer = setInterval(() => {
+      this.gate.run(() => this.renewLease()).catch((error: unknown) => this.reportIoError('lease', 'renewing the writer lease', error));
+    }, every);
+    this.leaseTimer.unref();
+  }
+}
+
+const REGISTRY = Symbol.for('next-volume-cache.runtimes.v1');
+
+type Registry = Map<string, Runtime>;
+
+/**
+ * One Runtime per process and configuration, even when the package is
+ * loaded twice (CJS and ESM copies, or two entry points): the registry lives
+ * on globalThis under a symbol shared by every copy.
+ */
+export function runtimeFor(options: ResolvedOptions, serverDistDir?: string): Runtime {
+  const scope = globalThis as unknown as Record<symbol, Registry | undefined>;
+  const registry = (scope[REGISTRY] ??= new Map());
+  const dir = options.dir ?? defaultDir(serverDistDir);
+  const settings: RuntimeSettings = { ...options, dir };
+  const id = JSON.stringify(settings);
+  let runtime = registry.get(id);
+  if (!runtime) {
+    runtime = new Runtime(settings, options.dir === undefined);
+    registry.set(id, runtime);
+  }
+  return runtime;
+}
+
+export function allRuntimes(): Runtime[] {
+  const scope = globalThis as unknown as Record<symbol, Registry | undefined>;
+  return [...(scope[REGISTRY]?.values() ?? [])];
+}

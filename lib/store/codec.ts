@@ -1,0 +1,209 @@
+import { checksum } from './hash';
+import { FORMAT_VERSION } from './layout';
+
+/**
+ * One cache entry as one self-describing file:
+ *
+ *   "NVC" <format byte> | header length (u32 LE) | header JSON | binary parts... | xxh64 of all before (8 bytes LE)
+ *
+ * The header holds the full original key (checked on read, so a hash
+ * collision is a miss and never another page), the kind, the write time,
+ * cacheControl, tags, and the value as JSON in which every Buffer, every Map
+ * and every long string is a reference to a raw part: binary data is stored as
+ * is, never base64, and comes back with its runtime type.
+ */
+export interface CacheControl {
+  revalidate: number | false;
+  expire?: number | undefined;
+}
+
+export interface EntryRecord {
+  key: string;
+  /** The value's `kind`, or "NULL" for a null value (a Pages `notFound`). */
+  kind: string;
+  /** When it was written, on the volume's clock (ms). */
+  writtenAt: number;
+  cacheControl?: CacheControl | undefined;
+  tags: string[];
+  value: unknown;
+}
+
+export type DecodeFailure = 'truncated' | 'not-an-entry' | 'foreign-version' | 'corrupt' | 'checksum' | 'key-mismatch';
+
+export type DecodeResult = { ok: true; record: EntryRecord } | { ok: false; reason: DecodeFailure };
+
+const MAGIC = Buffer.from('NVC', 'latin1');
+const PREFIX_BYTES = 8;
+const CHECKSUM_BYTES = 8;
+/** Strings at least this long go to a raw UTF-8 part instead of being escaped inside JSON. */
+const STRING_PART_MIN = 1024;
+const MARK = '$nvc';
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+interface Header {
+  key: string;
+  kind: string;
+  writtenAt: number;
+  cacheControl?: CacheControl;
+  tags: string[];
+  value: Json;
+  parts: number[];
+}
+
+export function encodeEntry(record: EntryRecord): Buffer[] {
+  const parts: Buffer[] = [];
+  const header: Header = {
+    key: record.key,
+    kind: record.kind,
+    writtenAt: record.writtenAt,
+    ...(record.cacheControl ? { cacheControl: record.cacheControl } : {}),
+    tags: record.tags,
+    value: pack(record.value, parts),
+    parts: [],
+  };
+  header.parts = parts.map((p) => p.byteLength);
+  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const prefix = Buffer.allocUnsafe(PREFIX_BYTES);
+  MAGIC.copy(prefix, 0);
+  prefix.writeUInt8(FORMAT_VERSION, 3);
+  prefix.writeUInt32LE(headerBytes.byteLength, 4);
+  const body = [prefix, headerBytes, ...parts];
+  return [...body, checksum(body)];
+}
+
+export function decodeEntry(file: Buffer, expectedKey: string): DecodeResult {
+  if (file.byteLength < PREFIX_BYTES + CHECKSUM_BYTES) {
+    return { ok: false, reason: file.byteLength >= 3 && !file.subarray(0, 3).equals(MAGIC) ? 'not-an-entry' : 'truncated' };
+  }
+  if (!file.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
+  if (file.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
+  const headerLength = file.readUInt32LE(4);
+  const headerEnd = PREFIX_BYTES + headerLength;
+  if (headerEnd + CHECKSUM_BYTES > file.byteLength) return { ok: false, reason: 'truncated' };
+  let header: Header;
+  try {
+    header = JSON.parse(file.toString('utf8', PREFIX_BYTES, headerEnd)) as Header;
+  } catch {
+    return { ok: false, reason: 'corrupt' };
+  }
+  if (!isHeader(header)) return { ok: false, reason: 'corrupt' };
+  const expectedLength = headerEnd + header.parts.reduce((a, b) => a + b, 0) + CHECKSUM_BYTES;
+  if (file.byteLength < expectedLength) return { ok: false, reason: 'truncated' };
+  if (file.byteLength > expectedLength) return { ok: false, reason: 'corrupt' };
+  const stored = file.subarray(file.byteLength - CHECKSUM_BYTES);
+  if (!checksum([file.subarray(0, file.byteLength - CHECKSUM_BYTES)]).equals(stored)) {
+    return { ok: false, reason: 'checksum' };
+  }
+  if (header.key !== expectedKey) return { ok: false, reason: 'key-mismatch' };
+  const parts: Buffer[] = [];
+  let offset = headerEnd;
+  for (const length of header.parts) {
+    parts.push(file.subarray(offset, offset + length));
+    offset += length;
+  }
+  let value: unknown;
+  try {
+    value = unpack(header.value, parts);
+  } catch {
+    return { ok: false, reason: 'corrupt' };
+  }
+  return {
+    ok: true,
+    record: {
+      key: header.key,
+      kind: header.kind,
+      writtenAt: header.writtenAt,
+      cacheControl: header.cacheControl,
+      tags: header.tags,
+      value,
+    },
+  };
+}
+
+export function isHeader(h: unknown): h is Header {
+  if (typeof h !== 'object' || h === null) return false;
+  const o = h as Record<string, unknown>;
+  return (
+    typeof o.key === 'string' &&
+    typeof o.kind === 'string' &&
+    typeof o.writtenAt === 'number' &&
+    Array.isArray(o.tags) &&
+    o.tags.every((t) => typeof t === 'string') &&
+    Array.isArray(o.parts) &&
+    o.parts.every((n) => Number.isInteger(n) && (n as number) >= 0)
+  );
+}
+
+interface WellFormed {
+  isWellFormed(): boolean;
+}
+
+function pack(value: unknown, parts: Buffer[]): Json {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') {
+    // A lone surrogate would not survive UTF-8; such strings stay in JSON, which escapes them.
+    if (value.length >= STRING_PART_MIN && (value as unknown as WellFormed).isWellFormed()) {
+      return { [MARK]: 's', i: parts.push(Buffer.from(value, 'utf8')) - 1 };
+    }
+    return value;
+  }
+  if (typeof value === 'number' || typeof value === 'boolean') return value;
+  if (value instanceof Uint8Array) {
+    return { [MARK]: 'b', i: parts.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength)) - 1 };
+  }
+  if (value instanceof Map) {
+    return { [MARK]: 'm', e: [...value].map(([k, v]) => [pack(k, parts), pack(v, parts)]) };
+  }
+  if (Array.isArray(value)) return value.map((v) => pack(v, parts));
+  if (typeof value === 'object') {
+    const out: Record<string, Json> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (v !== undefined) out[k] = pack(v, parts);
+    }
+    // An object of the caller's that happens to use our marker key is wrapped, so it round-trips too.
+    return MARK in out ? { [MARK]: 'o', v: out } : out;
+  }
+  throw new TypeError(`next-volume-cache: cannot store a value of type ${typeof value}`);
+}
+
+function unpack(json: Json, parts: Buffer[]): unknown {
+  if (json === null || typeof json !== 'object') return json;
+  if (Array.isArray(json)) return json.map((v) => unpack(v, parts));
+  const mark = json[MARK];
+  if (mark === undefined) return unpackObject(json, parts);
+  switch (mark) {
+    case 's':
+      return partAt(parts, json.i).toString('utf8');
+    case 'b':
+      return partAt(parts, json.i);
+    case 'm': {
+      if (!Array.isArray(json.e)) throw new Error('bad map');
+      return new Map(json.e.map((pair) => {
+        if (!Array.isArray(pair) || pair.length !== 2) throw new Error('bad map entry');
+        return [unpack(pair[0]!, parts), unpack(pair[1]!, parts)];
+      }));
+    }
+    case 'o': {
+      const inner = json.v;
+      if (inner === null || typeof inner !== 'object' || Array.isArray(inner)) throw new Error('bad object');
+      return unpackObject(inner, parts);
+    }
+    default:
+      throw new Error('unknown marker');
+  }
+}
+
+function unpackObject(json: { [key: string]: Json }, parts: Buffer[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(json)) out[k] = unpack(v, parts);
+  return out;
+}
+
+function partAt(parts: Buffer[], index: Json | undefined): Buffer {
+  if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= parts.length) {
+    throw new Error('bad part index');
+  }
+  // A view, not a copy: the file's buffer lives only as long as the request holds the value.
+  return parts[index]!;
+}

@@ -1,0 +1,69 @@
+import { lineChecksum } from '../store/hash';
+import { TagState, type TagStateJson } from './tag-state';
+
+/**
+ * The compactor's output: the folded tag state plus, per segment, how many
+ * bytes of it are already folded in. A process starting up reads the
+ * snapshot and only the segment bytes after those offsets, so start-up cost
+ * is bounded by what was written since the last compaction.
+ * Stored as one checksummed line, replaced atomically by rename.
+ */
+export interface TagSnapshot {
+  id: string;
+  /** Volume time of the compaction. */
+  createdAt: number;
+  state: TagState;
+  folded: Map<string, number>;
+  /** Records folded in so far, for stats. */
+  records: number;
+}
+
+interface SnapshotJson {
+  v: 1;
+  id: string;
+  createdAt: number;
+  tags: TagStateJson;
+  folded: Record<string, number>;
+  records: number;
+}
+
+export function encodeSnapshot(snapshot: TagSnapshot): Buffer {
+  const body: SnapshotJson = {
+    v: 1,
+    id: snapshot.id,
+    createdAt: snapshot.createdAt,
+    tags: snapshot.state.toJSON(),
+    folded: Object.fromEntries(snapshot.folded),
+    records: snapshot.records,
+  };
+  const json = JSON.stringify(body);
+  return Buffer.from(`${lineChecksum(json)} ${json}\n`, 'utf8');
+}
+
+/** undefined for anything that is not an intact snapshot of this version. */
+export function decodeSnapshot(bytes: Buffer, now: number): TagSnapshot | undefined {
+  const text = bytes.toString('utf8');
+  if (text.length < 10 || text[8] !== ' ' || !text.endsWith('\n')) return undefined;
+  const json = text.slice(9, -1);
+  if (lineChecksum(json) !== text.slice(0, 8)) return undefined;
+  let body: Partial<SnapshotJson>;
+  try {
+    body = JSON.parse(json) as Partial<SnapshotJson>;
+  } catch {
+    return undefined;
+  }
+  if (body.v !== 1 || typeof body.id !== 'string' || typeof body.createdAt !== 'number' || typeof body.folded !== 'object' || body.folded === null) {
+    return undefined;
+  }
+  const folded = new Map<string, number>();
+  for (const [name, offset] of Object.entries(body.folded)) {
+    if (Number.isInteger(offset) && offset >= 0) folded.set(name, offset);
+  }
+  return {
+    id: body.id,
+    createdAt: body.createdAt,
+    state: TagState.fromJSON(body.tags, now),
+    folded,
+    records: typeof body.records === 'number' ? body.records : 0,
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * What the tag invalidations mean, as Next 16 defines them
+ * (next/dist/server/lib/incremental-cache/tags-manifest.external.js):
+ *  - an entry is *expired* by a tag when some expiry time of that tag has
+ *    passed (<= now) and is later than the entry's write time;
+ *  - an entry is *stale* by a tag when the tag was marked stale after the
+ *    entry was written.
+ * Next keeps only the latest mark per tag; we keep every mark that can still
+ * decide something (the latest passed expiry, all future expiries and the
+ * latest stale mark). That makes merging commutative and idempotent: records
+ * can be read in any order, twice, from a snapshot and from a tail, and the
+ * state is the same. A later 'max' revalidation never un-expires an entry
+ * that an earlier immediate expiry already killed.
+ * All times are on the volume clock (see store/clock.ts).
+ */
+export interface Invalidation {
+  tags: string[];
+  /** Marked stale at (ms); undefined when the record only schedules an expiry. */
+  stale?: number | undefined;
+  /** Expires at (ms); equal to the call time for an immediate expiry. */
+  expired: number;
+}
+
+export type Verdict = 'fresh' | 'stale' | 'expired';
+
+interface TagMarks {
+  stale: number;
+  /** Ascending; at most one entry <= the time of the last prune. */
+  expired: number[];
+}
+
+export interface TagStateJson {
+  [tag: string]: { s: number; e: number[] };
+}
+
+export class TagState {
+  private readonly marks = new Map<string, TagMarks>();
+
+  get size(): number {
+    return this.marks.size;
+  }
+
+  tags(): IterableIterator<string> {
+    return this.marks.keys();
+  }
+
+  apply(record: Invalidation, now: number): void {
+    for (const tag of record.tags) this.mark(tag, record.stale ?? 0, [record.expired], now);
+  }
+
+  /** The verdict for an entry written at `writtenAt` carrying `tags`. */
+  verdict(tags: Iterable<string>, writtenAt: number, now: number): Verdict {
+    let stale = false;
+    for (const tag of tags) {
+      const marks = this.marks.get(tag);
+      if (!marks) continue;
+      if (latestPassed(marks.expired, now) > writtenAt) return 'expired';
+      if (marks.stale > writtenAt) stale = true;
+    }
+    return stale ? 'stale' : 'fresh';
+  }
+
+  /** The latest moment at which any of `tags` invalidated entries (for 'use cache' getExpiration). */
+  latestInvalidation(tags: Iterable<string>, now: number): number {
+    let latest = 0;
+    for (const tag of tags) {
+      const marks = this.marks.get(tag);
+      if (marks) latest = Math.max(latest, latestPassed(marks.expired, now));
+    }
+    return latest;
+  }
+
+  merge(other: TagState, now: number): void {
+    for (const [tag, marks] of other.marks) this.mark(tag, marks.stale, marks.expired, now);
+  }
+
+  /** Drops tags whose every mark is older than `before` and already passed: they can no longer judge any entry. */
+  dropOlderThan(before: number, now: number): number {
+    let dropped = 0;
+    for (const [tag, marks] of this.marks) {
+      const newestExpiry = marks.expired[marks.expired.length - 1] ?? 0;
+      if (marks.stale < before && newestExpiry < before && newestExpiry <= now) {
+        this.marks.delete(tag);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  toJSON(): TagStateJson {
+    const out: TagStateJson = {};
+    for (const [tag, marks] of this.marks) out[tag] = { s: marks.stale, e: marks.expired };
+    return out;
+  }
+
+  static fromJSON(json: unknown, now: number): TagState {
+    const state = new TagState();
+    if (json === null || typeof json !== 'object') return state;
+    for (const [tag, value] of Object.entries(json as Record<string, unknown>)) {
+      const v = value as { s?: unknown; e?: unknown };
+      if (typeof v?.s !== 'number' || !Array.isArray(v.e) || !v.e.every((n) => typeof n === 'number')) continue;
+      state.mark(tag, v.s, v.e as number[], now);
+    }
+    return state;
+  }
+
+  private mark(tag: string, stale: number, expiries: readonly number[], now: number): void {
+    const current = this.marks.get(tag) ?? { stale: 0, expired: [] };
+    current.stale = Math.max(current.stale, stale);
+    current.expired = prune([...current.expired, ...expiries], now);
+    this.marks.set(tag, current);
+  }
+}
+
+function latestPassed(expiries: readonly number[], now: number): number {
+  let latest = 0;
+  for (const at of expiries) {
+    if (at <= now) latest = at;
+    else break;
+  }
+  return latest;
+}
+
+/** Sorted, unique, and of the passed ones only the latest (earlier ones can no longer decide anything). */
+function prune(expiries: number[], now: number): number[] {
+  const sorted = [...new Set(expiries)].sort((a, b) => a - b);
+  const firstFuture = sorted.findIndex((at) => at > now);
+  const passedCount = firstFuture === -1 ? sorted.length : firstFuture;
+  return passedCount <= 1 ? sorted : sorted.slice(passedCount - 1);
+}

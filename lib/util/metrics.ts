@@ -1,0 +1,34 @@
+/** In-process counters, readable with `getMetrics()` and logged periodically when enabled. */
+export interface Metrics {
+  gets: number;
+  hits: number;
+  staleServed: number;
+  misses: Record<string, number>;
+  sets: number;
+  setFailures: number;
+  timeouts: number;
+  invalidations: number;
+  tagRefreshes: number;
+  tagRecordsRead: number;
+  tagRecordsSkipped: number;
+}
+
+export function newMetrics(): Metrics {
+  return {
+    gets: 0,
+    hits: 0,
+    staleServed: 0,
+    misses: {},
+    sets: 0,
+    setFailures: 0,
+    timeouts: 0,
+    invalidations: 0,
+    tagRefreshes: 0,
+    tagRecordsRead: 0,
+    tagRecordsSkipped: 0,
+  };
+}
+
+export function countMiss(metrics: Metrics, reason: string): void {
+  metrics.misses[reason] = (metrics.misses[reason] ?? 0) + 1;
+}
