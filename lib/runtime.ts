@@ -108,6 +108,9 @@ export class Runtime {
         this.lastLeaseRenewal = performance.now();
       });
       this.state = 'ready';
+      if (!this.volume.writable) {
+        this.log.onceWarn('volume-read-only', `cache root ${this.layout.root} is not writable: serving hits, new entries and invalidations will fail`);
+      }
       this.startLeaseTimer();
       this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
       return true;

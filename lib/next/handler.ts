@@ -23,12 +23,17 @@ import type {
  */
 export function createCacheHandler(options: CacheOptions = {}): NextCacheHandlerClass {
   const resolved = resolveOptions(options);
+  return bindHandler((serverDistDir) => runtimeFor(resolved, serverDistDir));
+}
+
+/** The handler class over a runtime source; tests pass a runtime with a fault-injecting filesystem. */
+export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Runtime): NextCacheHandlerClass {
   return class NextVolumeCacheHandler implements NextCacheHandler {
     private readonly runtime: Runtime;
 
     // Next constructs ~3 of these per request: no I/O here, only a registry lookup.
     constructor(nextOptions?: NextHandlerOptions) {
-      this.runtime = runtimeFor(resolved, typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined);
+      this.runtime = runtimeOf(typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined);
     }
 
     get(key: string, ctx?: GetContext): Promise<CacheHandlerValue | null> {

@@ -5,6 +5,8 @@ import { errorCode, readWhole, READ_FLAGS, type VolumeFs } from './fs';
 import { FORMAT_VERSION, Layout } from './layout';
 import type { VolumeClock } from './clock';
 
+const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
+
 export class VolumeError extends Error {
   constructor(
     message: string,
@@ -53,8 +55,18 @@ export class Volume {
     for (const dir of this.layout.skeleton()) {
       await this.ensureDir(dir);
     }
-    await this.renewLease();
+    try {
+      await this.renewLease();
+    } catch (error) {
+      // A volume we may read but not write (read-only mount, another UID's
+      // files, a full disk) still serves hits; writes will fail one by one.
+      if (!READ_ONLY_CODES.has(errorCode(error) ?? '')) throw error;
+      this.writable = false;
+    }
   }
+
+  /** false when the lease could not be written at open: reads only, clock uncalibrated. */
+  writable = true;
 
   /** Reads the marker; a folder without one is not a cache root (the CLI refuses to touch it). */
   async readMarker(): Promise<MarkerFile | undefined> {

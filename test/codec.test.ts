@@ -1,0 +1,111 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { decodeEntry, encodeEntry, type EntryRecord } from '../lib/store/codec';
+import { loadHasher } from '../lib/store/hash';
+import { appPage, appRoute, fetchValue, image, pages, redirect, sameValue } from './values';
+import { randomBytes, seededRandom } from './helpers';
+
+beforeAll(loadHasher);
+
+function record(value: unknown, key = '/route-cache/APP_PAGE/abc/$/index'): EntryRecord {
+  return {
+    key,
+    kind: value === null ? 'NULL' : String((value as { kind: string }).kind),
+    writtenAt: 1_700_000_000_123,
+    cacheControl: { revalidate: 60, expire: 3600 },
+    tags: ['a', '_N_T_/layout'],
+    value,
+  };
+}
+
+function roundTrip(r: EntryRecord): EntryRecord {
+  const decoded = decodeEntry(Buffer.concat(encodeEntry(r)), r.key);
+  if (!decoded.ok) throw new Error(`decode failed: ${decoded.reason}`);
+  return decoded.record;
+}
+
+describe('entry codec', () => {
+  it.each([
+    ['APP_PAGE', appPage()],
+    ['APP_PAGE with 200 segments', appPage({ segments: 200 })],
+    ['APP_PAGE with empty rscData', appPage({ rsc: Buffer.alloc(0) })],
+    ['APP_ROUTE', appRoute()],
+    ['APP_ROUTE with a 5 MB body', appRoute(randomBytes(seededRandom(1), 5 * 1024 * 1024))],
+    ['PAGES (with our marker key inside user data)', pages()],
+    ['REDIRECT', redirect()],
+    ['FETCH', fetchValue()],
+    ['IMAGE', image()],
+    ['null (notFound)', null],
+  ])('round-trips %s with every runtime type restored', (_name, value) => {
+    const back = roundTrip(record(value));
+    expect(sameValue(back.value, value)).toBe(true);
+    expect(back.cacheControl).toEqual({ revalidate: 60, expire: 3600 });
+    expect(back.writtenAt).toBe(1_700_000_000_123);
+    expect(back.tags).toEqual(['a', '_N_T_/layout']);
+  });
+
+  it('restores Buffers as Buffers and Maps as Maps, byte for byte', () => {
+    const value = appPage({ segments: 50 });
+    const back = roundTrip(record(value)).value as Record<string, unknown>;
+    expect(Buffer.isBuffer(back.rscData)).toBe(true);
+    expect((back.rscData as Buffer).equals(value.rscData as Buffer)).toBe(true);
+    expect(back.segmentData).toBeInstanceOf(Map);
+    const original = value.segmentData as Map<string, Buffer>;
+    const restored = back.segmentData as Map<string, Buffer>;
+    expect([...restored.keys()]).toEqual([...original.keys()]);
+    for (const [k, v] of original) expect(Buffer.isBuffer(restored.get(k)) && restored.get(k)!.equals(v)).toBe(true);
+  });
+
+  it('stores binary parts raw, not as base64 or JSON arrays', () => {
+    const body = randomBytes(seededRandom(2), 100_000);
+    const bytes = Buffer.concat(encodeEntry(record(appRoute(body))));
+    expect(bytes.length).toBeLessThan(body.length + 1_000);
+    expect(bytes.indexOf(body)).toBeGreaterThan(0);
+  });
+
+  it('keeps long HTML as a raw UTF-8 part and lone surrogates exactly', () => {
+    const html = '<p>' + 'ü'.repeat(5000) + '</p>';
+    const lone = 'x'.repeat(2000) + '\ud800' + 'tail';
+    const back = roundTrip(record({ kind: 'PAGES', html, pageData: { lone }, headers: {}, status: 200 })).value as Record<string, unknown>;
+    expect(back.html).toBe(html);
+    expect((back.pageData as { lone: string }).lone).toBe(lone);
+  });
+
+  it('round-trips unicode, 2 KB and lone-surrogate keys', () => {
+    for (const key of ['/route-cache/APP_PAGE/x/$/日本/ünï/[slug]/%20 sp', '/k/' + 'é'.repeat(2048), 'a\ud800b', 'a\udc00b']) {
+      expect(roundTrip(record(fetchValue(), key)).key).toBe(key);
+    }
+  });
+
+  it('is a miss for another key with the same file (hash collision)', () => {
+    const bytes = Buffer.concat(encodeEntry(record(fetchValue(), 'one')));
+    expect(decodeEntry(bytes, 'two')).toEqual({ ok: false, reason: 'key-mismatch' });
+  });
+
+  it('rejects a file truncated at any byte, including every section boundary', () => {
+    const bytes = Buffer.concat(encodeEntry(record(appPage({ segments: 3 }))));
+    for (let length = 0; length < bytes.length; length++) {
+      const decoded = decodeEntry(bytes.subarray(0, length), '/route-cache/APP_PAGE/abc/$/index');
+      expect(decoded.ok, `truncated at ${length}`).toBe(false);
+    }
+  });
+
+  it('rejects any single flipped byte', () => {
+    const bytes = Buffer.concat(encodeEntry(record(appPage())));
+    for (let i = 0; i < bytes.length; i += 7) {
+      const copy = Buffer.from(bytes);
+      copy[i] = copy[i]! ^ 0x5a;
+      expect(decodeEntry(copy, '/route-cache/APP_PAGE/abc/$/index').ok, `flipped byte ${i}`).toBe(false);
+    }
+  });
+
+  it('rejects random bytes, an empty file and a future format version', () => {
+    const random = seededRandom(3);
+    for (let i = 0; i < 200; i++) {
+      expect(decodeEntry(randomBytes(random, Math.floor(random() * 300)), 'k').ok).toBe(false);
+    }
+    expect(decodeEntry(Buffer.alloc(0), 'k')).toEqual({ ok: false, reason: 'truncated' });
+    const future = Buffer.concat(encodeEntry(record(fetchValue(), 'k')));
+    future[3] = 2;
+    expect(decodeEntry(future, 'k')).toEqual({ ok: false, reason: 'foreign-version' });
+  });
+});

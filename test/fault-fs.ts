@@ -1,0 +1,107 @@
+import type { VolumeFile, VolumeFs } from '../lib/store/fs';
+import { nodeFs } from '../lib/store/fs';
+
+/**
+ * A VolumeFs that injects the faults no real filesystem produces on demand.
+ * Each rule matches an operation and a path and says what to do instead.
+ */
+export type Operation = 'open' | 'read' | 'writev' | 'write' | 'sync' | 'close' | 'rename' | 'unlink' | 'mkdir' | 'readdir';
+
+export interface FaultRule {
+  op: Operation;
+  /** Substring or predicate on the path the operation concerns. */
+  path?: string | ((p: string) => boolean);
+  /** How many times the rule fires (default: forever). */
+  times?: number;
+  /** Throw an error with this code, or hang forever, or read at most `shortRead` bytes per call. */
+  fault: { code: string } | { hang: true } | { shortRead: number };
+}
+
+export class FaultyFs implements VolumeFs {
+  readonly rules: FaultRule[] = [];
+  readonly counts = new Map<Operation, number>();
+  /** Promises that never settle, kept so a test can release them. */
+  private readonly hung: Array<() => void> = [];
+
+  constructor(private readonly inner: VolumeFs = nodeFs) {}
+
+  add(rule: FaultRule): this {
+    this.rules.push(rule);
+    return this;
+  }
+
+  releaseHung(): void {
+    for (const release of this.hung.splice(0)) release();
+  }
+
+  private match(op: Operation, p: string): FaultRule['fault'] | undefined {
+    this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
+    for (const rule of this.rules) {
+      if (rule.op !== op) continue;
+      if (rule.path !== undefined && !(typeof rule.path === 'string' ? p.includes(rule.path) : rule.path(p))) continue;
+      if (rule.times !== undefined) {
+        if (rule.times <= 0) continue;
+        rule.times--;
+      }
+      return rule.fault;
+    }
+    return undefined;
+  }
+
+  private async apply<T>(op: Operation, p: string, run: () => Promise<T>): Promise<T> {
+    const fault = this.match(op, p);
+    if (fault && 'code' in fault) throw Object.assign(new Error(`${fault.code}: injected on ${op} ${p}`), { code: fault.code });
+    if (fault && 'hang' in fault) {
+      await new Promise<void>((resolve) => this.hung.push(resolve));
+    }
+    return run();
+  }
+
+  async open(p: string, flags: number, mode?: number): Promise<VolumeFile> {
+    const handle = await this.apply('open', p, () => this.inner.open(p, flags, mode));
+    return this.wrap(handle, p);
+  }
+  rename(a: string, b: string): Promise<void> {
+    return this.apply('rename', b, () => this.inner.rename(a, b));
+  }
+  unlink(p: string): Promise<void> {
+    return this.apply('unlink', p, () => this.inner.unlink(p));
+  }
+  mkdir(p: string, o: { recursive: boolean; mode?: number }): Promise<unknown> {
+    return this.apply('mkdir', p, () => this.inner.mkdir(p, o));
+  }
+  rmdir(p: string): Promise<void> {
+    return this.inner.rmdir(p);
+  }
+  lstat(p: string) {
+    return this.inner.lstat(p);
+  }
+  readdir(p: string): Promise<string[]> {
+    return this.apply('readdir', p, () => this.inner.readdir(p));
+  }
+  opendir(p: string) {
+    return this.inner.opendir(p);
+  }
+
+  private wrap(handle: VolumeFile, p: string): VolumeFile {
+    return {
+      read: async (buffer, offset, length, position) => {
+        const fault = this.match('read', p);
+        if (fault && 'code' in fault) throw Object.assign(new Error(`${fault.code}: injected on read ${p}`), { code: fault.code });
+        if (fault && 'hang' in fault) await new Promise<void>((resolve) => this.hung.push(resolve));
+        const limit = fault && 'shortRead' in fault ? Math.min(length, fault.shortRead) : length;
+        return handle.read(buffer, offset, limit, position);
+      },
+      writev: (buffers, position) => this.apply('writev', p, () => handle.writev(buffers, position)),
+      write: (buffer, offset, length, position) => this.apply('write', p, () => handle.write(buffer, offset, length, position)),
+      sync: () => this.apply('sync', p, () => handle.sync()),
+      stat: () => handle.stat(),
+      close: async () => {
+        const fault = this.match('close', p);
+        // The descriptor is closed for real either way: an error at close still releases it.
+        await handle.close();
+        if (fault && 'code' in fault) throw Object.assign(new Error(`${fault.code}: injected on close ${p}`), { code: fault.code });
+      },
+    };
+  }
+}
