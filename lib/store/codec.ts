@@ -4,8 +4,10 @@ import { FORMAT_VERSION } from './layout';
 /**
  * One cache entry as one self-describing file:
  *
- *   "NVC" <format byte> | header length (u32 LE) | header JSON | binary parts... | xxh64 of all before (8 bytes LE)
+ *   "NVC" <format byte> | header length (u32 LE) | file length (u64 LE) | header JSON | binary parts... | xxh64 of all before (8 bytes LE)
  *
+ * The file length up front lets a reader stop at the end without a final
+ * empty read, and tells a truncated file at once.
  * The header holds the full original key (checked on read, so a hash
  * collision is a miss and never another page), the kind, the write time,
  * cacheControl, tags, and the value as JSON in which every Buffer, every Map
@@ -33,7 +35,7 @@ export type DecodeFailure = 'truncated' | 'not-an-entry' | 'foreign-version' | '
 export type DecodeResult = { ok: true; record: EntryRecord } | { ok: false; reason: DecodeFailure };
 
 const MAGIC = Buffer.from('NVC', 'latin1');
-const PREFIX_BYTES = 8;
+const PREFIX_BYTES = 16;
 const CHECKSUM_BYTES = 8;
 /** Strings at least this long go to a raw UTF-8 part instead of being escaped inside JSON. */
 const STRING_PART_MIN = 1024;
@@ -68,8 +70,17 @@ export function encodeEntry(record: EntryRecord): Buffer[] {
   MAGIC.copy(prefix, 0);
   prefix.writeUInt8(FORMAT_VERSION, 3);
   prefix.writeUInt32LE(headerBytes.byteLength, 4);
+  const fileLength = PREFIX_BYTES + headerBytes.byteLength + parts.reduce((n, p) => n + p.byteLength, 0) + CHECKSUM_BYTES;
+  prefix.writeBigUInt64LE(BigInt(fileLength), 8);
   const body = [prefix, headerBytes, ...parts];
   return [...body, checksum(body)];
+}
+
+/** The length an entry file declares in its prefix, once its first 16 bytes are read. */
+export function entryDeclaredLength(head: Buffer): number | undefined {
+  if (head.byteLength < PREFIX_BYTES || !head.subarray(0, 3).equals(MAGIC)) return undefined;
+  const length = Number(head.readBigUInt64LE(8));
+  return length >= PREFIX_BYTES + CHECKSUM_BYTES ? length : undefined;
 }
 
 export function decodeEntry(file: Buffer, expectedKey: string): DecodeResult {
@@ -79,6 +90,9 @@ export function decodeEntry(file: Buffer, expectedKey: string): DecodeResult {
   if (!file.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
   if (file.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
   const headerLength = file.readUInt32LE(4);
+  const declaredLength = Number(file.readBigUInt64LE(8));
+  if (file.byteLength < declaredLength) return { ok: false, reason: 'truncated' };
+  if (file.byteLength > declaredLength) return { ok: false, reason: 'corrupt' };
   const headerEnd = PREFIX_BYTES + headerLength;
   if (headerEnd + CHECKSUM_BYTES > file.byteLength) return { ok: false, reason: 'truncated' };
   let header: Header;

@@ -1,4 +1,4 @@
-import { decodeEntry, encodeEntry, type DecodeFailure, type EntryRecord } from './codec';
+import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord } from './codec';
 import { errorCode, readWhole, type VolumeFs } from './fs';
 import { hashKey } from './hash';
 import { Layout, SHARED_NAMESPACE } from './layout';
@@ -70,9 +70,9 @@ export class EntryStore {
  */
 export async function readRetryingStale(fs: VolumeFs, file: string): Promise<Buffer> {
   try {
-    return await readWhole(fs, file);
+    return await readWhole(fs, file, 0, entryDeclaredLength);
   } catch (error) {
     if (errorCode(error) !== 'ESTALE') throw error;
-    return await readWhole(fs, file);
+    return await readWhole(fs, file, 0, entryDeclaredLength);
   }
 }

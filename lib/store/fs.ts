@@ -50,35 +50,48 @@ export function errorCode(error: unknown): string | undefined {
 const FIRST_READ = 64 * 1024;
 
 /**
- * Reads a whole file with one open, reads until end of file and one close.
- * It reads to EOF rather than to an `fstat` size: on NFS a cached size can be
- * stale, and an extra `fstat` is one more round trip per cache hit.
+ * Given the bytes read so far, the file's full length if its own format
+ * declares it (undefined while that is not known yet).
  */
-export async function readWhole(fs: VolumeFs, file: string, position = 0): Promise<Buffer> {
+export type DeclaredLength = (head: Buffer) => number | undefined;
+
+/**
+ * Reads a whole file: one open, reads, one close. It reads to the length the
+ * file's own header declares, or else to end of file, never to an `fstat`
+ * size: on NFS a cached size can be stale, and an `fstat` is one more round
+ * trip per cache hit. Knowing the length saves the final empty read.
+ */
+export async function readWhole(fs: VolumeFs, file: string, position = 0, declared?: DeclaredLength): Promise<Buffer> {
   const handle = await fs.open(file, READ_FLAGS);
   try {
-    return await readToEnd(handle, position);
+    return await readToEnd(handle, position, declared);
   } finally {
     await handle.close();
   }
 }
 
-export async function readToEnd(handle: VolumeFile, position: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  let size = FIRST_READ;
+export async function readToEnd(handle: VolumeFile, position: number, declared?: DeclaredLength): Promise<Buffer> {
+  let buffer: Buffer = Buffer.allocUnsafe(FIRST_READ);
+  let filled = 0;
+  let target: number | undefined;
   for (;;) {
-    const chunk = Buffer.allocUnsafe(size);
-    let filled = 0;
-    while (filled < size) {
-      const { bytesRead } = await handle.read(chunk, filled, size - filled, position + total + filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    chunks.push(filled === size ? chunk : chunk.subarray(0, filled));
-    total += filled;
-    if (filled < size) break;
-    size = Math.min(size * 4, 16 * 1024 * 1024);
+    if (filled === buffer.length) buffer = grow(buffer, target ?? buffer.length * 4);
+    const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, position + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+    target ??= declared?.(buffer.subarray(0, filled));
+    if (target !== undefined && filled >= target) break;
+    if (target !== undefined && target > buffer.length) buffer = grow(buffer, target);
   }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+  return buffer.subarray(0, target !== undefined ? Math.min(filled, target) : filled);
 }
+
+function grow(buffer: Buffer, size: number): Buffer {
+  const bigger = Buffer.allocUnsafe(Math.min(Math.max(size, buffer.length + 1), MAX_FILE_BYTES));
+  if (bigger.length <= buffer.length) throw Object.assign(new Error('file larger than the cache accepts'), { code: 'EFBIG' });
+  buffer.copy(bigger);
+  return bigger;
+}
+
+/** No entry, sidecar or log read is allowed to be larger than this. */
+export const MAX_FILE_BYTES = 1024 * 1024 * 1024;
