@@ -24,6 +24,8 @@ export interface CacheOptions {
   leaseTimeoutMs?: number;
   /** Minimum log level written to stderr. */
   logLevel?: LogLevel;
+  /** A maintenance lock not refreshed for this long is taken over (its holder is presumed dead). */
+  lockStaleMs?: number;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -38,6 +40,7 @@ export interface ResolvedOptions {
   tagRefreshMs: number;
   leaseTimeoutMs: number;
   logLevel: LogLevel;
+  lockStaleMs: number;
 }
 
 export class ConfigError extends Error {
@@ -65,6 +68,7 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   tagRefreshMs: 'positiveInt',
   leaseTimeoutMs: 'positiveInt',
   logLevel: 'logLevel',
+  lockStaleMs: 'positiveInt',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -96,6 +100,7 @@ export function defaults(): ResolvedOptions {
     tagRefreshMs: 1000,
     leaseTimeoutMs: 5 * 60_000,
     logLevel: 'warn',
+    lockStaleMs: 120_000,
   };
 }
 

@@ -122,7 +122,7 @@ export class TagLog {
 
   private async readHead(): Promise<string> {
     try {
-      return (await readWhole(this.fs, this.layout.tagHead)).toString('utf8');
+      return (await readWhole(this.fs, this.layout.tagHead, 0, lineLength)).toString('utf8');
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return '';
       throw error;
@@ -130,7 +130,7 @@ export class TagLog {
   }
 
   private async bumpHead(): Promise<void> {
-    const token = `${this.options.writer} ${++this.bumps} ${Math.random().toString(36).slice(2)}`;
+    const token = `${this.options.writer} ${++this.bumps} ${Math.random().toString(36).slice(2)}\n`;
     await writeAtomic(this.fs, this.layout.tagHead, [Buffer.from(token)], { writer: this.options.writer, fsync: false });
   }
 
@@ -200,6 +200,12 @@ export class TagLog {
     }
     this.offsets.set(name, offset + parsed.consumed);
   }
+}
+
+/** The head is one line: its newline ends the read without a final empty read. */
+export function lineLength(head: Buffer): number | undefined {
+  const newline = head.indexOf(0x0a);
+  return newline === -1 ? undefined : newline + 1;
 }
 
 export function describe(error: unknown): string {

@@ -1,0 +1,52 @@
+import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
+import { VolumeClock } from '../store/clock';
+import { nodeFs, type VolumeFs } from '../store/fs';
+import { loadHasher } from '../store/hash';
+import { FORMAT_VERSION, Layout } from '../store/layout';
+import { newWriterId, Volume, VolumeError } from '../store/volume';
+import { CacheLog } from '../util/log';
+
+export class NotACacheRootError extends Error {
+  constructor(dir: string, detail: string) {
+    super(`${dir} is not a next-volume-cache root (${detail}); refusing to touch it`);
+    this.name = 'NotACacheRootError';
+  }
+}
+
+/** What maintenance work (compact, purge, gc, verify, ...) needs: an existing root, opened on the volume clock. */
+export interface Maintenance {
+  fs: VolumeFs;
+  layout: Layout;
+  clock: VolumeClock;
+  writer: string;
+  volume: Volume;
+  log: CacheLog;
+  settings: ResolvedOptions & { dir: string };
+}
+
+/**
+ * Opens an existing cache root for maintenance. Unlike the handler, it never
+ * creates a root: a folder without our marker is refused before anything is
+ * read or deleted.
+ */
+export async function openMaintenance(options: CacheOptions, fs: VolumeFs = nodeFs): Promise<Maintenance> {
+  const settings = resolveOptions(options);
+  if (!settings.dir) throw new VolumeError('no cache root given: pass --dir or set NEXT_VOLUME_CACHE_DIR', 'not-a-cache-root');
+  await loadHasher();
+  const layout = new Layout(settings.dir, settings.app);
+  const clock = new VolumeClock();
+  const writer = newWriterId();
+  const volume = new Volume(fs, layout, writer, clock);
+  let marker;
+  try {
+    marker = await volume.readMarker();
+  } catch (error) {
+    throw new NotACacheRootError(settings.dir, (error as Error).message);
+  }
+  if (!marker) throw new NotACacheRootError(settings.dir, 'no next-volume-cache.json marker');
+  if (marker.format !== FORMAT_VERSION) {
+    throw new NotACacheRootError(settings.dir, `format ${marker.format}, this version handles format ${FORMAT_VERSION}`);
+  }
+  await volume.open(false);
+  return { fs, layout, clock, writer, volume, log: new CacheLog(settings.logLevel), settings: { ...settings, dir: settings.dir } };
+}

@@ -1,0 +1,58 @@
+import { lineChecksum } from '../store/hash';
+
+/**
+ * The folded tag index: for each entry (`<namespace>/<key hash>`), the tags
+ * it was stored with. Advisory: `purge --tag` re-reads each entry's own tags
+ * before deleting it, and `--scan` finds what the index missed.
+ */
+export interface MemberIndex {
+  members: Map<string, Set<string>>;
+  folded: Map<string, number>;
+}
+
+export function encodeMembers(index: MemberIndex): Buffer {
+  const members: Record<string, string[]> = {};
+  for (const [id, tags] of index.members) members[id] = [...tags];
+  const json = JSON.stringify({ v: 1, members, folded: Object.fromEntries(index.folded) });
+  return Buffer.from(`${lineChecksum(json)} ${json}\n`, 'utf8');
+}
+
+export function decodeMembers(bytes: Buffer): MemberIndex | undefined {
+  const text = bytes.toString('utf8');
+  if (text.length < 10 || text[8] !== ' ' || !text.endsWith('\n')) return undefined;
+  const json = text.slice(9, -1);
+  if (lineChecksum(json) !== text.slice(0, 8)) return undefined;
+  let body: { v?: unknown; members?: unknown; folded?: unknown };
+  try {
+    body = JSON.parse(json) as typeof body;
+  } catch {
+    return undefined;
+  }
+  if (body.v !== 1 || typeof body.members !== 'object' || body.members === null) return undefined;
+  const members = new Map<string, Set<string>>();
+  for (const [id, tags] of Object.entries(body.members as Record<string, unknown>)) {
+    if (/^[A-Za-z0-9._-]+\/[0-9a-f]{16}$/.test(id) && Array.isArray(tags)) {
+      members.set(id, new Set(tags.filter((t): t is string => typeof t === 'string')));
+    }
+  }
+  const folded = new Map<string, number>();
+  for (const [name, offset] of Object.entries((body.folded ?? {}) as Record<string, unknown>)) {
+    if (typeof offset === 'number' && Number.isInteger(offset) && offset >= 0) folded.set(name, offset);
+  }
+  return { members, folded };
+}
+
+/** Entries (`<namespace>/<hash>`) carrying any of `tags`. */
+export function entriesWithTags(index: MemberIndex, tags: readonly string[]): string[] {
+  const wanted = new Set(tags);
+  const out: string[] = [];
+  for (const [id, entryTags] of index.members) {
+    for (const tag of entryTags) {
+      if (wanted.has(tag)) {
+        out.push(id);
+        break;
+      }
+    }
+  }
+  return out;
+}
