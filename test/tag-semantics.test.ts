@@ -116,6 +116,16 @@ describe('TagState', () => {
     expect(s.verdict(['t'], T0 + 5, T0 + 20)).toBe('stale');
   });
 
+  it('an entry written in the same millisecond as an invalidation is invalidated (ties go to the invalidation)', () => {
+    const s = new TagState();
+    s.apply({ tags: ['t'], stale: T0, expired: T0 }, T0);
+    expect(s.verdict(['t'], T0, T0)).toBe('expired');
+    expect(s.verdict(['t'], T0 + 1, T0 + 1)).toBe('fresh');
+    const m = new TagState();
+    m.apply({ tags: ['t'], stale: T0, expired: T0 + 1000 }, T0);
+    expect(m.verdict(['t'], T0, T0)).toBe('stale');
+  });
+
   it('merging is idempotent and order-independent, and survives JSON', () => {
     const records = Array.from({ length: 50 }, (_, i) => ({ tags: [`t${i % 7}`], stale: T0 + i * 13, expired: T0 + i * 13 + (i % 3) * 1000 }));
     const a = new TagState();

@@ -2,9 +2,11 @@
  * What the tag invalidations mean, as Next 16 defines them
  * (next/dist/server/lib/incremental-cache/tags-manifest.external.js):
  *  - an entry is *expired* by a tag when some expiry time of that tag has
- *    passed (<= now) and is later than the entry's write time;
- *  - an entry is *stale* by a tag when the tag was marked stale after the
- *    entry was written.
+ *    passed (<= now) and is not earlier than the entry's write time;
+ *  - an entry is *stale* by a tag when the tag was marked stale at or after
+ *    the entry's write time.
+ * (Next uses strict comparisons; we give ties to the invalidation, so an
+ * entry written in the same millisecond is never served after it.)
  * Next keeps only the latest mark per tag; we keep every mark that can still
  * decide something (the latest passed expiry, all future expiries and the
  * latest stale mark). That makes merging commutative and idempotent: records
@@ -54,8 +56,11 @@ export class TagState {
     for (const tag of tags) {
       const marks = this.marks.get(tag);
       if (!marks) continue;
-      if (latestPassed(marks.expired, now) > writtenAt) return 'expired';
-      if (marks.stale > writtenAt) stale = true;
+      // Ties go to the invalidation: an entry written in the same millisecond
+      // may hold the old data; at worst it is regenerated once more.
+      const expiry = latestPassed(marks.expired, now);
+      if (expiry > 0 && expiry >= writtenAt) return 'expired';
+      if (marks.stale > 0 && marks.stale >= writtenAt) stale = true;
     }
     return stale ? 'stale' : 'fresh';
   }
