@@ -8,6 +8,6 @@ export default defineConfig({
     hookTimeout: 600_000,
     // Child-process stress tests already use both cores; two files at a time is the most this machine takes.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
