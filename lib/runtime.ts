@@ -12,6 +12,8 @@ import { newMetrics, type Metrics } from './util/metrics';
 
 /** After the volume failed to open, how long calls stay no-ops before the next attempt. */
 const REOPEN_AFTER_MS = 5_000;
+/** Deadline of a process's first full read of the tag logs (later refreshes use timeoutMs). */
+const INITIAL_LOAD_TIMEOUT_MS = 120_000;
 
 export type RuntimeSettings = ResolvedOptions & { dir: string };
 
@@ -38,6 +40,8 @@ export class Runtime {
   private lastLeaseRenewal = -Infinity;
   private lastRefresh = -Infinity;
   private refreshing: Promise<void> | undefined;
+  /** True once the tag view was loaded in full at least once; until then no entry is served. */
+  private tagViewLoaded = false;
   private leaseTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -79,13 +83,36 @@ export class Runtime {
     if (this.refreshing) return this.refreshing;
     if (performance.now() - this.lastRefresh < this.settings.tagRefreshMs) return Promise.resolve();
     this.lastRefresh = performance.now();
+    // The first load reads the snapshot and every tail since the last
+    // compaction: it may take longer than one request's deadline.
+    const deadline = this.tagViewLoaded ? this.settings.timeoutMs : Math.max(this.settings.timeoutMs, INITIAL_LOAD_TIMEOUT_MS);
     this.refreshing = this.gate
-      .run(() => this.tags.refresh())
+      .run(() => this.tags.refresh(), deadline)
+      .then(() => {
+        this.tagViewLoaded = true;
+      })
       .catch((error: unknown) => this.reportIoError('tag-refresh', 'refreshing the tag view', error))
       .finally(() => {
         this.refreshing = undefined;
       });
     return this.refreshing;
+  }
+
+  /**
+   * Refreshes if due and waits for it at most `waitMs`. Resolves false while
+   * the tag view has never been loaded in full: serving an entry then could
+   * serve one that another replica invalidated.
+   */
+  async tagViewReady(waitMs: number): Promise<boolean> {
+    const refreshed = this.refreshTagsIfDue();
+    if (!this.tagViewLoaded) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([refreshed, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+      clearTimeout(timer);
+    } else {
+      await refreshed;
+    }
+    return this.tagViewLoaded;
   }
 
   /** Logs an I/O failure once per cause and counts timeouts. */

@@ -90,6 +90,21 @@ describe('injected filesystem faults', () => {
     expect(await c.handler.get('fine', {})).not.toBeNull();
   });
 
+  it('until the tag view has loaded once, entries are not served (they might have been invalidated elsewhere)', async () => {
+    const fs = new FaultyFs();
+    const c = await cacheOn(fs, { timeoutMs: 200 });
+    await c.handler.set('k', fetchValue(), FETCH_CTX);
+    const fresh = await openCache({ dir: c.root, timeoutMs: 200 }, fs);
+    opened.push(fresh);
+    fs.add({ op: 'readdir', path: 'inval', fault: { hang: true } });
+    expect(await fresh.handler.get('k', {})).toBeNull();
+    expect(fresh.runtime.metrics.misses['tags-loading']).toBe(1);
+    fs.rules.length = 0;
+    fs.releaseHung();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await fresh.handler.get('k', {})).not.toBeNull();
+  });
+
   it('a vanished cache root: gets miss, sets fail quietly, no folder is recreated', async () => {
     const fs = new FaultyFs();
     const c = await cacheOn(fs);

@@ -63,10 +63,14 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): 
   let hash: string | undefined;
   try {
     if (!(await rt.ready())) return miss('unavailable');
-    const refreshed = rt.refreshTagsIfDue();
+    const started = performance.now();
+    const tagView = rt.tagViewReady(rt.settings.timeoutMs);
     const outcome = await rt.gate.run(() => rt.store.read(key, SHARED_NAMESPACE));
     hash = outcome.hash;
-    await refreshed;
+    if (!(await tagView)) {
+      rt.log.onceWarn('tags-loading', `the tag view is still loading (${Math.round(performance.now() - started)} ms); answering misses until it is`);
+      return miss('tags-loading');
+    }
     if (!outcome.found) {
       if (outcome.reason !== 'absent') {
         rt.log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);

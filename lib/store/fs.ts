@@ -61,17 +61,17 @@ export type DeclaredLength = (head: Buffer) => number | undefined;
  * size: on NFS a cached size can be stale, and an `fstat` is one more round
  * trip per cache hit. Knowing the length saves the final empty read.
  */
-export async function readWhole(fs: VolumeFs, file: string, position = 0, declared?: DeclaredLength): Promise<Buffer> {
+export async function readWhole(fs: VolumeFs, file: string, position = 0, declared?: DeclaredLength, firstRead = FIRST_READ): Promise<Buffer> {
   const handle = await fs.open(file, READ_FLAGS);
   try {
-    return await readToEnd(handle, position, declared);
+    return await readToEnd(handle, position, declared, firstRead);
   } finally {
     await handle.close();
   }
 }
 
-export async function readToEnd(handle: VolumeFile, position: number, declared?: DeclaredLength): Promise<Buffer> {
-  let buffer: Buffer = Buffer.allocUnsafe(FIRST_READ);
+export async function readToEnd(handle: VolumeFile, position: number, declared?: DeclaredLength, firstRead = FIRST_READ): Promise<Buffer> {
+  let buffer: Buffer = Buffer.allocUnsafe(firstRead);
   let filled = 0;
   let target: number | undefined;
   for (;;) {

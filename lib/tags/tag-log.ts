@@ -122,7 +122,7 @@ export class TagLog {
 
   private async readHead(): Promise<string> {
     try {
-      return (await readWhole(this.fs, this.layout.tagHead, 0, lineLength)).toString('utf8');
+      return (await readWhole(this.fs, this.layout.tagHead, 0, lineLength, 256)).toString('utf8');
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return '';
       throw error;

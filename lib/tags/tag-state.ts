@@ -110,10 +110,14 @@ export class TagState {
   }
 
   private mark(tag: string, stale: number, expiries: readonly number[], now: number): void {
-    const current = this.marks.get(tag) ?? { stale: 0, expired: [] };
-    current.stale = Math.max(current.stale, stale);
-    current.expired = prune([...current.expired, ...expiries], now);
-    this.marks.set(tag, current);
+    let current = this.marks.get(tag);
+    if (!current) {
+      current = { stale: 0, expired: [] };
+      this.marks.set(tag, current);
+    }
+    if (stale > current.stale) current.stale = stale;
+    for (const at of expiries) insertSorted(current.expired, at);
+    dropOlderPassed(current.expired, now);
   }
 }
 
@@ -126,10 +130,16 @@ function latestPassed(expiries: readonly number[], now: number): number {
   return latest;
 }
 
-/** Sorted, unique, and of the passed ones only the latest (earlier ones can no longer decide anything). */
-function prune(expiries: number[], now: number): number[] {
-  const sorted = [...new Set(expiries)].sort((a, b) => a - b);
-  const firstFuture = sorted.findIndex((at) => at > now);
-  const passedCount = firstFuture === -1 ? sorted.length : firstFuture;
-  return passedCount <= 1 ? sorted : sorted.slice(passedCount - 1);
+function insertSorted(sorted: number[], value: number): void {
+  let i = sorted.length;
+  while (i > 0 && sorted[i - 1]! > value) i--;
+  if (i > 0 && sorted[i - 1] === value) return;
+  sorted.splice(i, 0, value);
+}
+
+/** Of the passed expiries only the latest can still decide anything. */
+function dropOlderPassed(sorted: number[], now: number): void {
+  let passed = 0;
+  while (passed < sorted.length && sorted[passed]! <= now) passed++;
+  if (passed > 1) sorted.splice(0, passed - 1);
 }
