@@ -1,0 +1,122 @@
+// Drives the real Next.js app in fixtures/next-app: build it once, start a tiny data server and
+// `next start` servers that share one cache folder. Used by the end-to-end tests and the demo.
+'use strict';
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const path = require('node:path');
+
+const REPO = path.resolve(__dirname, '..');
+const APP = path.join(REPO, 'fixtures', 'next-app');
+const NEXT_BIN = path.join(REPO, 'node_modules', 'next', 'dist', 'bin', 'next');
+
+/** Builds the app unless a build of the current sources exists (`force` rebuilds). */
+function buildFixture({ force = false, log = () => {} } = {}) {
+  const buildId = path.join(APP, '.next', 'BUILD_ID');
+  if (!force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource()) return fs.readFileSync(buildId, 'utf8');
+  log('building fixtures/next-app (next build) ...');
+  // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
+  // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
+  execFileSync(process.execPath, [NEXT_BIN, 'build'], {
+    cwd: APP,
+    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', NEXT_VOLUME_CACHE_DIR: path.join(APP, '.next', 'no-volume-at-build', 'cache'), DATA_PORT: '9' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return fs.readFileSync(buildId, 'utf8');
+}
+
+function newestSource() {
+  let newest = 0;
+  const visit = (dir) => {
+    for (const name of fs.readdirSync(dir)) {
+      if (name === '.next' || name === 'node_modules') continue;
+      const full = path.join(dir, name);
+      const stat = fs.statSync(full);
+      if (stat.isDirectory()) visit(full);
+      else newest = Math.max(newest, stat.mtimeMs);
+    }
+  };
+  visit(APP);
+  // The handler itself (dist/) is loaded by path at run time, not bundled: no rebuild needed for it.
+  return newest;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A data source for fetch(): every request returns the next number. */
+async function startDataServer() {
+  let value = 0;
+  const server = http.createServer((req, res) => {
+    value += 1;
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ value }));
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { port, get requests() { return value; }, stop: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/** Starts `next start` on a free port; resolves once it answers. */
+async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [] }) {
+  const port = await freePort();
+  const args = [...commandArgs, NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'];
+  const child = spawn(command || process.execPath, args, {
+    cwd: APP,
+    env: {
+      ...process.env,
+      NEXT_TELEMETRY_DISABLED: '1',
+      SERVER_NAME: name,
+      NEXT_VOLUME_CACHE_DIR: cacheDir,
+      NEXT_VOLUME_CACHE_TAG_REFRESH_MS: '200',
+      DATA_PORT: String(dataPort),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server ${name} exited: ${output}`);
+    try {
+      await fetch(`${url}/api/revalidate`);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`server ${name} did not start: ${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    name,
+    url,
+    port,
+    output: () => output,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** The action id of the fixture's updateTag server action, from the build's manifest. */
+function updateTagActionId() {
+  const manifest = JSON.parse(fs.readFileSync(path.join(APP, '.next', 'server', 'server-reference-manifest.json'), 'utf8'));
+  const [id] = Object.entries(manifest.node).find(([, v]) => v.filename.endsWith('app/action/page.js'));
+  return id;
+}
+
+module.exports = { APP, REPO, buildFixture, startDataServer, startServer, updateTagActionId, freePort };
