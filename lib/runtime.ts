@@ -1,7 +1,8 @@
 import { defaultDir, type ResolvedOptions } from './config';
 import { VolumeClock } from './store/clock';
 import { EntryStore } from './store/entry-store';
-import { nodeFs, type VolumeFs } from './store/fs';
+import { ImageStore } from './store/image-store';
+import { errorCode, nodeFs, type VolumeFs } from './store/fs';
 import { loadHasher } from './store/hash';
 import { Layout } from './store/layout';
 import { newWriterId, Volume } from './store/volume';
@@ -14,6 +15,9 @@ import { newMetrics, type Metrics } from './util/metrics';
 const REOPEN_AFTER_MS = 5_000;
 /** Deadline of a process's first full read of the tag logs (later refreshes use timeoutMs). */
 const INITIAL_LOAD_TIMEOUT_MS = 120_000;
+/** How often, at most, one process records that one image was used. */
+export const IMAGE_TOUCH_PERIOD_MS = 10 * 60_000;
+const MAX_TRACKED_TOUCHES = 100_000;
 
 export type RuntimeSettings = ResolvedOptions & { dir: string };
 
@@ -32,6 +36,7 @@ export class Runtime {
   readonly metrics: Metrics = newMetrics();
   readonly gate: FsGate;
   readonly store: EntryStore;
+  readonly images: ImageStore;
   readonly volume: Volume;
   readonly tags: TagLog;
   private state: 'closed' | 'ready' | 'unavailable' = 'closed';
@@ -43,6 +48,7 @@ export class Runtime {
   /** True once the tag view was loaded in full at least once; until then no entry is served. */
   private tagViewLoaded = false;
   private leaseTimer: NodeJS.Timeout | undefined;
+  private readonly touchedImages = new Map<string, number>();
 
   constructor(
     readonly settings: RuntimeSettings,
@@ -53,6 +59,7 @@ export class Runtime {
     this.layout = new Layout(settings.dir, settings.app);
     this.gate = new FsGate(settings.concurrency, settings.timeoutMs);
     this.store = new EntryStore(fs, this.layout, { writer: this.writer, fsync: settings.fsync });
+    this.images = new ImageStore(fs, this.layout, { writer: this.writer, fsync: settings.fsync });
     this.volume = new Volume(fs, this.layout, this.writer, this.clock);
     const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
     this.tags = new TagLog(fs, this.layout, this.clock, this.log, this.metrics, lease, {
@@ -113,6 +120,21 @@ export class Runtime {
       await refreshed;
     }
     return this.tagViewLoaded;
+  }
+
+  /**
+   * Records that an image was served: its raw file's mtime is set to the
+   * volume clock's now, at most once per IMAGE_TOUCH_PERIOD_MS per image and
+   * process, in the background. Image eviction orders by that time.
+   */
+  noteImageUse(rawPath: string): void {
+    const now = performance.now();
+    if (now - (this.touchedImages.get(rawPath) ?? -Infinity) < IMAGE_TOUCH_PERIOD_MS) return;
+    if (this.touchedImages.size >= MAX_TRACKED_TOUCHES) this.touchedImages.clear();
+    this.touchedImages.set(rawPath, now);
+    this.gate.run(() => this.images.touch(rawPath, this.clock.now())).catch((error: unknown) => {
+      if (errorCode(error) !== 'ENOENT') this.reportIoError('image-touch', 'marking an image as used', error);
+    });
   }
 
   /** Logs an I/O failure once per cause and counts timeouts. */

@@ -82,6 +82,9 @@ export class FaultyFs implements VolumeFs {
   opendir(p: string) {
     return this.inner.opendir(p);
   }
+  utimes(p: string, a: number, m: number): Promise<void> {
+    return this.inner.utimes(p, a, m);
+  }
 
   private wrap(handle: VolumeFile, p: string): VolumeFile {
     return {

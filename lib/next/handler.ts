@@ -1,5 +1,6 @@
 import { resolveOptions, type CacheOptions } from '../config';
 import type { EntryRecord } from '../store/codec';
+import type { ImageValue } from '../store/image-store';
 import { SHARED_NAMESPACE } from '../store/layout';
 import { runtimeFor, type Runtime } from '../runtime';
 import { GateError } from '../util/gate';
@@ -63,6 +64,7 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): 
   let hash: string | undefined;
   try {
     if (!(await rt.ready())) return miss('unavailable');
+    if (ctx?.kind === 'IMAGE') return await getImage(rt, key, miss);
     const started = performance.now();
     const tagView = rt.tagViewReady(rt.settings.timeoutMs);
     const outcome = await rt.gate.run(() => rt.store.read(key, SHARED_NAMESPACE));
@@ -92,6 +94,24 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): 
   }
 }
 
+/** Images carry no tags: no tag view needed, two opens (sidecar, raw file). */
+async function getImage(rt: Runtime, key: string, miss: (reason: string) => null): Promise<CacheHandlerValue | null> {
+  const outcome = await rt.gate.run(() => rt.images.read(key));
+  if (!outcome.found) {
+    if (outcome.reason !== 'absent') {
+      rt.log.onceWarn(`image-${outcome.reason}`, `treating image with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
+    }
+    return miss(outcome.reason);
+  }
+  rt.metrics.hits++;
+  rt.noteImageUse(outcome.rawPath);
+  const s = outcome.sidecar;
+  const value: CachedValue = { kind: 'IMAGE', buffer: outcome.buffer, etag: s.etag, upstreamEtag: s.upstreamEtag, extension: s.extension, revalidate: s.revalidate };
+  const result: CacheHandlerValue = { lastModified: Date.now() - Math.max(0, rt.clock.now() - s.lastModified), value };
+  if (s.cacheControl) result.cacheControl = s.cacheControl;
+  return result;
+}
+
 /** Never rejects into Next: a failed write is logged and counted, and leaves no temp file. */
 async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx: SetContext | undefined): Promise<void> {
   rt.metrics.sets++;
@@ -99,6 +119,11 @@ async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx:
   try {
     if (typeof key !== 'string' || !(await rt.ready())) {
       rt.metrics.setFailures++;
+      return;
+    }
+    if (data?.kind === 'IMAGE') {
+      const image = data as ImageValue;
+      await rt.gate.run(() => rt.images.write(key, image, ctx?.cacheControl, rt.clock.now()));
       return;
     }
     const record = toRecord(key, data ?? null, ctx, rt.clock.now());

@@ -24,6 +24,8 @@ export interface VolumeFs {
   lstat(path: string): Promise<Stats>;
   readdir(path: string): Promise<string[]>;
   opendir(path: string): Promise<Dir>;
+  /** Times in seconds since the epoch. */
+  utimes(path: string, atime: number, mtime: number): Promise<void>;
 }
 
 export const nodeFs: VolumeFs = {
@@ -35,6 +37,7 @@ export const nodeFs: VolumeFs = {
   lstat: (p) => fsp.lstat(p),
   readdir: (p) => fsp.readdir(p),
   opendir: (p) => fsp.opendir(p),
+  utimes: (p, a, m) => fsp.utimes(p, a, m),
 };
 
 /** Open flags. O_NOFOLLOW: a symlink planted in the cache root is never followed. */

@@ -1,0 +1,205 @@
+import path from 'node:path';
+import { writeAtomic } from './atomic';
+import type { CacheControl } from './codec';
+import { errorCode, readWhole, type VolumeFs } from './fs';
+import { checksum, hashKey } from './hash';
+import type { Layout } from './layout';
+
+/**
+ * Optimized images as plain files: `<hash>.<content hash>.<ext>` holds the
+ * exact bytes Next produced (open it with any image tool, serve it from a CDN
+ * origin), and `<hash>.json` beside it, the sidecar, says which file is
+ * current and everything Next needs back.
+ *
+ * Publication of a pair: the raw file first (temp + rename), under a name
+ * derived from its content, so it never overwrites bytes a current sidecar
+ * points to; then the sidecar (temp + rename) is the commit point; then the
+ * superseded raw file is removed. A reader holding an old sidecar reads old
+ * bytes or finds them gone (a miss), never new bytes under an old etag. A raw
+ * file no sidecar names (a writer died in between) is an orphan for the CLI.
+ */
+export interface ImageValue {
+  kind: 'IMAGE';
+  buffer: Buffer;
+  etag: string;
+  upstreamEtag: string;
+  extension: string;
+  revalidate: number;
+  [other: string]: unknown;
+}
+
+export interface ImageSidecar {
+  v: 1;
+  key: string;
+  etag: string;
+  upstreamEtag: string;
+  extension: string;
+  revalidate: number;
+  cacheControl?: CacheControl | undefined;
+  /** Volume clock, ms. */
+  lastModified: number;
+  size: number;
+  contentType: string;
+  /** Name of the raw file in the same folder. */
+  file: string;
+  /** xxh64 of the bytes, 16 hex digits (also part of the file name). */
+  checksum: string;
+}
+
+export type ImageMiss = 'absent' | 'bad-sidecar' | 'key-mismatch' | 'raw-missing' | 'raw-size' | 'raw-checksum' | 'not-a-file';
+
+export type ImageRead = { found: true; sidecar: ImageSidecar; buffer: Buffer; hash: string; rawPath: string } | { found: false; reason: ImageMiss; hash: string };
+
+const CONTENT_TYPES: Record<string, string> = {
+  avif: 'image/avif',
+  webp: 'image/webp',
+  png: 'image/png',
+  jpeg: 'image/jpeg',
+  jpg: 'image/jpeg',
+  gif: 'image/gif',
+  svg: 'image/svg+xml',
+  ico: 'image/x-icon',
+  icns: 'image/x-icns',
+  bmp: 'image/bmp',
+  tiff: 'image/tiff',
+  jxl: 'image/jxl',
+  heic: 'image/heic',
+};
+
+export const SIDECAR_SUFFIX = '.json';
+const RAW_NAME = /^([0-9a-f]{16})\.([0-9a-f]{16})\.([a-z0-9]{1,10})$/;
+
+export function safeExtension(extension: unknown): string {
+  return typeof extension === 'string' && /^[a-z0-9]{1,10}$/.test(extension) ? extension : 'bin';
+}
+
+/** `<hash>.<content hash>.<ext>` names a raw image file; anything else is not one. */
+export function parseRawName(name: string): { hash: string; checksum: string; extension: string } | undefined {
+  const m = RAW_NAME.exec(name);
+  return m ? { hash: m[1]!, checksum: m[2]!, extension: m[3]! } : undefined;
+}
+
+export class ImageStore {
+  constructor(
+    private readonly fs: VolumeFs,
+    private readonly layout: Layout,
+    private readonly options: { writer: string; fsync: boolean },
+  ) {}
+
+  dirOf(hash: string): string {
+    return this.layout.shardDir(this.layout.imagesDir, hash);
+  }
+
+  sidecarPath(hash: string): string {
+    return path.join(this.dirOf(hash), hash + SIDECAR_SUFFIX);
+  }
+
+  async read(key: string): Promise<ImageRead> {
+    const hash = hashKey(key);
+    let sidecar: ImageSidecar | undefined;
+    try {
+      sidecar = parseSidecar(await readWhole(this.fs, this.sidecarPath(hash), 0, undefined, 4096), hash);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return { found: false, reason: 'absent', hash };
+      if (code === 'ELOOP' || code === 'EISDIR') return { found: false, reason: 'not-a-file', hash };
+      throw error;
+    }
+    if (!sidecar) return { found: false, reason: 'bad-sidecar', hash };
+    if (sidecar.key !== key) return { found: false, reason: 'key-mismatch', hash };
+    const rawPath = path.join(this.dirOf(hash), sidecar.file);
+    let buffer: Buffer;
+    try {
+      buffer = await readWhole(this.fs, rawPath, 0, () => sidecar.size, Math.max(1, sidecar.size));
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT') return { found: false, reason: 'raw-missing', hash };
+      if (code === 'ELOOP' || code === 'EISDIR') return { found: false, reason: 'not-a-file', hash };
+      throw error;
+    }
+    if (buffer.length !== sidecar.size) return { found: false, reason: 'raw-size', hash };
+    if (checksum([buffer]).readBigUInt64LE().toString(16).padStart(16, '0') !== sidecar.checksum) {
+      return { found: false, reason: 'raw-checksum', hash };
+    }
+    return { found: true, sidecar, buffer, hash, rawPath };
+  }
+
+  async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number): Promise<string> {
+    const hash = hashKey(key);
+    const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer as Uint8Array);
+    const sum = checksum([buffer]).readBigUInt64LE().toString(16).padStart(16, '0');
+    const extension = safeExtension(value.extension);
+    const file = `${hash}.${sum}.${extension}`;
+    const dir = this.dirOf(hash);
+    const previous = await this.currentFile(hash);
+    await writeAtomic(this.fs, path.join(dir, file), [buffer], this.options);
+    const sidecar: ImageSidecar = {
+      v: 1,
+      key,
+      etag: String(value.etag),
+      upstreamEtag: String(value.upstreamEtag),
+      extension: String(value.extension),
+      revalidate: value.revalidate,
+      cacheControl,
+      lastModified,
+      size: buffer.length,
+      contentType: CONTENT_TYPES[extension] ?? 'application/octet-stream',
+      file,
+      checksum: sum,
+    };
+    await writeAtomic(this.fs, this.sidecarPath(hash), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
+    if (previous && previous !== file) await this.removeQuietly(path.join(dir, previous));
+    return hash;
+  }
+
+  /** Removes the sidecar first (the commit point), then the raw file it names. */
+  async remove(hash: string): Promise<boolean> {
+    const file = await this.currentFile(hash);
+    const removed = await this.removeQuietly(this.sidecarPath(hash));
+    if (file) await this.removeQuietly(path.join(this.dirOf(hash), file));
+    return removed;
+  }
+
+  /** Marks a raw file as used now (its mtime, on the volume clock): what image eviction orders by. */
+  async touch(rawPath: string, volumeNowMs: number): Promise<void> {
+    const seconds = volumeNowMs / 1000;
+    await this.fs.utimes(rawPath, seconds, seconds);
+  }
+
+  private async currentFile(hash: string): Promise<string | undefined> {
+    try {
+      return parseSidecar(await readWhole(this.fs, this.sidecarPath(hash), 0, undefined, 4096), hash)?.file;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async removeQuietly(file: string): Promise<boolean> {
+    try {
+      await this.fs.unlink(file);
+      return true;
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return false;
+      throw error;
+    }
+  }
+}
+
+/**
+ * A sidecar is trusted only if it is well-formed and names the one raw file
+ * its own fields derive (so it can never point outside its folder).
+ */
+export function parseSidecar(bytes: Buffer, hash: string): ImageSidecar | undefined {
+  let s: Partial<ImageSidecar>;
+  try {
+    s = JSON.parse(bytes.toString('utf8')) as Partial<ImageSidecar>;
+  } catch {
+    return undefined;
+  }
+  if (s === null || typeof s !== 'object' || s.v !== 1) return undefined;
+  if (typeof s.key !== 'string' || typeof s.etag !== 'string' || typeof s.upstreamEtag !== 'string' || typeof s.extension !== 'string') return undefined;
+  if (typeof s.revalidate !== 'number' || typeof s.lastModified !== 'number' || !Number.isInteger(s.size) || (s.size as number) < 0) return undefined;
+  if (typeof s.checksum !== 'string' || !/^[0-9a-f]{16}$/.test(s.checksum)) return undefined;
+  if (s.file !== `${hash}.${s.checksum}.${safeExtension(s.extension)}`) return undefined;
+  return s as ImageSidecar;
+}
