@@ -4,9 +4,13 @@
  * parse flags, call the library, print a table or JSON, map errors to exit
  * codes.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
-import { compact, LockHeldError, NotACacheRootError } from '../lib/maintenance';
+import { SingleBar } from 'cli-progress';
+import { compact, gc, inspect, LockHeldError, NotACacheRootError, purge, PurgeUsageError, stats, verify, type WalkProgress } from '../lib/maintenance';
+import { formatBytes, parseBytes, parseDuration } from '../lib/util/units';
 import { VolumeError } from '../lib/store/volume';
 
 export const EXIT = {
@@ -32,9 +36,15 @@ interface GlobalFlags {
   json: boolean;
 }
 
+/** The package's version, from its package.json (found upward: bin/ in the sources, dist/bin/ when built). */
 function version(): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('../../package.json') as { version: string }).version;
+  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === 'next-volume-cache' && pkg.version) return pkg.version;
+  }
+  return 'unknown';
 }
 
 function buildProgram(out: (text: string) => void): Command {
@@ -47,12 +57,11 @@ function buildProgram(out: (text: string) => void): Command {
     .exitOverride();
   addCacheOptions(program);
 
-  program
-    .command('compact')
-    .description('fold the per-writer tag logs into the snapshot and delete closed segments (takes the maintenance lock)')
-    .option('--wait', 'wait for another run to release the maintenance lock')
-    .option('--no-wait', 'exit with code 4 if another run holds the lock (default)')
-    .action(async (flags: { wait?: boolean }, command: Command) => {
+  const waitOptions = (command: Command) =>
+    command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
+
+  waitOptions(program.command('compact').description('fold the per-writer tag logs into the snapshot and delete closed segments')).action(
+    async (flags: { wait?: boolean }, command: Command) => {
       const { options, json } = globalOptions(command);
       const result = await compact(options, { wait: flags.wait ?? false });
       print(out, json, result, [
@@ -66,6 +75,143 @@ function buildProgram(out: (text: string) => void): Command {
         ['tag index: entries dropped (gone)', result.membersDropped],
         ['leases of gone writers removed', result.leasesRemoved],
       ]);
+    },
+  );
+
+  program
+    .command('stats')
+    .description('entries and bytes per kind and namespace, images, shard fan-out, tag log, debris (read-only)')
+    .action(async (_flags: object, command: Command) => {
+      const { options, json } = globalOptions(command);
+      const result = await withProgress(json, 'stats', (progress) => stats(options, { progress }));
+      const kinds = Object.entries(result.entries.byKind).map(([kind, t]): [string, string] => [`  ${kind}`, `${t.count} (${formatBytes(t.bytes)})`]);
+      const namespaces = Object.entries(result.entries.byNamespace).map(([ns, t]): [string, string] => [`  namespace ${ns}`, `${t.count} (${formatBytes(t.bytes)})`]);
+      print(out, json, result, [
+        ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
+        ...kinds,
+        ...namespaces,
+        ['entries past expire', result.entries.expired],
+        ['unreadable entries', result.entries.unreadable],
+        ['oldest entry', result.entries.oldestWrittenAt ?? '-'],
+        ['newest entry', result.entries.newestWrittenAt ?? '-'],
+        ['images', `${result.images.total.count} (${formatBytes(result.images.total.bytes)})`],
+        ['orphan image files', `${result.images.orphans.count} (${formatBytes(result.images.orphans.bytes)})`],
+        ['broken image sidecars', result.images.broken],
+        ['shard folders', result.shards.folders],
+        ['largest folder', `${result.shards.largest.files} files${result.shards.largest.dir ? ` (${result.shards.largest.dir})` : ''}`],
+        ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
+        ['foreign files', result.debris.foreign],
+        ['.nfs files', result.debris.nfsSilly],
+        ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
+        ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
+        ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
+        ['last compaction', result.tagLog.lastCompaction ?? 'never'],
+        ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
+      ]);
+    });
+
+  waitOptions(
+    program
+      .command('verify')
+      .description('check every entry, image pair and log segment; exit 3 if problems are found (without --repair)')
+      .option('--repair', 'delete what is broken (corrupt entries, old temp files and orphans, broken image pairs), quarantine foreign files, compact')
+      .option('--debris-age <duration>', 'temp files and orphans younger than this are left alone', '1h'),
+  ).action(async (flags: { repair?: boolean; debrisAge: string; wait?: boolean }, command: Command) => {
+    const { options, json } = globalOptions(command);
+    const debrisAgeMs = durationFlag('--debris-age', flags.debrisAge);
+    const report = await withProgress(json, 'verify', (progress) => verify(options, { repair: flags.repair ?? false, debrisAgeMs }, { wait: flags.wait ?? false, progress }));
+    const rows: Array<[string, string | number]> = [
+      ['entries checked', report.checked.entries],
+      ['images checked', report.checked.images],
+      ['in flight (too young to judge)', report.inFlight],
+    ];
+    for (const [problem, count] of Object.entries(report.problems)) {
+      if (count > 0) rows.push([problem, flags.repair ? `${count} (repaired ${report.repaired[problem as keyof typeof report.repaired]})` : count]);
+    }
+    print(out, json, report, rows);
+    const unrepaired = Object.entries(report.problems).some(([p, n]) => n > (flags.repair ? report.repaired[p as keyof typeof report.repaired] : 0));
+    if (unrepaired) throw new ExitCode(EXIT.problemsFound);
+  });
+
+  waitOptions(
+    program
+      .command('gc')
+      .description('delete expired and invalidated entries, debris, and enforce byte budgets (oldest / least recently used first)')
+      .option('--dry-run', 'report what would be deleted, delete nothing')
+      .option('--grace <duration>', 'keep entries this long past their expire', '1h')
+      .option('--max-bytes <size>', 'byte budget for page and fetch entries, e.g. 20GiB')
+      .option('--image-max-bytes <size>', 'byte budget for optimized images, e.g. 5GiB')
+      .option('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h'),
+  ).action(async (flags: { dryRun?: boolean; grace: string; maxBytes?: string; imageMaxBytes?: string; debrisAge: string; wait?: boolean }, command: Command) => {
+    const { options, json } = globalOptions(command);
+    const limits = {
+      dryRun: flags.dryRun ?? false,
+      graceMs: durationFlag('--grace', flags.grace),
+      debrisAgeMs: durationFlag('--debris-age', flags.debrisAge),
+      maxBytes: flags.maxBytes === undefined ? undefined : bytesFlag('--max-bytes', flags.maxBytes),
+      imageMaxBytes: flags.imageMaxBytes === undefined ? undefined : bytesFlag('--image-max-bytes', flags.imageMaxBytes),
+    };
+    const result = await withProgress(json, 'gc', (progress) => gc(options, limits, { wait: flags.wait ?? false, progress }));
+    const verb = result.dryRun ? 'would delete' : 'deleted';
+    print(out, json, result, [
+      [`${verb}: past expire`, `${result.expired.count} (${formatBytes(result.expired.bytes)})`],
+      [`${verb}: invalidated by a tag`, `${result.invalidated.count} (${formatBytes(result.invalidated.bytes)})`],
+      [`${verb}: over the byte budget`, `${result.overBudget.count} (${formatBytes(result.overBudget.bytes)})`],
+      [`${verb}: images over budget`, `${result.images.evicted} (${formatBytes(result.images.bytes)})`],
+      [`${verb}: orphan / broken images`, `${result.images.orphans} / ${result.images.broken}`],
+      [`${verb}: temp files`, `${result.debris.count} (${formatBytes(result.debris.bytes)})`],
+      ['kept entries', `${result.kept.entries} (${formatBytes(result.kept.bytes)})`],
+      ['kept images', `${result.kept.images} (${formatBytes(result.kept.imageBytes)})`],
+    ]);
+  });
+
+  waitOptions(
+    program
+      .command('purge')
+      .description('delete entries by tag, path, kind, age or key (a tag or path purge also invalidates it on every replica)')
+      .option('--tag <tag>', 'entries carrying this tag (repeatable)', collect, [])
+      .option('--path <route>', "entries revalidatePath(route) would hit (repeatable)", collect, [])
+      .option('--kind <kind>', 'APP_PAGE, APP_ROUTE, PAGES, REDIRECT, FETCH, IMAGE (repeatable)', collect, [])
+      .option('--older-than <duration>', 'only entries written longer ago than this, e.g. 7d')
+      .option('--key <key>', 'one cache key (repeatable)', collect, [])
+      .option('--all', 'every entry')
+      .option('--scan', 'find tagged entries by walking the volume instead of the tag index')
+      .option('--dry-run', 'list what would be deleted, delete nothing'),
+  ).action(
+    async (
+      flags: { tag: string[]; path: string[]; kind: string[]; olderThan?: string; key: string[]; all?: boolean; scan?: boolean; dryRun?: boolean; wait?: boolean },
+      command: Command,
+    ) => {
+      const { options, json } = globalOptions(command);
+      const selection = {
+        tags: flags.tag,
+        paths: flags.path,
+        kinds: flags.kind,
+        olderThanMs: flags.olderThan === undefined ? undefined : durationFlag('--older-than', flags.olderThan),
+        keys: flags.key,
+        all: flags.all ?? false,
+        scan: flags.scan ?? false,
+      };
+      const result = await withProgress(json, 'purge', (progress) => purge(options, selection, flags.dryRun ?? false, { wait: flags.wait ?? false, progress }));
+      print(out, json, result, [
+        ['found through', result.method],
+        ['matched', result.matched],
+        [result.dryRun ? 'would delete' : 'deleted', result.dryRun ? result.matched : `${result.deleted} (${formatBytes(result.bytes)})`],
+        ['invalidated tags', result.invalidated.join(', ') || '-'],
+        ...result.sample.map((file): [string, string] => ['  ', file]),
+      ]);
+    },
+  );
+
+  program
+    .command('inspect <key>')
+    .description('where a key lives, its metadata and tags, and whether an invalidation applies')
+    .option('--raw', 'include the decoded value (Buffers as base64)')
+    .action(async (key: string, flags: { raw?: boolean }, command: Command) => {
+      const { options } = globalOptions(command);
+      const result = await inspect(options, key, flags.raw ?? false);
+      out(JSON.stringify(result, null, 2));
+      if (!result.entry.exists && !result.image.exists) throw new ExitCode(EXIT.failure);
     });
   return program;
 }
@@ -86,6 +232,59 @@ function globalOptions(command: Command): GlobalFlags {
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
   return { options: options as CacheOptions, json: flags.json === true };
+}
+
+/** Thrown by an action to end with a specific exit code after printing its result. */
+class ExitCode extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+class UsageError extends Error {}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function durationFlag(flag: string, value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new UsageError(`${flag}: expected a duration like 90s, 15m, 12h, 7d, got "${value}"`);
+  return ms;
+}
+
+function bytesFlag(flag: string, value: string): number {
+  const bytes = parseBytes(value);
+  if (bytes === undefined) throw new UsageError(`${flag}: expected a size like 500MB or 20GiB, got "${value}"`);
+  return bytes;
+}
+
+/** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json. */
+async function withProgress<T>(json: boolean, label: string, work: (progress: WalkProgress) => Promise<T>): Promise<T> {
+  if (json || !process.stderr.isTTY) return work({});
+  const bar = new SingleBar({
+    format: `${label} [{bar}] {percentage}% | {value}/{total} shard folders | {speed}/s | ETA {eta_formatted}`,
+    stream: process.stderr,
+    hideCursor: true,
+    clearOnComplete: true,
+    barCompleteChar: '#',
+    barIncompleteChar: process.env.NO_COLOR ? '.' : '-',
+  });
+  const started = Date.now();
+  let begun = false;
+  try {
+    return await work({
+      onShard(done, total) {
+        if (!begun) {
+          bar.start(total, 0, { speed: '0' });
+          begun = true;
+        }
+        bar.update(done, { speed: (done / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1) });
+      },
+    });
+  } finally {
+    if (begun) bar.stop();
+  }
 }
 
 function print(out: (text: string) => void, json: boolean, result: object, rows: Array<[string, number | string]>): void {
@@ -110,6 +309,11 @@ export async function main(argv: string[], out: (text: string) => void = (t) => 
 }
 
 function exitCodeFor(error: unknown, err: (text: string) => void): number {
+  if (error instanceof ExitCode) return error.code;
+  if (error instanceof UsageError || error instanceof PurgeUsageError) {
+    err(`next-volume-cache: ${error.message}`);
+    return EXIT.usage;
+  }
   if (error instanceof CommanderError) {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return EXIT.ok;
     return EXIT.usage;

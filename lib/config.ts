@@ -26,6 +26,8 @@ export interface CacheOptions {
   logLevel?: LogLevel;
   /** A maintenance lock not refreshed for this long is taken over (its holder is presumed dead). */
   lockStaleMs?: number;
+  /** Log the in-process counters (see getMetrics) every this many ms; 0 turns it off. */
+  metricsLogMs?: number;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -41,6 +43,7 @@ export interface ResolvedOptions {
   leaseTimeoutMs: number;
   logLevel: LogLevel;
   lockStaleMs: number;
+  metricsLogMs: number;
 }
 
 export class ConfigError extends Error {
@@ -57,7 +60,7 @@ const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'boolean' | 'logLevel';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'boolean' | 'logLevel';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -69,6 +72,7 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   leaseTimeoutMs: 'positiveInt',
   logLevel: 'logLevel',
   lockStaleMs: 'positiveInt',
+  metricsLogMs: 'nonNegativeInt',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -101,6 +105,7 @@ export function defaults(): ResolvedOptions {
     leaseTimeoutMs: 5 * 60_000,
     logLevel: 'warn',
     lockStaleMs: 120_000,
+    metricsLogMs: 0,
   };
 }
 
@@ -124,6 +129,13 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) {
         throw new ConfigError(setting, `expected a positive whole number, got ${JSON.stringify(raw)}`);
+      }
+      return n;
+    }
+    case 'nonNegativeInt': {
+      const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) {
+        throw new ConfigError(setting, `expected a whole number >= 0, got ${JSON.stringify(raw)}`);
       }
       return n;
     }

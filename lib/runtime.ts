@@ -161,6 +161,7 @@ export class Runtime {
         this.log.onceWarn('volume-read-only', `cache root ${this.layout.root} is not writable: serving hits, new entries and invalidations will fail`);
       }
       this.startLeaseTimer();
+      this.startMetricsLog();
       this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
       return true;
     } catch (error) {
@@ -174,6 +175,12 @@ export class Runtime {
     const started = performance.now();
     await this.volume.renewLease();
     this.lastLeaseRenewal = started;
+  }
+
+  private startMetricsLog(): void {
+    if (this.settings.metricsLogMs <= 0) return;
+    const timer = setInterval(() => this.log.always(`metrics ${JSON.stringify({ dir: this.layout.root, app: this.layout.app, ...this.metrics })}`), this.settings.metricsLogMs);
+    timer.unref();
   }
 
   /** Renews the lease (and recalibrates the volume clock) ten times per lease timeout. */

@@ -20,6 +20,8 @@ export interface FaultRule {
 export class FaultyFs implements VolumeFs {
   readonly rules: FaultRule[] = [];
   readonly counts = new Map<Operation, number>();
+  /** Every path opened, in order. */
+  readonly opened: string[] = [];
   /** Promises that never settle, kept so a test can release them. */
   private readonly hung: Array<() => void> = [];
 
@@ -58,6 +60,7 @@ export class FaultyFs implements VolumeFs {
   }
 
   async open(p: string, flags: number, mode?: number): Promise<VolumeFile> {
+    this.opened.push(p);
     const handle = await this.apply('open', p, () => this.inner.open(p, flags, mode));
     return this.wrap(handle, p);
   }

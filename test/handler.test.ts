@@ -38,7 +38,7 @@ describe('handler round trips', () => {
     const key = `/route-cache/${_name}/x/$/日本語/${'k'.repeat(2000)}`;
     await handler.set(key, value, ctx);
     const before = Date.now();
-    const got = await handler.get(key, { kind: 'APP_PAGE' });
+    const got = await handler.get(key, { kind: ctx.kind === 'IMAGE' ? 'IMAGE' : 'APP_PAGE' });
     expect(got).not.toBeNull();
     expect(sameValue(got!.value, value)).toBe(true);
     if (ctx.cacheControl) expect(got!.cacheControl).toEqual(ctx.cacheControl);

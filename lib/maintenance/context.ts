@@ -5,6 +5,8 @@ import { loadHasher } from '../store/hash';
 import { FORMAT_VERSION, Layout } from '../store/layout';
 import { newWriterId, Volume, VolumeError } from '../store/volume';
 import { CacheLog } from '../util/log';
+import { newMetrics } from '../util/metrics';
+import { TagLog } from '../tags/tag-log';
 
 export class NotACacheRootError extends Error {
   constructor(dir: string, detail: string) {
@@ -49,4 +51,20 @@ export async function openMaintenance(options: CacheOptions, fs: VolumeFs = node
   }
   await volume.open(false);
   return { fs, layout, clock, writer, volume, log: new CacheLog(settings.logLevel), settings: { ...settings, dir: settings.dir } };
+}
+
+/** The shared tag view as the request path sees it (snapshot plus tails), and a writer for purge's invalidations. */
+export async function openTagLog(m: Maintenance): Promise<TagLog> {
+  let renewedAt = performance.now();
+  const lease = {
+    age: () => performance.now() - renewedAt,
+    renew: async () => {
+      const started = performance.now();
+      await m.volume.renewLease();
+      renewedAt = started;
+    },
+  };
+  const tags = new TagLog(m.fs, m.layout, m.clock, m.log, newMetrics(), lease, { writer: m.writer, leaseTimeoutMs: m.settings.leaseTimeoutMs });
+  await tags.refresh();
+  return tags;
 }

@@ -43,13 +43,17 @@ const MARK = '$nvc';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-interface Header {
+interface Header extends EntryHeader {
+  value: Json;
+}
+
+/** What an entry says about itself without its value: enough for stats, gc, purge and inspect. */
+export interface EntryHeader {
   key: string;
   kind: string;
   writtenAt: number;
   cacheControl?: CacheControl;
   tags: string[];
-  value: Json;
   parts: number[];
 }
 
@@ -74,6 +78,33 @@ export function encodeEntry(record: EntryRecord): Buffer[] {
   prefix.writeBigUInt64LE(BigInt(fileLength), 8);
   const body = [prefix, headerBytes, ...parts];
   return [...body, checksum(body)];
+}
+
+/**
+ * Decodes only the prefix and header of an entry (from its first bytes); the
+ * checksum over the whole file is not verified here (that is `verify`'s job).
+ */
+export function decodeEntryHeader(head: Buffer): { ok: true; header: EntryHeader; fileLength: number } | { ok: false; reason: DecodeFailure } {
+  if (head.byteLength < PREFIX_BYTES) return { ok: false, reason: head.byteLength >= 3 && !head.subarray(0, 3).equals(MAGIC) ? 'not-an-entry' : 'truncated' };
+  if (!head.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
+  if (head.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
+  const headerEnd = PREFIX_BYTES + head.readUInt32LE(4);
+  if (head.byteLength < headerEnd) return { ok: false, reason: 'truncated' };
+  let header: unknown;
+  try {
+    header = JSON.parse(head.toString('utf8', PREFIX_BYTES, headerEnd));
+  } catch {
+    return { ok: false, reason: 'corrupt' };
+  }
+  if (!isHeader(header)) return { ok: false, reason: 'corrupt' };
+  const { key, kind, writtenAt, cacheControl, tags, parts } = header;
+  return { ok: true, header: { key, kind, writtenAt, cacheControl, tags, parts }, fileLength: Number(head.readBigUInt64LE(8)) };
+}
+
+/** Bytes needed to decode the header, once the first 16 are known. */
+export function entryHeaderLength(head: Buffer): number | undefined {
+  if (head.byteLength < PREFIX_BYTES || !head.subarray(0, 3).equals(MAGIC)) return undefined;
+  return PREFIX_BYTES + head.readUInt32LE(4);
 }
 
 /** The length an entry file declares in its prefix, once its first 16 bytes are read. */

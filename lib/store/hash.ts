@@ -37,6 +37,11 @@ export function checksum(parts: readonly Uint8Array[]): Buffer {
   return out;
 }
 
+/** 16 hex digits of xxh64 over some bytes: how raw image files are named and checked. */
+export function contentHash(bytes: Uint8Array): string {
+  return checksum([bytes]).readBigUInt64LE().toString(16).padStart(16, '0');
+}
+
 /** 8 hex digits of xxh32, for one line of a log. */
 export function lineChecksum(text: string): string {
   return ready().h32ToString(text);

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { writeAtomic } from './atomic';
 import type { CacheControl } from './codec';
 import { errorCode, readWhole, type VolumeFs } from './fs';
-import { checksum, hashKey } from './hash';
+import { contentHash, hashKey } from './hash';
 import type { Layout } from './layout';
 
 /**
@@ -118,7 +118,7 @@ export class ImageStore {
       throw error;
     }
     if (buffer.length !== sidecar.size) return { found: false, reason: 'raw-size', hash };
-    if (checksum([buffer]).readBigUInt64LE().toString(16).padStart(16, '0') !== sidecar.checksum) {
+    if (contentHash(buffer) !== sidecar.checksum) {
       return { found: false, reason: 'raw-checksum', hash };
     }
     return { found: true, sidecar, buffer, hash, rawPath };
@@ -127,7 +127,7 @@ export class ImageStore {
   async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number): Promise<string> {
     const hash = hashKey(key);
     const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer as Uint8Array);
-    const sum = checksum([buffer]).readBigUInt64LE().toString(16).padStart(16, '0');
+    const sum = contentHash(buffer);
     const extension = safeExtension(value.extension);
     const file = `${hash}.${sum}.${extension}`;
     const dir = this.dirOf(hash);

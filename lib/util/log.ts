@@ -38,6 +38,11 @@ export class CacheLog implements Logger {
     this.write('error', message);
   }
 
+  /** Written whatever the level except 'silent': for output the user turned on explicitly (metrics). */
+  always(message: string): void {
+    if (this.level !== 'silent') this.sink(`[next-volume-cache] ${message}`);
+  }
+
   /** Warns about `cause` once, then once per minute with how many were suppressed. */
   onceWarn(cause: string, message: string): void {
     const now = Date.now();

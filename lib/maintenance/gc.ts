@@ -1,0 +1,173 @@
+import path from 'node:path';
+import { writeAtomic } from '../store/atomic';
+import type { Maintenance } from './context';
+import { openTagLog } from './context';
+import { judgeImageFolder } from './images';
+import type { LockGuard } from './lock';
+import { isPastExpire } from './stats';
+import { unlinkIfPresent } from './verify';
+import { readEntryHeader, walkStore, type WalkProgress } from './walk';
+
+export interface GcOptions {
+  dryRun: boolean;
+  /** Entries past `expire` by more than this are deleted. */
+  graceMs: number;
+  /** Byte budget for page/fetch entries; the oldest-written go first. */
+  maxBytes?: number | undefined;
+  /** Byte budget for optimized images; the least recently used go first. */
+  imageMaxBytes?: number | undefined;
+  /** Temp files and orphan images older than this are debris. */
+  debrisAgeMs: number;
+}
+
+export interface GcResult {
+  dryRun: boolean;
+  expired: { count: number; bytes: number };
+  invalidated: { count: number; bytes: number };
+  overBudget: { count: number; bytes: number };
+  images: { evicted: number; bytes: number; orphans: number; broken: number };
+  debris: { count: number; bytes: number };
+  kept: { entries: number; bytes: number; images: number; imageBytes: number };
+  /** Volume time below which no entry remains; lets compaction drop older tag marks. */
+  watermark: number;
+}
+
+/** Histogram bucket for the approximate LRU: constant memory whatever the number of files. */
+const BUCKET_MS = 3_600_000;
+
+/**
+ * Enforces limits in two streaming passes. Pass 1 deletes what is dead
+ * (past expire plus grace, invalidated by a tag, debris, orphans, broken
+ * pairs) and builds two age histograms of what stays: entries by write time,
+ * images by last use (their raw file's mtime, see Runtime.noteImageUse).
+ * From them, a cutoff time per budget; pass 2 deletes what is older. Deleting
+ * while replicas serve is safe: a reader racing a delete gets a miss.
+ */
+export async function collectGarbage(m: Maintenance, options: GcOptions, guard: LockGuard, progress?: WalkProgress): Promise<GcResult> {
+  const tags = await openTagLog(m);
+  const now = m.clock.now();
+  const result: GcResult = {
+    dryRun: options.dryRun,
+    expired: { count: 0, bytes: 0 },
+    invalidated: { count: 0, bytes: 0 },
+    overBudget: { count: 0, bytes: 0 },
+    images: { evicted: 0, bytes: 0, orphans: 0, broken: 0 },
+    debris: { count: 0, bytes: 0 },
+    kept: { entries: 0, bytes: 0, images: 0, imageBytes: 0 },
+    watermark: 0,
+  };
+  const remove = async (file: string): Promise<boolean> => {
+    if (options.dryRun) return true;
+    guard.check();
+    return unlinkIfPresent(m, file);
+  };
+  const entryAges: Histogram = new Map();
+  const imageAges: Histogram = new Map();
+
+  for await (const folder of walkStore(m, progress)) {
+    for (const file of folder.files) {
+      if (file.type === 'temp' && now - file.stats.mtimeMs > options.debrisAgeMs) {
+        if (await remove(file.path)) bump(result.debris, file.stats.size);
+      } else if (file.type === 'entry') {
+        const read = await readEntryHeader(m.fs, file.path);
+        if (!read.ok) continue; // verify's business, not gc's
+        const { header } = read;
+        if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, options.graceMs)) {
+          if (await remove(file.path)) bump(result.expired, file.stats.size);
+        } else if (tags.state.verdict(header.tags, header.writtenAt, now) === 'expired') {
+          if (await remove(file.path)) bump(result.invalidated, file.stats.size);
+        } else {
+          addTo(entryAges, header.writtenAt, file.stats.size);
+        }
+      }
+    }
+    if (folder.files.some((f) => f.type === 'image-sidecar' || f.type === 'image-raw')) {
+      const judged = await judgeImageFolder(m, folder);
+      for (const orphan of judged.orphans) {
+        if (now - orphan.stats.mtimeMs > options.debrisAgeMs && (await remove(orphan.path))) result.images.orphans++;
+      }
+      for (const broken of judged.broken) if (await remove(broken.path)) result.images.broken++;
+      for (const pair of judged.pairs) addTo(imageAges, pair.raw.stats.mtimeMs, pair.raw.stats.size);
+    }
+  }
+
+  const entryCutoff = cutoffFor(entryAges, options.maxBytes);
+  const imageCutoff = cutoffFor(imageAges, options.imageMaxBytes);
+  if (entryCutoff !== undefined || imageCutoff !== undefined) {
+    for await (const folder of walkStore(m)) {
+      for (const file of folder.files) {
+        if (file.type !== 'entry' || entryCutoff === undefined) continue;
+        const read = await readEntryHeader(m.fs, file.path);
+        if (read.ok && read.header.writtenAt < entryCutoff && (await remove(file.path))) bump(result.overBudget, file.stats.size);
+      }
+      if (imageCutoff === undefined || !folder.files.some((f) => f.type === 'image-sidecar')) continue;
+      for (const pair of (await judgeImageFolder(m, folder)).pairs) {
+        if (pair.raw.stats.mtimeMs >= imageCutoff) continue;
+        // The sidecar first: once it is gone no reader is sent to the raw file.
+        if (await remove(pair.sidecarFile.path)) {
+          await remove(pair.raw.path);
+          result.images.evicted++;
+          result.images.bytes += pair.raw.stats.size;
+        }
+      }
+    }
+  }
+
+  for (const [bucket, tally] of entryAges) {
+    if (entryCutoff !== undefined && bucket * BUCKET_MS < entryCutoff) continue;
+    result.kept.entries += tally.count;
+    result.kept.bytes += tally.bytes;
+  }
+  for (const [bucket, tally] of imageAges) {
+    if (imageCutoff !== undefined && bucket * BUCKET_MS < imageCutoff) continue;
+    result.kept.images += tally.count;
+    result.kept.imageBytes += tally.bytes;
+  }
+  result.watermark = watermarkOf(entryAges, entryCutoff, now);
+  if (!options.dryRun) {
+    guard.check();
+    await writeAtomic(m.fs, path.join(m.layout.tagsDir, 'watermark'), [Buffer.from(`${result.watermark}\n`)], { writer: m.writer, fsync: true });
+  }
+  await tags.close();
+  return result;
+}
+
+function bump(t: { count: number; bytes: number }, bytes: number): void {
+  t.count++;
+  t.bytes += bytes;
+}
+
+type Histogram = Map<number, { count: number; bytes: number }>;
+
+function addTo(histogram: Histogram, time: number, bytes: number): void {
+  const bucket = Math.floor(time / BUCKET_MS);
+  const tally = histogram.get(bucket) ?? { count: 0, bytes: 0 };
+  tally.count++;
+  tally.bytes += bytes;
+  histogram.set(bucket, tally);
+}
+
+/**
+ * The time before which everything goes so that what stays fits the budget:
+ * walk the buckets from newest to oldest, keep whole buckets while they fit.
+ * Approximate by one bucket (an hour), which is what makes it constant-memory.
+ */
+function cutoffFor(histogram: Histogram, budget: number | undefined): number | undefined {
+  if (budget === undefined) return undefined;
+  let total = 0;
+  for (const bucket of [...histogram.keys()].sort((a, b) => b - a)) {
+    total += histogram.get(bucket)!.bytes;
+    if (total > budget) return (bucket + 1) * BUCKET_MS;
+  }
+  return undefined;
+}
+
+/**
+ * A time older than every entry that stays (one bucket of margin): tag marks
+ * older than it can no longer judge any entry, so compaction may drop them.
+ * With no entry at all, an hour before now.
+ */
+function watermarkOf(histogram: Histogram, cutoff: number | undefined, now: number): number {
+  const kept = [...histogram.keys()].filter((bucket) => cutoff === undefined || bucket * BUCKET_MS >= cutoff);
+  return kept.length === 0 ? now - BUCKET_MS : (Math.min(...kept) - 1) * BUCKET_MS;
+}

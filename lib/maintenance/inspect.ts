@@ -1,0 +1,88 @@
+import { decodeEntry } from '../store/codec';
+import { errorCode, readWhole } from '../store/fs';
+import { hashKey } from '../store/hash';
+import { ImageStore, parseSidecar, type ImageSidecar } from '../store/image-store';
+import { SHARED_NAMESPACE } from '../store/layout';
+import { openTagLog, type Maintenance } from './context';
+
+export interface Inspection {
+  key: string;
+  hash: string;
+  entry: {
+    path: string;
+    exists: boolean;
+    problem?: string;
+    kind?: string;
+    writtenAt?: string;
+    ageSeconds?: number;
+    cacheControl?: unknown;
+    tags?: string[];
+    bytes?: number;
+    /** What a get would do about tags now: fresh, stale (served once, regenerated) or expired (a miss). */
+    tagVerdict?: string;
+    /** Tags of this entry that have an invalidation on record. */
+    invalidatedTags?: string[];
+    value?: unknown;
+  };
+  image: { sidecarPath: string; exists: boolean; sidecar?: ImageSidecar; rawPath?: string };
+}
+
+/** Where a key lives and what is known about it; `raw` includes the decoded value (Buffers as base64). */
+export async function inspectKey(m: Maintenance, key: string, raw: boolean): Promise<Inspection> {
+  const hash = hashKey(key);
+  const entryPath = m.layout.entryPath(hash, SHARED_NAMESPACE);
+  const images = new ImageStore(m.fs, m.layout, { writer: m.writer, fsync: false });
+  const result: Inspection = { key, hash, entry: { path: entryPath, exists: false }, image: { sidecarPath: images.sidecarPath(hash), exists: false } };
+  const bytes = await readOrUndefined(m, entryPath);
+  if (bytes) {
+    result.entry.exists = true;
+    result.entry.bytes = bytes.length;
+    const decoded = decodeEntry(bytes, key);
+    if (!decoded.ok) {
+      result.entry.problem = decoded.reason;
+    } else {
+      const { record } = decoded;
+      const tags = await openTagLog(m);
+      const now = m.clock.now();
+      Object.assign(result.entry, {
+        kind: record.kind,
+        writtenAt: new Date(m.clock.toLocal(record.writtenAt)).toISOString(),
+        ageSeconds: Math.round((now - record.writtenAt) / 1000),
+        cacheControl: record.cacheControl ?? null,
+        tags: record.tags,
+        tagVerdict: tags.state.verdict(record.tags, record.writtenAt, now),
+        invalidatedTags: record.tags.filter((t) => tags.state.verdict([t], record.writtenAt, now) !== 'fresh'),
+      });
+      if (raw) result.entry.value = printable(record.value);
+      await tags.close();
+    }
+  }
+  const sidecarBytes = await readOrUndefined(m, result.image.sidecarPath);
+  if (sidecarBytes) {
+    result.image.exists = true;
+    const sidecar = parseSidecar(sidecarBytes, hash);
+    if (sidecar) {
+      result.image.sidecar = sidecar;
+      result.image.rawPath = `${images.dirOf(hash)}/${sidecar.file}`;
+    }
+  }
+  return result;
+}
+
+async function readOrUndefined(m: Maintenance, file: string): Promise<Buffer | undefined> {
+  try {
+    return await readWhole(m.fs, file);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/** JSON-safe: Buffers as { base64 }, Maps as objects of their entries. */
+function printable(value: unknown): unknown {
+  if (Buffer.isBuffer(value)) return { type: 'Buffer', bytes: value.length, base64: value.toString('base64') };
+  if (value instanceof Map) return { type: 'Map', entries: Object.fromEntries([...value].map(([k, v]) => [String(k), printable(v)])) };
+  if (Array.isArray(value)) return value.map(printable);
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, printable(v)]));
+  return value;
+}
