@@ -6,7 +6,7 @@ import { judgeImageFolder } from './images';
 import type { LockGuard } from './lock';
 import { isPastExpire } from './stats';
 import { unlinkIfPresent } from './verify';
-import { readEntryHeader, walkStore, type WalkProgress } from './walk';
+import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
 export interface GcOptions {
   dryRun: boolean;
@@ -64,13 +64,14 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
   const entryAges: Histogram = new Map();
   const imageAges: Histogram = new Map();
 
-  for await (const folder of walkStore(m, progress)) {
+  // Pass 1: delete what is dead, histogram what stays.
+  const sweep = async (folder: StoreFolder, headers: Map<string, HeaderRead>): Promise<void> => {
     for (const file of folder.files) {
       if (file.type === 'temp' && now - file.stats.mtimeMs > options.debrisAgeMs) {
         if (await remove(file.path)) bump(result.debris, file.stats.size);
       } else if (file.type === 'entry') {
-        const read = await readEntryHeader(m.fs, file.path);
-        if (!read.ok) continue; // verify's business, not gc's
+        const read = headers.get(file.path);
+        if (!read?.ok) continue; // verify's business, not gc's
         const { header } = read;
         if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, options.graceMs)) {
           if (await remove(file.path)) bump(result.expired, file.stats.size);
@@ -81,35 +82,43 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
         }
       }
     }
-    if (folder.files.some((f) => f.type === 'image-sidecar' || f.type === 'image-raw')) {
-      const judged = await judgeImageFolder(m, folder);
-      for (const orphan of judged.orphans) {
-        if (now - orphan.stats.mtimeMs > options.debrisAgeMs && (await remove(orphan.path))) result.images.orphans++;
-      }
-      for (const broken of judged.broken) if (await remove(broken.path)) result.images.broken++;
-      for (const pair of judged.pairs) addTo(imageAges, pair.raw.stats.mtimeMs, pair.raw.stats.size);
+    if (!hasImages(folder)) return;
+    const judged = await judgeImageFolder(m, folder);
+    for (const orphan of judged.orphans) {
+      if (now - orphan.stats.mtimeMs > options.debrisAgeMs && (await remove(orphan.path))) result.images.orphans++;
     }
+    for (const broken of judged.broken) if (await remove(broken.path)) result.images.broken++;
+    for (const pair of judged.pairs) addTo(imageAges, pair.raw.stats.mtimeMs, pair.raw.stats.size);
+  };
+  for await (const batch of walkStore(m, progress)) {
+    const headers = await readHeaders(m, batch);
+    for (const folder of batch) await sweep(folder, headers);
   }
 
+  // Pass 2: delete what is older than each budget's cutoff.
   const entryCutoff = cutoffFor(entryAges, options.maxBytes);
   const imageCutoff = cutoffFor(imageAges, options.imageMaxBytes);
+  const trim = async (folder: StoreFolder, headers: Map<string, HeaderRead>): Promise<void> => {
+    for (const file of folder.files) {
+      if (file.type !== 'entry' || entryCutoff === undefined) continue;
+      const read = headers.get(file.path);
+      if (read?.ok && read.header.writtenAt < entryCutoff && (await remove(file.path))) bump(result.overBudget, file.stats.size);
+    }
+    if (imageCutoff === undefined || !hasImages(folder)) return;
+    for (const pair of (await judgeImageFolder(m, folder)).pairs) {
+      if (pair.raw.stats.mtimeMs >= imageCutoff) continue;
+      // The sidecar first: once it is gone no reader is sent to the raw file.
+      if (await remove(pair.sidecarFile.path)) {
+        await remove(pair.raw.path);
+        result.images.evicted++;
+        result.images.bytes += pair.raw.stats.size;
+      }
+    }
+  };
   if (entryCutoff !== undefined || imageCutoff !== undefined) {
-    for await (const folder of walkStore(m)) {
-      for (const file of folder.files) {
-        if (file.type !== 'entry' || entryCutoff === undefined) continue;
-        const read = await readEntryHeader(m.fs, file.path);
-        if (read.ok && read.header.writtenAt < entryCutoff && (await remove(file.path))) bump(result.overBudget, file.stats.size);
-      }
-      if (imageCutoff === undefined || !folder.files.some((f) => f.type === 'image-sidecar')) continue;
-      for (const pair of (await judgeImageFolder(m, folder)).pairs) {
-        if (pair.raw.stats.mtimeMs >= imageCutoff) continue;
-        // The sidecar first: once it is gone no reader is sent to the raw file.
-        if (await remove(pair.sidecarFile.path)) {
-          await remove(pair.raw.path);
-          result.images.evicted++;
-          result.images.bytes += pair.raw.stats.size;
-        }
-      }
+    for await (const batch of walkStore(m)) {
+      const headers = entryCutoff === undefined ? new Map<string, HeaderRead>() : await readHeaders(m, batch);
+      for (const folder of batch) await trim(folder, headers);
     }
   }
 

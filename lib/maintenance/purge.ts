@@ -10,7 +10,7 @@ import { openTagLog, type Maintenance } from './context';
 import { judgeImageFolder } from './images';
 import type { LockGuard } from './lock';
 import { unlinkIfPresent } from './verify';
-import { readEntryHeader, walkStore, type WalkProgress } from './walk';
+import { hasImages, readEntryHeader, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
 export interface PurgeSelection {
   tags?: string[];
@@ -116,20 +116,23 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
     return result;
   }
 
-  for await (const folder of walkStore(m, progress)) {
+  const purgeFolder = async (folder: StoreFolder, headers: Map<string, HeaderRead>): Promise<void> => {
     for (const file of folder.files) {
       if (file.type !== 'entry') continue;
-      const read = await readEntryHeader(m.fs, file.path);
-      if (read.ok && matchesHeader(read.header)) await take(file.path, file.stats.size);
+      const read = headers.get(file.path);
+      if (read?.ok && matchesHeader(read.header)) await take(file.path, file.stats.size);
     }
-    if (wantedTags.size === 0 && (!kinds || kinds.has('IMAGE')) && folder.files.some((f) => f.type === 'image-sidecar')) {
-      for (const pair of (await judgeImageFolder(m, folder)).pairs) {
-        if (selection.olderThanMs !== undefined && now - pair.sidecar.lastModified <= selection.olderThanMs) continue;
-        // The sidecar first: once it is gone no reader is sent to the raw file.
-        await take(pair.sidecarFile.path, pair.raw.stats.size);
-        if (!dryRun) await unlinkIfPresent(m, pair.raw.path);
-      }
+    if (wantedTags.size > 0 || (kinds && !kinds.has('IMAGE')) || !hasImages(folder)) return;
+    for (const pair of (await judgeImageFolder(m, folder)).pairs) {
+      if (selection.olderThanMs !== undefined && now - pair.sidecar.lastModified <= selection.olderThanMs) continue;
+      // The sidecar first: once it is gone no reader is sent to the raw file.
+      await take(pair.sidecarFile.path, pair.raw.stats.size);
+      if (!dryRun) await unlinkIfPresent(m, pair.raw.path);
     }
+  };
+  for await (const batch of walkStore(m, progress)) {
+    const headers = await readHeaders(m, batch);
+    for (const folder of batch) await purgeFolder(folder, headers);
   }
   return result;
 }

@@ -4,7 +4,7 @@ import { parseSegmentName } from '../store/layout';
 import { leaseMtime, readSnapshot } from '../tags/compact';
 import type { Maintenance } from './context';
 import { judgeImageFolder } from './images';
-import { readEntryHeader, walkStore, type WalkProgress } from './walk';
+import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
 export interface Tally {
   count: number;
@@ -60,7 +60,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
   };
   let oldest = Infinity;
   let newest = -Infinity;
-  for await (const folder of walkStore(m, progress)) {
+  const countFolder = async (folder: StoreFolder, headers: Map<string, HeaderRead>): Promise<void> => {
     stats.shards.folders++;
     if (folder.files.length > stats.shards.largest.files) stats.shards.largest = { dir: path.relative(m.layout.root, folder.dir), files: folder.files.length };
     for (const file of folder.files) {
@@ -68,9 +68,9 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
       else if (file.type === 'foreign') stats.debris.foreign++;
       else if (file.type === 'nfs-silly') stats.debris.nfsSilly++;
       else if (file.type === 'entry') {
-        const read = await readEntryHeader(m.fs, file.path);
-        if (!read.ok) {
-          if (read.reason !== 'absent') stats.entries.unreadable++;
+        const read = headers.get(file.path);
+        if (!read?.ok) {
+          if (read?.reason !== 'absent') stats.entries.unreadable++;
           continue;
         }
         const { header } = read;
@@ -82,12 +82,15 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
         newest = Math.max(newest, header.writtenAt);
       }
     }
-    if (folder.files.some((f) => f.type === 'image-sidecar' || f.type === 'image-raw')) {
-      const judged = await judgeImageFolder(m, folder);
-      for (const pair of judged.pairs) add(stats.images.total, pair.raw.stats.size);
-      for (const orphan of judged.orphans) add(stats.images.orphans, orphan.stats.size);
-      stats.images.broken += judged.broken.length;
-    }
+    if (!hasImages(folder)) return;
+    const judged = await judgeImageFolder(m, folder);
+    for (const pair of judged.pairs) add(stats.images.total, pair.raw.stats.size);
+    for (const orphan of judged.orphans) add(stats.images.orphans, orphan.stats.size);
+    stats.images.broken += judged.broken.length;
+  };
+  for await (const batch of walkStore(m, progress)) {
+    const headers = await readHeaders(m, batch);
+    for (const folder of batch) await countFolder(folder, headers);
   }
   if (Number.isFinite(oldest)) stats.entries.oldestWrittenAt = new Date(m.clock.toLocal(oldest)).toISOString();
   if (Number.isFinite(newest)) stats.entries.newestWrittenAt = new Date(m.clock.toLocal(newest)).toISOString();

@@ -8,7 +8,8 @@ import { parseInvalidations, parseMemberships } from '../tags/record';
 import type { Maintenance } from './context';
 import { judgeImageFolder } from './images';
 import type { LockGuard } from './lock';
-import { readEntryHeader, walkStore, type WalkProgress } from './walk';
+import { entriesOf, FILES_IN_FLIGHT, hasImages, readEntryHeader, walkStore, type StoreFolder, type WalkProgress } from './walk';
+import { mapLimit } from '../util/pool';
 
 export const PROBLEMS = ['corrupt-entry', 'misplaced-entry', 'temp-debris', 'orphan-image', 'broken-image', 'foreign-file', 'log-garbage', 'corrupt-snapshot'] as const;
 export type Problem = (typeof PROBLEMS)[number];
@@ -60,12 +61,12 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
   const remove = (file: string) => () => unlinkIfPresent(m, file);
   const isOld = (mtimeMs: number) => now - mtimeMs > options.debrisAgeMs;
 
-  for await (const folder of walkStore(m, progress)) {
+  const verifyFolder = async (folder: StoreFolder, problems: Map<string, Problem | undefined>): Promise<void> => {
     for (const file of folder.files) {
       switch (file.type) {
         case 'entry': {
           report.checked.entries++;
-          const problem = await checkEntry(m, file.path, file.hash);
+          const problem = problems.get(file.path);
           if (problem) await found(problem, file.path, remove(file.path));
           break;
         }
@@ -80,26 +81,31 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
           break;
       }
     }
-    if (folder.files.some((f) => f.type === 'image-sidecar' || f.type === 'image-raw')) {
-      const judged = await judgeImageFolder(m, folder);
-      report.checked.images += judged.pairs.length;
-      for (const pair of judged.pairs) {
-        const bytes = await readWhole(m.fs, pair.raw.path).catch(() => undefined);
-        const ok = bytes !== undefined && bytes.length === pair.sidecar.size && contentHash(bytes) === pair.sidecar.checksum;
-        if (!ok) {
-          await found('broken-image', pair.sidecarFile.path, async () => {
-            const removed = await unlinkIfPresent(m, pair.sidecarFile.path);
-            await unlinkIfPresent(m, pair.raw.path);
-            return removed;
-          });
-        }
-      }
-      for (const sidecar of judged.broken) await found('broken-image', sidecar.path, remove(sidecar.path));
-      for (const orphan of judged.orphans) {
-        if (isOld(orphan.stats.mtimeMs)) await found('orphan-image', orphan.path, remove(orphan.path));
-        else report.inFlight++;
+    if (!hasImages(folder)) return;
+    const judged = await judgeImageFolder(m, folder);
+    report.checked.images += judged.pairs.length;
+    for (const pair of judged.pairs) {
+      const bytes = await readWhole(m.fs, pair.raw.path).catch(() => undefined);
+      const ok = bytes !== undefined && bytes.length === pair.sidecar.size && contentHash(bytes) === pair.sidecar.checksum;
+      if (!ok) {
+        await found('broken-image', pair.sidecarFile.path, async () => {
+          const removed = await unlinkIfPresent(m, pair.sidecarFile.path);
+          await unlinkIfPresent(m, pair.raw.path);
+          return removed;
+        });
       }
     }
+    for (const sidecar of judged.broken) await found('broken-image', sidecar.path, remove(sidecar.path));
+    for (const orphan of judged.orphans) {
+      if (isOld(orphan.stats.mtimeMs)) await found('orphan-image', orphan.path, remove(orphan.path));
+      else report.inFlight++;
+    }
+  };
+  for await (const batch of walkStore(m, progress)) {
+    const entries = entriesOf(batch);
+    const checks = await mapLimit(entries, FILES_IN_FLIGHT, (f) => checkEntry(m, f.path, f.hash));
+    const problems = new Map(entries.map((f, i) => [f.path, checks[i]]));
+    for (const folder of batch) await verifyFolder(folder, problems);
   }
 
   if (options.repair && guard) {
