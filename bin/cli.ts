@@ -10,7 +10,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
 import { SingleBar } from 'cli-progress';
 import { compact, gc, inspect, LockHeldError, NotACacheRootError, purge, PurgeUsageError, stats, verify, type WalkProgress } from '../lib/maintenance';
-import { formatBytes, parseBytes, parseDuration } from '../lib/util/units';
+import { formatBytes, parseDuration } from '../lib/util/units';
 import { VolumeError } from '../lib/store/volume';
 
 export const EXIT = {
@@ -139,17 +139,14 @@ function buildProgram(out: (text: string) => void): Command {
       .description('delete expired and invalidated entries, debris, and enforce byte budgets (oldest / least recently used first)')
       .option('--dry-run', 'report what would be deleted, delete nothing')
       .option('--grace <duration>', 'keep entries this long past their expire', '1h')
-      .option('--max-bytes <size>', 'byte budget for page and fetch entries, e.g. 20GiB')
-      .option('--image-max-bytes <size>', 'byte budget for optimized images, e.g. 5GiB')
       .option('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h'),
-  ).action(async (flags: { dryRun?: boolean; grace: string; maxBytes?: string; imageMaxBytes?: string; debrisAge: string; wait?: boolean }, command: Command) => {
+  ).action(async (flags: { dryRun?: boolean; grace: string; debrisAge: string; wait?: boolean }, command: Command) => {
     const { options, json } = globalOptions(command);
+    // The byte budgets are library options (--max-bytes, --image-max-bytes, or their env vars).
     const limits = {
       dryRun: flags.dryRun ?? false,
       graceMs: durationFlag('--grace', flags.grace),
       debrisAgeMs: durationFlag('--debris-age', flags.debrisAge),
-      maxBytes: flags.maxBytes === undefined ? undefined : bytesFlag('--max-bytes', flags.maxBytes),
-      imageMaxBytes: flags.imageMaxBytes === undefined ? undefined : bytesFlag('--image-max-bytes', flags.imageMaxBytes),
     };
     const result = await withProgress(json, 'gc', (progress) => gc(options, limits, { wait: flags.wait ?? false, progress }));
     const verb = result.dryRun ? 'would delete' : 'deleted';
@@ -221,6 +218,10 @@ function addCacheOptions(program: Command): void {
   const descriptions: Record<string, string> = {
     dir: 'cache root (default: NEXT_VOLUME_CACHE_DIR)',
     app: 'app namespace on the volume (default: "default")',
+    maxBytes: 'gc: byte budget for page and fetch entries, e.g. 20GiB',
+    imageMaxBytes: 'gc: byte budget for optimized images, e.g. 5GiB',
+    leaseTimeoutMs: 'compact: a writer whose lease is older is gone (default 300000)',
+    lockStaleMs: 'a maintenance lock not refreshed for this long is taken over (default 120000)',
   };
   for (const name of OPTION_NAMES) {
     program.addOption(new Option(`${flagNameOf(name)} <value>`, descriptions[name] ?? `see the README's configuration table`).hideHelp(!descriptions[name]));
@@ -251,12 +252,6 @@ function durationFlag(flag: string, value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined) throw new UsageError(`${flag}: expected a duration like 90s, 15m, 12h, 7d, got "${value}"`);
   return ms;
-}
-
-function bytesFlag(flag: string, value: string): number {
-  const bytes = parseBytes(value);
-  if (bytes === undefined) throw new UsageError(`${flag}: expected a size like 500MB or 20GiB, got "${value}"`);
-  return bytes;
 }
 
 /** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json. */
@@ -319,7 +314,9 @@ function exitCodeFor(error: unknown, err: (text: string) => void): number {
     return EXIT.usage;
   }
   if (error instanceof ConfigError) {
-    err(error.message);
+    // Name the flag the user typed (or the env var, which already carries its own name).
+    const setting = error.setting.startsWith('NEXT_VOLUME_CACHE_') ? error.setting : flagNameOf(error.setting);
+    err(`next-volume-cache: invalid ${setting}: ${error.detail}`);
     return EXIT.usage;
   }
   if (error instanceof NotACacheRootError || error instanceof VolumeError) {
@@ -335,6 +332,11 @@ function exitCodeFor(error: unknown, err: (text: string) => void): number {
 }
 
 if (require.main === module) {
+  // `next-volume-cache stats | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(EXIT.ok);
+    throw error;
+  });
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { parseBytes } from './util/units';
 
 /**
  * Every option has one name, used three ways: the factory option `<name>`,
@@ -28,6 +29,10 @@ export interface CacheOptions {
   lockStaleMs?: number;
   /** Log the in-process counters (see getMetrics) every this many ms; 0 turns it off. */
   metricsLogMs?: number;
+  /** Byte budget `gc` enforces for page and fetch entries (oldest first); bytes or "20GiB". */
+  maxBytes?: number | string;
+  /** Byte budget `gc` enforces for optimized images (least recently used first); bytes or "5GiB". */
+  imageMaxBytes?: number | string;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -44,14 +49,16 @@ export interface ResolvedOptions {
   logLevel: LogLevel;
   lockStaleMs: number;
   metricsLogMs: number;
+  maxBytes: number | undefined;
+  imageMaxBytes: number | undefined;
 }
 
 export class ConfigError extends Error {
   constructor(
     readonly setting: string,
-    message: string,
+    readonly detail: string,
   ) {
-    super(`next-volume-cache: invalid setting ${setting}: ${message}`);
+    super(`next-volume-cache: invalid setting ${setting}: ${detail}`);
     this.name = 'ConfigError';
   }
 }
@@ -60,7 +67,7 @@ const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'boolean' | 'logLevel';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -73,6 +80,8 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   logLevel: 'logLevel',
   lockStaleMs: 'positiveInt',
   metricsLogMs: 'nonNegativeInt',
+  maxBytes: 'bytes',
+  imageMaxBytes: 'bytes',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -106,6 +115,8 @@ export function defaults(): ResolvedOptions {
     logLevel: 'warn',
     lockStaleMs: 120_000,
     metricsLogMs: 0,
+    maxBytes: undefined,
+    imageMaxBytes: undefined,
   };
 }
 
@@ -136,6 +147,13 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) {
         throw new ConfigError(setting, `expected a whole number >= 0, got ${JSON.stringify(raw)}`);
+      }
+      return n;
+    }
+    case 'bytes': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseBytes(raw) : undefined;
+      if (n === undefined || !Number.isInteger(n) || n <= 0) {
+        throw new ConfigError(setting, `expected a size in bytes or like 500MB or 20GiB, got ${JSON.stringify(raw)}`);
       }
       return n;
     }

@@ -58,7 +58,14 @@ export async function verify(options: CacheOptions, check: { repair?: boolean; d
 /** Enforces expiry, tag invalidations, byte budgets and removes debris. */
 export async function gc(options: CacheOptions, limits: Partial<GcOptions> = {}, run: RunOptions = {}): Promise<GcResult> {
   const m = await openMaintenance(options);
-  const settings: GcOptions = { dryRun: false, graceMs: 60 * 60_000, debrisAgeMs: DEFAULT_DEBRIS_AGE_MS, ...limits };
+  const settings: GcOptions = {
+    dryRun: false,
+    graceMs: 60 * 60_000,
+    debrisAgeMs: DEFAULT_DEBRIS_AGE_MS,
+    ...limits,
+    maxBytes: limits.maxBytes ?? m.settings.maxBytes,
+    imageMaxBytes: limits.imageMaxBytes ?? m.settings.imageMaxBytes,
+  };
   return locked(m, run, (guard) => collectGarbage(m, settings, guard, run.progress));
 }
 
