@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { decodeEntry } from '../store/codec';
-import { errorCode, readWhole } from '../store/fs';
+import { errorCode, readWhole, unlinkIfExists } from '../store/fs';
 import { contentHash, hashKey } from '../store/hash';
 import { parseSegmentName } from '../store/layout';
 import { compactTags, readMembers, readSnapshot } from '../tags/compact';
@@ -192,12 +192,6 @@ async function quarantine(m: Maintenance, file: string): Promise<boolean> {
   }
 }
 
-export async function unlinkIfPresent(m: Maintenance, file: string): Promise<boolean> {
-  try {
-    await m.fs.unlink(file);
-    return true;
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return false;
-    throw error;
-  }
+export function unlinkIfPresent(m: Maintenance, file: string): Promise<boolean> {
+  return unlinkIfExists(m.fs, file);
 }

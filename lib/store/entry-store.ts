@@ -1,5 +1,5 @@
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord } from './codec';
-import { errorCode, readWhole, type VolumeFs } from './fs';
+import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { hashKey } from './hash';
 import { Layout, SHARED_NAMESPACE } from './layout';
 import { writeAtomic } from './atomic';
@@ -53,14 +53,8 @@ export class EntryStore {
   }
 
   /** Removing an entry that is already gone is not an error. */
-  async remove(key: string, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
-    try {
-      await this.fs.unlink(this.pathOf(key, namespace));
-      return true;
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return false;
-      throw error;
-    }
+  remove(key: string, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
+    return unlinkIfExists(this.fs, this.pathOf(key, namespace));
   }
 }
 

@@ -127,3 +127,14 @@ function grow(buffer: Buffer, size: number): Buffer {
 
 /** No entry, sidecar or log read is allowed to be larger than this. */
 export const MAX_FILE_BYTES = 1024 * 1024 * 1024;
+
+/** Unlinks `file`; false if it was already gone (another process got there first: not an error). */
+export async function unlinkIfExists(fs: VolumeFs, file: string): Promise<boolean> {
+  try {
+    await fs.unlink(file);
+    return true;
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return false;
+    throw error;
+  }
+}

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { writeAtomic } from './atomic';
 import type { CacheControl } from './codec';
-import { errorCode, readWhole, type VolumeFs } from './fs';
+import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { contentHash, hashKey } from './hash';
 import type { Layout } from './layout';
 
@@ -148,15 +148,15 @@ export class ImageStore {
       checksum: sum,
     };
     await writeAtomic(this.fs, this.sidecarPath(hash), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
-    if (previous && previous !== file) await this.removeQuietly(path.join(dir, previous));
+    if (previous && previous !== file) await unlinkIfExists(this.fs, path.join(dir, previous));
     return hash;
   }
 
   /** Removes the sidecar first (the commit point), then the raw file it names. */
   async remove(hash: string): Promise<boolean> {
     const file = await this.currentFile(hash);
-    const removed = await this.removeQuietly(this.sidecarPath(hash));
-    if (file) await this.removeQuietly(path.join(this.dirOf(hash), file));
+    const removed = await unlinkIfExists(this.fs, this.sidecarPath(hash));
+    if (file) await unlinkIfExists(this.fs, path.join(this.dirOf(hash), file));
     return removed;
   }
 
@@ -171,16 +171,6 @@ export class ImageStore {
       return parseSidecar(await readWhole(this.fs, this.sidecarPath(hash), 0, undefined, 4096), hash)?.file;
     } catch {
       return undefined;
-    }
-  }
-
-  private async removeQuietly(file: string): Promise<boolean> {
-    try {
-      await this.fs.unlink(file);
-      return true;
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return false;
-      throw error;
     }
   }
 }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { writeAtomic } from '../store/atomic';
-import { errorCode, READ_FLAGS, readWhole, type VolumeFs } from '../store/fs';
+import { errorCode, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
 import { parseSegmentName, type Layout } from '../store/layout';
 import type { Maintenance } from '../maintenance/context';
 import type { LockGuard } from '../maintenance/lock';
@@ -89,7 +89,7 @@ export async function compactTags(m: Maintenance, guard: LockGuard): Promise<Com
   await bumpHead(m);
   guard.check();
   for (const name of deletable) {
-    if (await removeIfPresent(fs, path.join(layout.invalidationsDir, name))) result.segmentsDeleted++;
+    if (await unlinkIfExists(fs, path.join(layout.invalidationsDir, name))) result.segmentsDeleted++;
   }
 
   await compactMembers(m, guard, memberListed, gone, result);
@@ -136,7 +136,7 @@ async function compactMembers(m: Maintenance, guard: LockGuard, listed: string[]
   result.members = index.members.size;
   guard.check();
   for (const name of deletable) {
-    if (await removeIfPresent(fs, path.join(layout.membersDir, name))) result.memberSegmentsDeleted++;
+    if (await unlinkIfExists(fs, path.join(layout.membersDir, name))) result.memberSegmentsDeleted++;
   }
 }
 
@@ -226,7 +226,7 @@ async function removeDeadLeases(m: Maintenance, gone: Set<string>, listed: strin
     if (writer === m.writer || stillHasSegments.has(writer)) continue;
     const mtime = await leaseMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
     const expired = mtime !== undefined && m.clock.now() - mtime > m.settings.leaseTimeoutMs;
-    if ((gone.has(writer) || expired) && (await removeIfPresent(m.fs, m.layout.writerLease(writer)))) removed++;
+    if ((gone.has(writer) || expired) && (await unlinkIfExists(m.fs, m.layout.writerLease(writer)))) removed++;
   }
   return removed;
 }
@@ -258,16 +258,6 @@ async function readWatermark(fs: VolumeFs, layout: Layout): Promise<number | und
 
 async function bumpHead(m: Maintenance): Promise<void> {
   await writeAtomic(m.fs, m.layout.tagHead, [Buffer.from(`${m.writer} compact ${randomId()}\n`)], { writer: m.writer, fsync: false });
-}
-
-async function removeIfPresent(fs: VolumeFs, file: string): Promise<boolean> {
-  try {
-    await fs.unlink(file);
-    return true;
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return false;
-    throw error;
-  }
 }
 
 async function exists(fs: VolumeFs, file: string): Promise<boolean> {

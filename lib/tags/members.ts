@@ -1,4 +1,4 @@
-import { lineChecksum } from '../store/hash';
+import { checksummedLine, verifiedLine } from './record';
 
 /**
  * The folded tag index: for each entry (`<namespace>/<key hash>`), the tags
@@ -13,15 +13,13 @@ export interface MemberIndex {
 export function encodeMembers(index: MemberIndex): Buffer {
   const members: Record<string, string[]> = {};
   for (const [id, tags] of index.members) members[id] = [...tags];
-  const json = JSON.stringify({ v: 1, members, folded: Object.fromEntries(index.folded) });
-  return Buffer.from(`${lineChecksum(json)} ${json}\n`, 'utf8');
+  return Buffer.from(checksummedLine(JSON.stringify({ v: 1, members, folded: Object.fromEntries(index.folded) })), 'utf8');
 }
 
 export function decodeMembers(bytes: Buffer): MemberIndex | undefined {
   const text = bytes.toString('utf8');
-  if (text.length < 10 || text[8] !== ' ' || !text.endsWith('\n')) return undefined;
-  const json = text.slice(9, -1);
-  if (lineChecksum(json) !== text.slice(0, 8)) return undefined;
+  const json = text.endsWith('\n') ? verifiedLine(text.slice(0, -1)) : undefined;
+  if (json === undefined) return undefined;
   let body: { v?: unknown; members?: unknown; folded?: unknown };
   try {
     body = JSON.parse(json) as typeof body;

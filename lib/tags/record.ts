@@ -27,8 +27,19 @@ export function encodeMembership(record: Membership): string {
 }
 
 function encodeLine(body: object): string {
-  const json = JSON.stringify(body);
-  return `${lineChecksum(json)} ${json}\n`;
+  return checksummedLine(JSON.stringify(body));
+}
+
+/** `<xxh32 of text, 8 hex> <text>\n`: the one line format of segments, snapshots and the tag index. */
+export function checksummedLine(text: string): string {
+  return `${lineChecksum(text)} ${text}\n`;
+}
+
+/** The text of one checksummed line (without its newline), or undefined if it fails its checksum. */
+export function verifiedLine(line: string): string | undefined {
+  if (line.length < 9 || line[8] !== ' ') return undefined;
+  const text = line.slice(9);
+  return lineChecksum(text) === line.slice(0, 8) ? text : undefined;
 }
 
 export interface ParsedLines<T> {
@@ -68,10 +79,8 @@ function parseLines<T>(bytes: Buffer, shape: (body: Record<string, unknown>) => 
 }
 
 function parseLine<T>(line: string, shape: (body: Record<string, unknown>) => T | undefined): T | undefined {
-  const space = line.indexOf(' ');
-  if (space !== 8) return undefined;
-  const json = line.slice(9);
-  if (lineChecksum(json) !== line.slice(0, 8)) return undefined;
+  const json = verifiedLine(line);
+  if (json === undefined) return undefined;
   let body: unknown;
   try {
     body = JSON.parse(json);

@@ -1,4 +1,4 @@
-import { lineChecksum } from '../store/hash';
+import { checksummedLine, verifiedLine } from './record';
 import { TagState, type TagStateJson } from './tag-state';
 
 /**
@@ -36,16 +36,14 @@ export function encodeSnapshot(snapshot: TagSnapshot): Buffer {
     folded: Object.fromEntries(snapshot.folded),
     records: snapshot.records,
   };
-  const json = JSON.stringify(body);
-  return Buffer.from(`${lineChecksum(json)} ${json}\n`, 'utf8');
+  return Buffer.from(checksummedLine(JSON.stringify(body)), 'utf8');
 }
 
 /** undefined for anything that is not an intact snapshot of this version. */
 export function decodeSnapshot(bytes: Buffer, now: number): TagSnapshot | undefined {
   const text = bytes.toString('utf8');
-  if (text.length < 10 || text[8] !== ' ' || !text.endsWith('\n')) return undefined;
-  const json = text.slice(9, -1);
-  if (lineChecksum(json) !== text.slice(0, 8)) return undefined;
+  const json = text.endsWith('\n') ? verifiedLine(text.slice(0, -1)) : undefined;
+  if (json === undefined) return undefined;
   let body: Partial<SnapshotJson>;
   try {
     body = JSON.parse(json) as Partial<SnapshotJson>;
