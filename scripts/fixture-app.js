@@ -9,24 +9,26 @@ const path = require('node:path');
 
 const REPO = path.resolve(__dirname, '..');
 const APP = path.join(REPO, 'fixtures', 'next-app');
+/** The 'use cache' app (cacheComponents: true cannot share a build with segment revalidate exports). */
+const CACHE_COMPONENTS_APP = path.join(REPO, 'fixtures', 'next-app-cc');
 const NEXT_BIN = path.join(REPO, 'node_modules', 'next', 'dist', 'bin', 'next');
 
 /** Builds the app unless a build of the current sources exists (`force` rebuilds). */
-function buildFixture({ force = false, log = () => {} } = {}) {
-  const buildId = path.join(APP, '.next', 'BUILD_ID');
-  if (!force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource()) return fs.readFileSync(buildId, 'utf8');
-  log('building fixtures/next-app (next build) ...');
+function buildFixture({ force = false, log = () => {}, app = APP } = {}) {
+  const buildId = path.join(app, '.next', 'BUILD_ID');
+  if (!force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app)) return fs.readFileSync(buildId, 'utf8');
+  log(`building ${path.relative(REPO, app)} (next build) ...`);
   // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
   // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
   execFileSync(process.execPath, [NEXT_BIN, 'build'], {
-    cwd: APP,
-    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', NEXT_VOLUME_CACHE_DIR: path.join(APP, '.next', 'no-volume-at-build', 'cache'), DATA_PORT: '9' },
+    cwd: app,
+    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', NEXT_VOLUME_CACHE_DIR: path.join(app, '.next', 'no-volume-at-build', 'cache'), DATA_PORT: '9' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return fs.readFileSync(buildId, 'utf8');
 }
 
-function newestSource() {
+function newestSource(app) {
   let newest = 0;
   const visit = (dir) => {
     for (const name of fs.readdirSync(dir)) {
@@ -37,7 +39,7 @@ function newestSource() {
       else newest = Math.max(newest, stat.mtimeMs);
     }
   };
-  visit(APP);
+  visit(app);
   // The handler itself (dist/) is loaded by path at run time, not bundled: no rebuild needed for it.
   return newest;
 }
@@ -67,11 +69,11 @@ async function startDataServer() {
 }
 
 /** Starts `next start` on a free port; resolves once it answers. */
-async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [] }) {
+async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [], app = APP }) {
   const port = await freePort();
   const args = [...commandArgs, NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'];
   const child = spawn(command || process.execPath, args, {
-    cwd: APP,
+    cwd: app,
     env: {
       ...process.env,
       NEXT_TELEMETRY_DISABLED: '1',
@@ -119,4 +121,4 @@ function updateTagActionId() {
   return id;
 }
 
-module.exports = { APP, REPO, buildFixture, startDataServer, startServer, updateTagActionId, freePort };
+module.exports = { APP, CACHE_COMPONENTS_APP, REPO, buildFixture, startDataServer, startServer, updateTagActionId, freePort };

@@ -2,7 +2,7 @@ import { decodeEntry } from '../store/codec';
 import { errorCode, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore, parseSidecar, type ImageSidecar } from '../store/image-store';
-import { SHARED_NAMESPACE } from '../store/layout';
+import { SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
 import { openTagLog, type Maintenance } from './context';
 
 export interface Inspection {
@@ -30,7 +30,10 @@ export interface Inspection {
 /** Where a key lives and what is known about it; `raw` includes the decoded value (Buffers as base64). */
 export async function inspectKey(m: Maintenance, key: string, raw: boolean): Promise<Inspection> {
   const hash = hashKey(key);
-  const entryPath = m.layout.entryPath(hash, SHARED_NAMESPACE);
+  // A key lives in the page namespace or, for a 'use cache' key, in its own.
+  const candidates = [SHARED_NAMESPACE, USE_CACHE_NAMESPACE].map((ns) => m.layout.entryPath(hash, ns));
+  const present = await Promise.all(candidates.map((p) => readOrUndefined(m, p).then((b) => b !== undefined)));
+  const entryPath = candidates[present.indexOf(true)] ?? candidates[0]!;
   const images = new ImageStore(m.fs, m.layout, { writer: m.writer, fsync: false });
   const result: Inspection = { key, hash, entry: { path: entryPath, exists: false }, image: { sidecarPath: images.sidecarPath(hash), exists: false } };
   const bytes = await readOrUndefined(m, entryPath);

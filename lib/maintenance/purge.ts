@@ -2,7 +2,7 @@ import path from 'node:path';
 import { errorCode, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore } from '../store/image-store';
-import { parseSegmentName, SHARED_NAMESPACE } from '../store/layout';
+import { parseSegmentName, SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
 import { readMembers } from '../tags/compact';
 import { entriesWithTags, type MemberIndex } from '../tags/members';
 import { parseMemberships } from '../tags/record';
@@ -90,9 +90,11 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
     const images = new ImageStore(m.fs, m.layout, { writer: m.writer, fsync: false });
     for (const key of selection.keys) {
       const hash = hashKey(key);
-      const file = m.layout.entryPath(hash, SHARED_NAMESPACE);
-      const read = await readEntryHeader(m.fs, file);
-      if (read.ok && read.header.key === key && matchesHeader(read.header)) await take(file, read.fileLength);
+      for (const namespace of [SHARED_NAMESPACE, USE_CACHE_NAMESPACE]) {
+        const file = m.layout.entryPath(hash, namespace);
+        const read = await readEntryHeader(m.fs, file);
+        if (read.ok && read.header.key === key && matchesHeader(read.header)) await take(file, read.fileLength);
+      }
       if (wantedTags.size === 0 && (!kinds || kinds.has('IMAGE'))) {
         const sidecar = images.sidecarPath(hash);
         const exists = await readWhole(m.fs, sidecar).then(() => true, () => false);

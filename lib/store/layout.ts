@@ -22,6 +22,8 @@ export const MARKER_FILE = 'next-volume-cache.json';
 export const TEMP_PREFIX = '.tmp.';
 export const ENTRY_SUFFIX = '.entry';
 export const SHARED_NAMESPACE = 'shared';
+/** Entries of the 'use cache' handler (their keys already carry the build id). */
+export const USE_CACHE_NAMESPACE = 'use-cache';
 
 const HASH = /^[0-9a-f]{16}$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

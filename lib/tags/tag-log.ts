@@ -12,6 +12,8 @@ import { TagState, type Invalidation, type Verdict } from './tag-state';
 
 /** Even when the change marker says nothing changed, re-list the segments this often (a lost marker bump heals). */
 const FULL_SCAN_MS = 30_000;
+/** Identical invalidations closer than this share one record. */
+const DEDUPE_MS = 100;
 /** `revalidateTag(tags, {expire})` takes seconds; Next's 'max' profile is one year. */
 export interface Durations {
   expire?: number | undefined;
@@ -44,6 +46,7 @@ export class TagLog {
   private snapshotIdentity: string | undefined;
   private lastFullScan = -Infinity;
   private bumps = 0;
+  private readonly recentInvalidations = new Map<string, Promise<void>>();
   private readonly invalidations: SegmentWriter;
   private readonly memberships: SegmentWriter;
 
@@ -83,8 +86,23 @@ export class TagLog {
     this.metrics.tagRefreshes++;
   }
 
-  /** Records an invalidation durably; this process sees it at once, others at their next refresh. */
-  async invalidate(tags: string[], durations?: Durations): Promise<void> {
+  /**
+   * Records an invalidation durably; this process sees it at once, others at
+   * their next refresh. Next calls both the page handler's revalidateTag and
+   * every 'use cache' handler's updateTags for one app call: an identical
+   * call within DEDUPE_MS shares the first one's record.
+   */
+  invalidate(tags: string[], durations?: Durations): Promise<void> {
+    const id = JSON.stringify([tags, durations?.expire ?? null]);
+    const recent = this.recentInvalidations.get(id);
+    if (recent) return recent;
+    const run = this.record(tags, durations);
+    this.recentInvalidations.set(id, run);
+    setTimeout(() => this.recentInvalidations.delete(id), DEDUPE_MS).unref();
+    return run;
+  }
+
+  private async record(tags: string[], durations?: Durations): Promise<void> {
     const record = this.applyLocally(tags, durations);
     this.metrics.invalidations++;
     await this.invalidations.append(encodeInvalidation(record));
