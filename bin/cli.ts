@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
 import { SingleBar } from 'cli-progress';
-import { compact, gc, inspect, LockHeldError, NotACacheRootError, purge, PurgeUsageError, stats, verify, type WalkProgress } from '../lib/maintenance';
+import { checkRoot, compact, gc, inspect, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
 import { formatBytes, parseDuration } from '../lib/util/units';
 import { VolumeError } from '../lib/store/volume';
 
@@ -47,7 +47,7 @@ function version(): string {
   return 'unknown';
 }
 
-function buildProgram(out: (text: string) => void): Command {
+function buildProgram(out: (text: string) => void, err: (text: string) => void): Command {
   const program = new Command('next-volume-cache')
     .description('Operate a next-volume-cache root on a shared volume')
     .version(version(), '-v, --version')
@@ -102,6 +102,7 @@ function buildProgram(out: (text: string) => void): Command {
         ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
         ['foreign files', result.debris.foreign],
         ['.nfs files', result.debris.nfsSilly],
+        ...result.builds.map((b): [string, string] => [`build ${b.namespace}`, `last served ${b.servedAt ? new Date(b.servedAt).toISOString() : 'never'}${b.live ? ' (live)' : ''}`]),
         ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
         ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
         ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
@@ -139,14 +140,16 @@ function buildProgram(out: (text: string) => void): Command {
       .description('delete expired and invalidated entries, debris, and enforce byte budgets (oldest / least recently used first)')
       .option('--dry-run', 'report what would be deleted, delete nothing')
       .option('--grace <duration>', 'keep entries this long past their expire', '1h')
-      .option('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h'),
-  ).action(async (flags: { dryRun?: boolean; grace: string; debrisAge: string; wait?: boolean }, command: Command) => {
+      .option('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h')
+      .option('--keep-builds <n>', 'drop the namespaces of all but the n most recently served builds (never one being served now)'),
+  ).action(async (flags: { dryRun?: boolean; grace: string; debrisAge: string; keepBuilds?: string; wait?: boolean }, command: Command) => {
     const { options, json } = globalOptions(command);
     // The byte budgets are library options (--max-bytes, --image-max-bytes, or their env vars).
     const limits = {
       dryRun: flags.dryRun ?? false,
       graceMs: durationFlag('--grace', flags.grace),
       debrisAgeMs: durationFlag('--debris-age', flags.debrisAge),
+      keepBuilds: flags.keepBuilds === undefined ? undefined : countFlag('--keep-builds', flags.keepBuilds),
     };
     const result = await withProgress(json, 'gc', (progress) => gc(options, limits, { wait: flags.wait ?? false, progress }));
     const verb = result.dryRun ? 'would delete' : 'deleted';
@@ -157,6 +160,7 @@ function buildProgram(out: (text: string) => void): Command {
       [`${verb}: images over budget`, `${result.images.evicted} (${formatBytes(result.images.bytes)})`],
       [`${verb}: orphan / broken images`, `${result.images.orphans} / ${result.images.broken}`],
       [`${verb}: temp files`, `${result.debris.count} (${formatBytes(result.debris.bytes)})`],
+      ...result.buildsDropped.map((b): [string, string] => [`${verb}: build ${b.namespace}`, `${b.files} files (${formatBytes(b.bytes)})`]),
       ['kept entries', `${result.kept.entries} (${formatBytes(result.kept.bytes)})`],
       ['kept images', `${result.kept.images} (${formatBytes(result.kept.imageBytes)})`],
     ]);
@@ -171,12 +175,13 @@ function buildProgram(out: (text: string) => void): Command {
       .option('--kind <kind>', 'APP_PAGE, APP_ROUTE, PAGES, REDIRECT, FETCH, IMAGE (repeatable)', collect, [])
       .option('--older-than <duration>', 'only entries written longer ago than this, e.g. 7d')
       .option('--key <key>', 'one cache key (repeatable)', collect, [])
+      .option('--build <id>', "only entries of this BUILD_ID's namespace (repeatable)", collect, [])
       .option('--all', 'every entry')
       .option('--scan', 'find tagged entries by walking the volume instead of the tag index')
       .option('--dry-run', 'list what would be deleted, delete nothing'),
   ).action(
     async (
-      flags: { tag: string[]; path: string[]; kind: string[]; olderThan?: string; key: string[]; all?: boolean; scan?: boolean; dryRun?: boolean; wait?: boolean },
+      flags: { tag: string[]; path: string[]; kind: string[]; olderThan?: string; key: string[]; build: string[]; all?: boolean; scan?: boolean; dryRun?: boolean; wait?: boolean },
       command: Command,
     ) => {
       const { options, json } = globalOptions(command);
@@ -186,6 +191,7 @@ function buildProgram(out: (text: string) => void): Command {
         kinds: flags.kind,
         olderThanMs: flags.olderThan === undefined ? undefined : durationFlag('--older-than', flags.olderThan),
         keys: flags.key,
+        builds: flags.build,
         all: flags.all ?? false,
         scan: flags.scan ?? false,
       };
@@ -199,6 +205,36 @@ function buildProgram(out: (text: string) => void): Command {
       ]);
     },
   );
+
+  program
+    .command('seed')
+    .description("store a build's prerendered pages in its namespace (never overwrites an entry rendered at runtime)")
+    .requiredOption('--next-dir <path>', "the app's .next folder (with BUILD_ID, prerender-manifest.json and server/)")
+    .action(async (flags: { nextDir: string }, command: Command) => {
+      const { options, json } = globalOptions(command);
+      const result = await seed(options, path.resolve(flags.nextDir));
+      print(out, json, result, [
+        ['build', `${result.buildId} (namespace ${result.namespace})`],
+        ['prerendered entries found', result.found],
+        ['written', result.written],
+        ['already present (kept)', result.skipped],
+        ['failed', result.failed.length],
+        ...result.failed.slice(0, 20).map((f): [string, string] => ['  ', `${f.file}: ${f.reason}`]),
+      ]);
+      if (result.failed.length > 0) throw new ExitCode(EXIT.failure);
+    });
+
+  program
+    .command('check')
+    .description('start-up check: the root is mounted, a compatible cache root (or empty), writable and fast enough; exit 1 if not. Use as a startupProbe, never as a liveness or readiness probe')
+    .option('--max-latency <duration>', 'fail when a small write, read and delete takes longer', '1s')
+    .action(async (flags: { maxLatency: string }, command: Command) => {
+      const { options, json } = globalOptions(command);
+      const result = await checkRoot(options, durationFlag('--max-latency', flags.maxLatency));
+      if (json) out(JSON.stringify(result, null, 2));
+      else (result.ok ? out : err)(`${result.ok ? 'ok' : `not ok (${result.failure})`}: ${result.message}`);
+      if (!result.ok) throw new ExitCode(EXIT.failure);
+    });
 
   program
     .command('inspect <key>')
@@ -248,6 +284,12 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+function countFlag(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag}: expected a whole number, got "${value}"`);
+  return n;
+}
+
 function durationFlag(flag: string, value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined) throw new UsageError(`${flag}: expected a duration like 90s, 15m, 12h, 7d, got "${value}"`);
@@ -293,7 +335,7 @@ function print(out: (text: string) => void, json: boolean, result: object, rows:
 
 /** Runs the CLI; returns the exit code instead of exiting, so tests can call it in-process. */
 export async function main(argv: string[], out: (text: string) => void = (t) => process.stdout.write(t + '\n'), err: (text: string) => void = (t) => process.stderr.write(t + '\n')): Promise<number> {
-  const program = buildProgram(out);
+  const program = buildProgram(out, err);
   program.configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => err(s.trimEnd()) });
   try {
     await program.parseAsync(argv, { from: 'user' });

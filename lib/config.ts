@@ -33,7 +33,19 @@ export interface CacheOptions {
   maxBytes?: number | string;
   /** Byte budget `gc` enforces for optimized images (least recently used first); bytes or "5GiB". */
   imageMaxBytes?: number | string;
+  /** Fetch and unstable_cache entries: "shared" across builds (as Next does) or per "build". */
+  fetchScope?: Scope;
+  /** Optimized images: per "build" (a changed public/ image is re-optimized after a deploy) or "shared". */
+  imageScope?: Scope;
+  /** Mode of the files written, e.g. "664" so that pods of one fsGroup under different UIDs can all write. */
+  fileMode?: number | string;
+  /** Mode of the folders created, e.g. "2775". */
+  dirMode?: number | string;
+  /** Seed prerendered pages from the build on first start (one pod seeds, guarded by a lock). */
+  seed?: boolean;
 }
+
+export type Scope = 'shared' | 'build';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
@@ -51,6 +63,11 @@ export interface ResolvedOptions {
   metricsLogMs: number;
   maxBytes: number | undefined;
   imageMaxBytes: number | undefined;
+  fetchScope: Scope;
+  imageScope: Scope;
+  fileMode: number | undefined;
+  dirMode: number | undefined;
+  seed: boolean;
 }
 
 export class ConfigError extends Error {
@@ -67,7 +84,7 @@ const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel' | 'scope' | 'mode';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -82,6 +99,11 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   metricsLogMs: 'nonNegativeInt',
   maxBytes: 'bytes',
   imageMaxBytes: 'bytes',
+  fetchScope: 'scope',
+  imageScope: 'scope',
+  fileMode: 'mode',
+  dirMode: 'mode',
+  seed: 'boolean',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -117,6 +139,11 @@ export function defaults(): ResolvedOptions {
     metricsLogMs: 0,
     maxBytes: undefined,
     imageMaxBytes: undefined,
+    fetchScope: 'shared',
+    imageScope: 'build',
+    fileMode: undefined,
+    dirMode: undefined,
+    seed: false,
   };
 }
 
@@ -154,6 +181,17 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseBytes(raw) : undefined;
       if (n === undefined || !Number.isInteger(n) || n <= 0) {
         throw new ConfigError(setting, `expected a size in bytes or like 500MB or 20GiB, got ${JSON.stringify(raw)}`);
+      }
+      return n;
+    }
+    case 'scope': {
+      if (raw !== 'shared' && raw !== 'build') throw new ConfigError(setting, `expected "shared" or "build", got ${JSON.stringify(raw)}`);
+      return raw;
+    }
+    case 'mode': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^[0-7]{3,4}$/.test(raw) ? parseInt(raw, 8) : undefined;
+      if (n === undefined || !Number.isInteger(n) || n < 0 || n > 0o7777) {
+        throw new ConfigError(setting, `expected an octal mode like "664" or "2775", got ${JSON.stringify(raw)}`);
       }
       return n;
     }

@@ -3,8 +3,15 @@ import { VolumeClock } from './store/clock';
 import { EntryStore } from './store/entry-store';
 import { ImageStore } from './store/image-store';
 import { errorCode, nodeFs, type VolumeFs } from './store/fs';
+import { exists } from './store/fs';
 import { loadHasher } from './store/hash';
-import { Layout } from './store/layout';
+import { buildNamespace, Layout, SHARED_NAMESPACE } from './store/layout';
+import { writeAtomic } from './store/atomic';
+import { hashKey } from './store/hash';
+import { readFile } from 'node:fs/promises';
+import { seedFromBuild } from './next/seed';
+import { LockHeldError, withMaintenanceLock } from './maintenance/lock';
+import path from 'node:path';
 import { newWriterId, Volume } from './store/volume';
 import { describe, TagLog } from './tags/tag-log';
 import { FsGate, GateError } from './util/gate';
@@ -49,6 +56,10 @@ export class Runtime {
   private tagViewLoaded = false;
   private leaseTimer: NodeJS.Timeout | undefined;
   private readonly touchedImages = new Map<string, number>();
+  /** `.next/server` of the build this process serves, from the first handler Next constructs. */
+  serverDistDir: string | undefined;
+  /** `build-<BUILD_ID>` once the volume is open and the build is known; page entries live there. */
+  private buildNs: string | undefined;
 
   constructor(
     readonly settings: RuntimeSettings,
@@ -58,8 +69,9 @@ export class Runtime {
     this.log = new CacheLog(settings.logLevel);
     this.layout = new Layout(settings.dir, settings.app);
     this.gate = new FsGate(settings.concurrency, settings.timeoutMs);
-    this.store = new EntryStore(fs, this.layout, { writer: this.writer, fsync: settings.fsync });
-    this.images = new ImageStore(fs, this.layout, { writer: this.writer, fsync: settings.fsync });
+    const writeOptions = { writer: this.writer, fsync: settings.fsync, mode: settings.fileMode, dirMode: settings.dirMode };
+    this.store = new EntryStore(fs, this.layout, writeOptions);
+    this.images = new ImageStore(fs, this.layout, writeOptions);
     this.volume = new Volume(fs, this.layout, this.writer, this.clock);
     const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
     this.tags = new TagLog(fs, this.layout, this.clock, this.log, this.metrics, lease, {
@@ -149,12 +161,29 @@ export class Runtime {
     await this.tags.close();
   }
 
+  /**
+   * Where an entry of this kind lives: pages, routes and Pages Router entries
+   * in the build's namespace (old and new pods of a rolling deploy each serve
+   * their own HTML); fetches shared across builds unless fetchScope is
+   * "build"; without a known build, "shared".
+   */
+  namespaceFor(kind: 'page' | 'fetch' | 'image'): string {
+    const scope = kind === 'page' ? 'build' : kind === 'fetch' ? this.settings.fetchScope : this.settings.imageScope;
+    return scope === 'build' && this.buildNs ? this.buildNs : SHARED_NAMESPACE;
+  }
+
+  get buildNamespace(): string | undefined {
+    return this.buildNs;
+  }
+
   private async open(): Promise<boolean> {
     try {
       await loadHasher();
+      this.buildNs = await this.readBuildNamespace();
       await this.gate.run(async () => {
         await this.volume.open(this.createParents);
         this.lastLeaseRenewal = performance.now();
+        await this.markBuildServed();
       });
       this.state = 'ready';
       if (!this.volume.writable) {
@@ -162,6 +191,7 @@ export class Runtime {
       }
       this.startLeaseTimer();
       this.startMetricsLog();
+      if (this.settings.seed) void this.autoSeed();
       this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
       return true;
     } catch (error) {
@@ -175,6 +205,59 @@ export class Runtime {
     const started = performance.now();
     await this.volume.renewLease();
     this.lastLeaseRenewal = started;
+    await this.markBuildServed();
+  }
+
+  /**
+   * Opt-in (seed: true): one pod seeds the build's prerendered pages in the
+   * background; the others find the lock held (or the seeded marker) and go on
+   * without waiting. Requests are served meanwhile (misses render as usual).
+   */
+  private async autoSeed(): Promise<void> {
+    const ns = this.buildNs;
+    if (!ns || !this.serverDistDir || !this.volume.writable) return;
+    const marker = this.layout.seededMarker(ns);
+    try {
+      if (await exists(this.fs, marker)) return;
+      await withMaintenanceLock(this.layout, `seed-${ns}`, { wait: false, staleMs: this.settings.lockStaleMs }, async () => {
+        if (await exists(this.fs, marker)) return;
+        const result = await seedFromBuild(
+          { store: this.store, clock: this.clock, onSeeded: (hash, namespace, tags) => this.tags.recordMembership({ hash, ns: namespace, tags }) },
+          path.dirname(this.serverDistDir!),
+        );
+        await writeAtomic(this.fs, marker, [Buffer.from(JSON.stringify(result) + '\n')], { writer: this.writer, fsync: false, mode: this.settings.fileMode, dirMode: this.settings.dirMode });
+        this.log.info(`seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
+      });
+    } catch (error) {
+      if (error instanceof LockHeldError) return;
+      this.reportIoError('seed', 'seeding from the build', error);
+    }
+  }
+
+  /** BUILD_ID beside `.next/server` (local disk, read once at open). */
+  private async readBuildNamespace(): Promise<string | undefined> {
+    if (!this.serverDistDir) return undefined;
+    try {
+      const id = (await readFile(path.join(this.serverDistDir, '..', 'BUILD_ID'), 'utf8')).trim();
+      return id ? buildNamespace(id, hashKey) : undefined;
+    } catch (error) {
+      this.log.onceWarn('build-id', `no BUILD_ID beside ${this.serverDistDir} (${describe(error)}); pages are stored without a build namespace`);
+      return undefined;
+    }
+  }
+
+  /** Rewrites `builds/<namespace>`: gc --keep-builds keeps the builds most recently served, not created. */
+  private async markBuildServed(): Promise<void> {
+    if (!this.buildNs || !this.volume.writable) return;
+    try {
+      await writeAtomic(this.fs, this.layout.buildMarker(this.buildNs), [Buffer.from(JSON.stringify({ servedBy: this.writer }) + '\n')], {
+        writer: this.writer,
+        fsync: false,
+        mode: this.settings.fileMode,
+      });
+    } catch (error) {
+      this.reportIoError('build-marker', 'marking the build as served', error);
+    }
   }
 
   private startMetricsLog(): void {
@@ -213,6 +296,7 @@ export function runtimeFor(options: ResolvedOptions, serverDistDir?: string): Ru
     runtime = new Runtime(settings, options.dir === undefined);
     registry.set(id, runtime);
   }
+  runtime.serverDistDir ??= serverDistDir;
   return runtime;
 }
 

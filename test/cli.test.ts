@@ -70,7 +70,7 @@ describe('verify', () => {
     utimesSync(temp, old, old);
     const young = path.join(shard, `.tmp.x.entry.live-writer.abc`);
     writeFileSync(young, 'being written');
-    const imageDir = path.dirname(path.join(m.layout.imagesDir, hashKey('img-1').slice(0, 2), hashKey('img-1').slice(2, 4), 'x'));
+    const imageDir = path.join(m.layout.imagesDir(), hashKey('img-1').slice(0, 2), hashKey('img-1').slice(2, 4));
     const orphan = path.join(imageDir, `${hashKey('img-1')}.0123456789abcdef.png`);
     writeFileSync(orphan, 'orphan bytes');
     utimesSync(orphan, old, old);

@@ -88,6 +88,12 @@ export class FaultyFs implements VolumeFs {
   utimes(p: string, a: number, m: number): Promise<void> {
     return this.inner.utimes(p, a, m);
   }
+  chmod(p: string, mode: number): Promise<void> {
+    return this.inner.chmod(p, mode);
+  }
+  link(a: string, b: string): Promise<void> {
+    return this.apply('rename', b, () => this.inner.link(a, b));
+  }
 
   private wrap(handle: VolumeFile, p: string): VolumeFile {
     return {
@@ -102,6 +108,7 @@ export class FaultyFs implements VolumeFs {
       write: (buffer, offset, length, position) => this.apply('write', p, () => handle.write(buffer, offset, length, position)),
       sync: () => this.apply('sync', p, () => handle.sync()),
       stat: () => handle.stat(),
+      chmod: (mode) => handle.chmod(mode),
       close: async () => {
         const fault = this.match('close', p);
         // The descriptor is closed for real either way: an error at close still releases it.

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { writeAtomic } from '../store/atomic';
 import type { Maintenance } from './context';
+import { buildsToDrop, listBuilds, removeBuild } from './builds';
 import { openTagLog } from './context';
 import { judgeImageFolder } from './images';
 import type { LockGuard } from './lock';
@@ -18,6 +19,8 @@ export interface GcOptions {
   imageMaxBytes?: number | undefined;
   /** Temp files and orphan images older than this are debris. */
   debrisAgeMs: number;
+  /** Keep the namespaces of this many most recently served builds (and any build served right now). */
+  keepBuilds?: number | undefined;
 }
 
 export interface GcResult {
@@ -30,6 +33,8 @@ export interface GcResult {
   kept: { entries: number; bytes: number; images: number; imageBytes: number };
   /** Volume time below which no entry remains; lets compaction drop older tag marks. */
   watermark: number;
+  /** Build namespaces dropped by keepBuilds. */
+  buildsDropped: Array<{ namespace: string; files: number; bytes: number }>;
 }
 
 /** Histogram bucket for the approximate LRU: constant memory whatever the number of files. */
@@ -55,7 +60,14 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
     debris: { count: 0, bytes: 0 },
     kept: { entries: 0, bytes: 0, images: 0, imageBytes: 0 },
     watermark: 0,
+    buildsDropped: [],
   };
+  if (options.keepBuilds !== undefined) {
+    for (const build of buildsToDrop(await listBuilds(m), options.keepBuilds)) {
+      const removed = options.dryRun ? { files: 0, bytes: 0 } : await removeBuild(m, build.namespace, guard);
+      result.buildsDropped.push({ namespace: build.namespace, ...removed });
+    }
+  }
   const remove = async (file: string): Promise<boolean> => {
     if (options.dryRun) return true;
     guard.check();

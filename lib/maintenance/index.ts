@@ -7,7 +7,9 @@
  */
 import type { CacheOptions } from '../config';
 import { compactTags, type CompactResult } from '../tags/compact';
-import { openMaintenance, type Maintenance } from './context';
+import { openMaintenance, openTagLog, type Maintenance } from './context';
+import { EntryStore } from '../store/entry-store';
+import { seedFromBuild, type SeedResult } from '../next/seed';
 import { collectGarbage, type GcOptions, type GcResult } from './gc';
 import { inspectKey, type Inspection } from './inspect';
 import { withMaintenanceLock, type LockGuard } from './lock';
@@ -20,6 +22,9 @@ export { NotACacheRootError, openMaintenance, type Maintenance } from './context
 export { LockHeldError, LockCompromisedError, withMaintenanceLock } from './lock';
 export { PurgeUsageError, tagsForPath, taggedEntries } from './purge';
 export type { CompactResult } from '../tags/compact';
+export type { SeedResult } from '../next/seed';
+export { checkRoot, type CheckResult } from './check';
+export { listBuilds, type BuildInfo } from './builds';
 export type { GcOptions, GcResult, Inspection, PurgeResult, PurgeSelection, StoreStats, VerifyReport, WalkProgress };
 
 export interface RunOptions {
@@ -73,6 +78,18 @@ export async function gc(options: CacheOptions, limits: Partial<GcOptions> = {},
 export async function purge(options: CacheOptions, selection: PurgeSelection, dryRun = false, run: RunOptions = {}): Promise<PurgeResult> {
   const m = await openMaintenance(options);
   return locked(m, run, (guard) => purgeEntries(m, selection, dryRun, guard, run.progress));
+}
+
+/** Seeds a build's prerendered pages (set-if-absent) into its namespace; `nextDir` is the app's `.next`. */
+export async function seed(options: CacheOptions, nextDir: string): Promise<SeedResult> {
+  const m = await openMaintenance(options);
+  const store = new EntryStore(m.fs, m.layout, { writer: m.writer, fsync: m.settings.fsync, mode: m.settings.fileMode, dirMode: m.settings.dirMode });
+  const tags = await openTagLog(m);
+  try {
+    return await seedFromBuild({ store, clock: m.clock, onSeeded: (hash, ns, entryTags) => tags.recordMembership({ hash, ns, tags: entryTags }) }, nextDir);
+  } finally {
+    await tags.close();
+  }
 }
 
 /** Where a key lives, its metadata and whether an invalidation applies. Read-only. */

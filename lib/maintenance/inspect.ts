@@ -2,7 +2,8 @@ import { decodeEntry } from '../store/codec';
 import { errorCode, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore, parseSidecar, type ImageSidecar } from '../store/image-store';
-import { SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
+import path from 'node:path';
+import { SHARED_NAMESPACE } from '../store/layout';
 import { openTagLog, type Maintenance } from './context';
 
 export interface Inspection {
@@ -30,12 +31,18 @@ export interface Inspection {
 /** Where a key lives and what is known about it; `raw` includes the decoded value (Buffers as base64). */
 export async function inspectKey(m: Maintenance, key: string, raw: boolean): Promise<Inspection> {
   const hash = hashKey(key);
-  // A key lives in the page namespace or, for a 'use cache' key, in its own.
-  const candidates = [SHARED_NAMESPACE, USE_CACHE_NAMESPACE].map((ns) => m.layout.entryPath(hash, ns));
+  // A key may live in any namespace: shared, use-cache, or a build's (newest entry first is not
+  // knowable without reading; the first one found is shown).
+  const entryNamespaces = await namespacesIn(m, path.dirname(m.layout.entriesDir()));
+  const candidates = entryNamespaces.map((ns) => m.layout.entryPath(hash, ns));
   const present = await Promise.all(candidates.map((p) => readOrUndefined(m, p).then((b) => b !== undefined)));
-  const entryPath = candidates[present.indexOf(true)] ?? candidates[0]!;
+  const entryPath = candidates[present.indexOf(true)] ?? m.layout.entryPath(hash, SHARED_NAMESPACE);
   const images = new ImageStore(m.fs, m.layout, { writer: m.writer, fsync: false });
-  const result: Inspection = { key, hash, entry: { path: entryPath, exists: false }, image: { sidecarPath: images.sidecarPath(hash), exists: false } };
+  const imageNamespaces = await namespacesIn(m, m.layout.imagesRoot);
+  const sidecars = imageNamespaces.map((ns) => ({ ns, path: images.sidecarPath(hash, ns) }));
+  const found = (await Promise.all(sidecars.map((c) => readOrUndefined(m, c.path).then((b) => (b ? c : undefined))))).find(Boolean);
+  const imageNs = found?.ns ?? SHARED_NAMESPACE;
+  const result: Inspection = { key, hash, entry: { path: entryPath, exists: false }, image: { sidecarPath: images.sidecarPath(hash, imageNs), exists: false } };
   const bytes = await readOrUndefined(m, entryPath);
   if (bytes) {
     result.entry.exists = true;
@@ -66,10 +73,18 @@ export async function inspectKey(m: Maintenance, key: string, raw: boolean): Pro
     const sidecar = parseSidecar(sidecarBytes, hash);
     if (sidecar) {
       result.image.sidecar = sidecar;
-      result.image.rawPath = `${images.dirOf(hash)}/${sidecar.file}`;
+      result.image.rawPath = path.join(images.dirOf(hash, imageNs), sidecar.file);
     }
   }
   return result;
+}
+
+async function namespacesIn(m: Maintenance, dir: string): Promise<string[]> {
+  try {
+    return (await m.fs.readdir(dir)).sort();
+  } catch {
+    return [];
+  }
 }
 
 async function readOrUndefined(m: Maintenance, file: string): Promise<Buffer | undefined> {

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { errorCode, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore } from '../store/image-store';
-import { parseSegmentName, SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
+import { buildNamespace, parseSegmentName, SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
 import { readMembers } from '../tags/compact';
 import { entriesWithTags, type MemberIndex } from '../tags/members';
 import { parseMemberships } from '../tags/record';
@@ -20,6 +20,8 @@ export interface PurgeSelection {
   /** Only entries written longer ago than this (ms). */
   olderThanMs?: number;
   keys?: string[];
+  /** Only entries of these builds (their BUILD_IDs). */
+  builds?: string[];
   all?: boolean;
   /** Find tagged entries by walking the volume instead of the tag index. */
   scan?: boolean;
@@ -56,8 +58,9 @@ export function tagsForPath(route: string): string[] {
  */
 export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dryRun: boolean, guard: LockGuard, progress?: WalkProgress): Promise<PurgeResult> {
   const tags = [...(selection.tags ?? []), ...(selection.paths ?? []).flatMap(tagsForPath)];
-  const hasSelector = tags.length > 0 || (selection.kinds?.length ?? 0) > 0 || selection.olderThanMs !== undefined || (selection.keys?.length ?? 0) > 0 || selection.all === true;
-  if (!hasSelector) throw new PurgeUsageError('purge needs a selector: --tag, --path, --kind, --older-than, --key or --all');
+  const builds = selection.builds?.length ? new Set(selection.builds.map((id) => buildNamespace(id, hashKey))) : undefined;
+  const hasSelector = tags.length > 0 || (selection.kinds?.length ?? 0) > 0 || selection.olderThanMs !== undefined || (selection.keys?.length ?? 0) > 0 || builds !== undefined || selection.all === true;
+  if (!hasSelector) throw new PurgeUsageError('purge needs a selector: --tag, --path, --kind, --older-than, --key, --build or --all');
   const result: PurgeResult = { dryRun, method: 'scan', matched: 0, deleted: 0, bytes: 0, invalidated: [], sample: [] };
   const now = m.clock.now();
   const take = async (file: string, size: number): Promise<void> => {
@@ -80,7 +83,8 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
 
   const wantedTags = new Set(tags);
   const kinds = selection.kinds?.length ? new Set(selection.kinds) : undefined;
-  const matchesHeader = (header: { kind: string; tags: string[]; writtenAt: number }): boolean =>
+  const matchesHeader = (header: { kind: string; tags: string[]; writtenAt: number }, namespace: string): boolean =>
+    (!builds || builds.has(namespace)) &&
     (wantedTags.size === 0 || header.tags.some((t) => wantedTags.has(t))) &&
     (!kinds || kinds.has(header.kind)) &&
     (selection.olderThanMs === undefined || now - header.writtenAt > selection.olderThanMs);
@@ -93,14 +97,15 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
       for (const namespace of [SHARED_NAMESPACE, USE_CACHE_NAMESPACE]) {
         const file = m.layout.entryPath(hash, namespace);
         const read = await readEntryHeader(m.fs, file);
-        if (read.ok && read.header.key === key && matchesHeader(read.header)) await take(file, read.fileLength);
+        if (read.ok && read.header.key === key && matchesHeader(read.header, namespace)) await take(file, read.fileLength);
       }
       if (wantedTags.size === 0 && (!kinds || kinds.has('IMAGE'))) {
-        const sidecar = images.sidecarPath(hash);
-        const exists = await readWhole(m.fs, sidecar).then(() => true, () => false);
-        if (exists) {
+        for (const namespace of await m.fs.readdir(m.layout.imagesRoot).catch(() => [] as string[])) {
+          if (builds && !builds.has(namespace)) continue;
+          const present = await readWhole(m.fs, images.sidecarPath(hash, namespace)).then(() => true, () => false);
+          if (!present) continue;
           result.matched++;
-          if (!dryRun && (await images.remove(hash))) result.deleted++;
+          if (!dryRun && (await images.remove(hash, namespace))) result.deleted++;
         }
       }
     }
@@ -113,7 +118,7 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
       const [namespace, hash] = id.split('/') as [string, string];
       const file = m.layout.entryPath(hash, namespace);
       const read = await readEntryHeader(m.fs, file);
-      if (read.ok && matchesHeader(read.header)) await take(file, read.fileLength);
+      if (read.ok && matchesHeader(read.header, namespace)) await take(file, read.fileLength);
     }
     return result;
   }
@@ -122,10 +127,11 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
     for (const file of folder.files) {
       if (file.type !== 'entry') continue;
       const read = headers.get(file.path);
-      if (read?.ok && matchesHeader(read.header)) await take(file.path, file.stats.size);
+      if (read?.ok && matchesHeader(read.header, file.namespace)) await take(file.path, file.stats.size);
     }
     if (wantedTags.size > 0 || (kinds && !kinds.has('IMAGE')) || !hasImages(folder)) return;
     for (const pair of (await judgeImageFolder(m, folder)).pairs) {
+      if (builds && !builds.has(pair.sidecarFile.namespace)) continue;
       if (selection.olderThanMs !== undefined && now - pair.sidecar.lastModified <= selection.olderThanMs) continue;
       // The sidecar first: once it is gone no reader is sent to the raw file.
       await take(pair.sidecarFile.path, pair.raw.stats.size);

@@ -3,6 +3,7 @@ import { errorCode } from '../store/fs';
 import { parseSegmentName } from '../store/layout';
 import { leaseMtime, readSnapshot } from '../tags/compact';
 import type { Maintenance } from './context';
+import { listBuilds, type BuildInfo } from './builds';
 import { judgeImageFolder } from './images';
 import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
@@ -27,6 +28,8 @@ export interface StoreStats {
   images: { total: Tally; orphans: Tally; broken: number };
   shards: { folders: number; largest: { dir: string | null; files: number } };
   debris: { temp: Tally; foreign: number; nfsSilly: number };
+  /** Build namespaces, most recently served first. */
+  builds: BuildInfo[];
   tagLog: {
     segments: number;
     segmentBytes: number;
@@ -56,6 +59,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
     images: { total: tally(), orphans: tally(), broken: 0 },
     shards: { folders: 0, largest: { dir: null, files: 0 } },
     debris: { temp: tally(), foreign: 0, nfsSilly: 0 },
+    builds: await listBuilds(m),
     tagLog: await tagLogStats(m, now),
   };
   let oldest = Infinity;

@@ -28,6 +28,8 @@ export interface VerifyReport {
   repaired: Record<Problem, number>;
   /** Temp files and orphans too young to judge. */
   inFlight: number;
+  /** Entries of another format version (a newer or older library on the same volume): left alone. */
+  foreignVersion: number;
 }
 
 const SAMPLES = 10;
@@ -47,6 +49,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     samples: {},
     repaired: Object.fromEntries(PROBLEMS.map((p) => [p, 0])) as Record<Problem, number>,
     inFlight: 0,
+    foreignVersion: 0,
   };
   const now = m.clock.now();
   const found = async (problem: Problem, file: string, fix?: () => Promise<boolean>) => {
@@ -61,13 +64,14 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
   const remove = (file: string) => () => unlinkIfPresent(m, file);
   const isOld = (mtimeMs: number) => now - mtimeMs > options.debrisAgeMs;
 
-  const verifyFolder = async (folder: StoreFolder, problems: Map<string, Problem | undefined>): Promise<void> => {
+  const verifyFolder = async (folder: StoreFolder, problems: Map<string, Problem | 'foreign-version' | undefined>): Promise<void> => {
     for (const file of folder.files) {
       switch (file.type) {
         case 'entry': {
           report.checked.entries++;
           const problem = problems.get(file.path);
-          if (problem) await found(problem, file.path, remove(file.path));
+          if (problem === 'foreign-version') report.foreignVersion++;
+          else if (problem) await found(problem, file.path, remove(file.path));
           break;
         }
         case 'temp':
@@ -122,9 +126,10 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
   return report;
 }
 
-async function checkEntry(m: Maintenance, file: string, hash: string): Promise<'corrupt-entry' | 'misplaced-entry' | undefined> {
+/** A pod on another library version may share the volume: its entries are neither ours to judge nor to delete. */
+async function checkEntry(m: Maintenance, file: string, hash: string): Promise<'corrupt-entry' | 'misplaced-entry' | 'foreign-version' | undefined> {
   const head = await readEntryHeader(m.fs, file);
-  if (!head.ok) return head.reason === 'absent' ? undefined : 'corrupt-entry';
+  if (!head.ok) return head.reason === 'absent' ? undefined : head.reason === 'foreign-version' ? 'foreign-version' : 'corrupt-entry';
   if (hashKey(head.header.key) !== hash) return 'misplaced-entry';
   let bytes: Buffer;
   try {

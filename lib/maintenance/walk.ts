@@ -17,8 +17,8 @@ import { mapLimit } from '../util/pool';
  */
 export type StoreFile =
   | { type: 'entry'; path: string; namespace: string; hash: string; stats: Stats }
-  | { type: 'image-sidecar'; path: string; hash: string; stats: Stats }
-  | { type: 'image-raw'; path: string; hash: string; checksum: string; extension: string; stats: Stats }
+  | { type: 'image-sidecar'; path: string; namespace: string; hash: string; stats: Stats }
+  | { type: 'image-raw'; path: string; namespace: string; hash: string; checksum: string; extension: string; stats: Stats }
   | { type: 'temp'; path: string; stats: Stats }
   /** `.nfsXXXX` files: a client's silly-renamed open file. Never ours to touch. */
   | { type: 'nfs-silly'; path: string; stats: Stats }
@@ -48,23 +48,27 @@ export interface StoreFolder {
  * work on many files in flight.
  */
 export async function* walkStore(m: Maintenance, progress: WalkProgress = {}): AsyncGenerator<StoreFolder[]> {
-  const roots: Array<{ dir: string; namespace?: string }> = [];
-  for (const namespace of await listNames(m.fs, path.dirname(m.layout.entriesDir()))) {
-    roots.push({ dir: path.join(path.dirname(m.layout.entriesDir()), namespace), namespace });
+  const roots: Array<{ dir: string; area: Area; namespace: string }> = [];
+  for (const [area, base] of [
+    ['entries', path.dirname(m.layout.entriesDir())],
+    ['images', m.layout.imagesRoot],
+  ] as const) {
+    for (const namespace of await listNames(m.fs, base)) roots.push({ dir: path.join(base, namespace), area, namespace });
   }
-  roots.push({ dir: m.layout.imagesDir });
-  const firstLevel: Array<{ dir: string; namespace?: string }> = [];
+  const firstLevel: Array<{ dir: string; area: Area; namespace: string }> = [];
   for (const root of roots) {
-    for (const name of await listNames(m.fs, root.dir)) firstLevel.push({ dir: path.join(root.dir, name), namespace: root.namespace });
+    for (const name of await listNames(m.fs, root.dir)) firstLevel.push({ dir: path.join(root.dir, name), area: root.area, namespace: root.namespace });
   }
   let done = 0;
   for (const shard of firstLevel) {
-    yield await walkShard(m.fs, shard.dir, shard.namespace);
+    yield await walkShard(m.fs, shard.dir, shard.area, shard.namespace);
     progress.onShard?.(++done, firstLevel.length);
   }
 }
 
-async function walkShard(fs: VolumeFs, dir: string, namespace: string | undefined): Promise<StoreFolder[]> {
+type Area = 'entries' | 'images';
+
+async function walkShard(fs: VolumeFs, dir: string, area: Area, namespace: string): Promise<StoreFolder[]> {
   const top = await lstatOrNull(fs, dir);
   if (!top) return [];
   if (!top.isDirectory() || !SHARD.test(path.basename(dir))) {
@@ -82,33 +86,33 @@ async function walkShard(fs: VolumeFs, dir: string, namespace: string | undefine
     // Files at the first level are never ours (temp files sit beside their target, two levels down).
     else strays.push(name.startsWith('.nfs') ? { type: 'nfs-silly', path: full, stats } : { type: 'foreign', path: full, stats });
   }
-  const folders = await mapLimit(leaves, LEAVES_IN_FLIGHT, (leaf) => readLeaf(fs, leaf, namespace));
+  const folders = await mapLimit(leaves, LEAVES_IN_FLIGHT, (leaf) => readLeaf(fs, leaf, area, namespace));
   if (strays.length > 0) folders.push({ dir, files: strays });
   return folders;
 }
 
-async function readLeaf(fs: VolumeFs, dir: string, namespace: string | undefined): Promise<StoreFolder> {
+async function readLeaf(fs: VolumeFs, dir: string, area: Area, namespace: string): Promise<StoreFolder> {
   const names = await dirEntries(fs, dir);
   const files = await mapLimit(names, FILES_IN_FLIGHT, async (name) => {
     const file = path.join(dir, name);
     const stats = await lstatOrNull(fs, file);
-    return stats ? classify(file, stats, namespace) : undefined;
+    return stats ? classify(file, stats, area, namespace) : undefined;
   });
   return { dir, files: files.filter((f): f is StoreFile => f !== undefined) };
 }
 
-function classify(file: string, stats: Stats, namespace: string | undefined): StoreFile {
+function classify(file: string, stats: Stats, area: Area, namespace: string): StoreFile {
   const name = path.basename(file);
   if (name.startsWith('.nfs')) return { type: 'nfs-silly', path: file, stats };
   if (!stats.isFile()) return { type: 'foreign', path: file, stats };
   if (name.startsWith(TEMP_PREFIX)) return { type: 'temp', path: file, stats };
-  if (namespace !== undefined) {
+  if (area === 'entries') {
     const m = ENTRY_NAME.exec(name);
     return m && name.endsWith(ENTRY_SUFFIX) ? { type: 'entry', path: file, namespace, hash: m[1]!, stats } : { type: 'foreign', path: file, stats };
   }
-  if (name.endsWith(SIDECAR_SUFFIX) && /^[0-9a-f]{16}\.json$/.test(name)) return { type: 'image-sidecar', path: file, hash: name.slice(0, 16), stats };
+  if (name.endsWith(SIDECAR_SUFFIX) && /^[0-9a-f]{16}\.json$/.test(name)) return { type: 'image-sidecar', path: file, namespace, hash: name.slice(0, 16), stats };
   const raw = parseRawName(name);
-  return raw ? { type: 'image-raw', path: file, ...raw, stats } : { type: 'foreign', path: file, stats };
+  return raw ? { type: 'image-raw', path: file, namespace, ...raw, stats } : { type: 'foreign', path: file, stats };
 }
 
 /**

@@ -1,7 +1,6 @@
 import { resolveOptions, type CacheOptions } from '../config';
 import type { EntryRecord } from '../store/codec';
 import type { ImageValue } from '../store/image-store';
-import { SHARED_NAMESPACE } from '../store/layout';
 import { runtimeFor, type Runtime } from '../runtime';
 import { GateError } from '../util/gate';
 import { countMiss } from '../util/metrics';
@@ -67,7 +66,7 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): 
     if (ctx?.kind === 'IMAGE') return await getImage(rt, key, miss);
     const started = performance.now();
     const tagView = rt.tagViewReady(rt.settings.timeoutMs);
-    const outcome = await rt.gate.run(() => rt.store.read(key, SHARED_NAMESPACE));
+    const outcome = await rt.gate.run(() => rt.store.read(key, rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page')));
     hash = outcome.hash;
     if (!(await tagView)) {
       rt.log.onceWarn('tags-loading', `the tag view is still loading (${Math.round(performance.now() - started)} ms); answering misses until it is`);
@@ -96,7 +95,7 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): 
 
 /** Images carry no tags: no tag view needed, two opens (sidecar, raw file). */
 async function getImage(rt: Runtime, key: string, miss: (reason: string) => null): Promise<CacheHandlerValue | null> {
-  const outcome = await rt.gate.run(() => rt.images.read(key));
+  const outcome = await rt.gate.run(() => rt.images.read(key, rt.namespaceFor('image')));
   if (!outcome.found) {
     if (outcome.reason !== 'absent') {
       rt.log.onceWarn(`image-${outcome.reason}`, `treating image with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
@@ -123,12 +122,13 @@ async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx:
     }
     if (data?.kind === 'IMAGE') {
       const image = data as ImageValue;
-      await rt.gate.run(() => rt.images.write(key, image, ctx?.cacheControl, rt.clock.now()));
+      await rt.gate.run(() => rt.images.write(key, image, ctx?.cacheControl, rt.clock.now(), rt.namespaceFor('image')));
       return;
     }
     const record = toRecord(key, data ?? null, ctx, rt.clock.now());
-    hash = await rt.gate.run(() => rt.store.write(record, SHARED_NAMESPACE));
-    rt.tags.recordMembership({ hash, ns: SHARED_NAMESPACE, tags: record.tags });
+    const namespace = rt.namespaceFor(data?.kind === 'FETCH' ? 'fetch' : 'page');
+    hash = await rt.gate.run(() => rt.store.write(record, namespace));
+    rt.tags.recordMembership({ hash, ns: namespace, tags: record.tags });
   } catch (error) {
     rt.metrics.setFailures++;
     rt.reportIoError('set', 'writing an entry', error, hash);

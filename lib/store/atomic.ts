@@ -8,8 +8,12 @@ export interface AtomicWriteOptions {
   writer: string;
   /** fsync the file before the rename and the directory after it. */
   fsync: boolean;
-  /** File mode for the new file (before the process umask). */
-  mode?: number;
+  /** Mode set on the file (not subject to the umask); default: 0666 less the umask. */
+  mode?: number | undefined;
+  /** Mode set on shard folders this write creates. */
+  dirMode?: number | undefined;
+  /** Publish only if the target does not exist yet (a hard link instead of a rename): false if it did. */
+  ifAbsent?: boolean;
 }
 
 /**
@@ -23,32 +27,47 @@ export async function writeAtomic(
   target: string,
   buffers: readonly Uint8Array[],
   options: AtomicWriteOptions,
-): Promise<void> {
+): Promise<boolean> {
   const temp = tempPathFor(target, options.writer);
-  const handle = await openCreatingParent(fs, temp, options.mode ?? 0o666);
+  const handle = await openCreatingParent(fs, temp, options.dirMode);
   let closed = false;
+  let published = true;
   try {
+    if (options.mode !== undefined) await handle.chmod(options.mode);
     await writeAll(handle, buffers);
     if (options.fsync) await handle.sync();
     closed = true;
     await handle.close();
-    await fs.rename(temp, target);
+    if (options.ifAbsent) {
+      // link() refuses an existing target atomically; the temp name is removed either way.
+      published = await fs.link(temp, target).then(
+        () => true,
+        (error: unknown) => {
+          if (errorCode(error) === 'EEXIST') return false;
+          throw error;
+        },
+      );
+      await fs.unlink(temp);
+    } else {
+      await fs.rename(temp, target);
+    }
   } catch (error) {
     if (!closed) await handle.close().catch(() => undefined);
     await fs.unlink(temp).catch(() => undefined);
     throw error;
   }
   if (options.fsync) await syncDirectory(fs, path.dirname(target));
+  return published;
 }
 
-async function openCreatingParent(fs: VolumeFs, file: string, mode: number): Promise<VolumeFile> {
+async function openCreatingParent(fs: VolumeFs, file: string, dirMode: number | undefined): Promise<VolumeFile> {
   try {
-    return await fs.open(file, CREATE_EXCLUSIVE_FLAGS, mode);
+    return await fs.open(file, CREATE_EXCLUSIVE_FLAGS, 0o666);
   } catch (error) {
     if (errorCode(error) !== 'ENOENT') throw error;
     // Shard directories are created on first write rather than checked on every write.
-    await mkdirUpTo(fs, path.dirname(file), SHARD_LEVELS);
-    return await fs.open(file, CREATE_EXCLUSIVE_FLAGS, mode);
+    await mkdirUpTo(fs, path.dirname(file), SHARD_LEVELS, dirMode);
+    return await fs.open(file, CREATE_EXCLUSIVE_FLAGS, 0o666);
   }
 }
 
@@ -60,15 +79,16 @@ const SHARD_LEVELS = 3;
  * recursive mkdir: if the volume is not mounted, recreating the whole tree
  * would silently write the cache onto the container's own disk.
  */
-export async function mkdirUpTo(fs: VolumeFs, dir: string, levels: number): Promise<void> {
+export async function mkdirUpTo(fs: VolumeFs, dir: string, levels: number, mode?: number): Promise<void> {
   try {
     await fs.mkdir(dir, { recursive: false });
+    if (mode !== undefined) await fs.chmod(dir, mode);
   } catch (error) {
     const code = errorCode(error);
     if (code === 'EEXIST') return;
     if (code !== 'ENOENT' || levels <= 1) throw error;
-    await mkdirUpTo(fs, path.dirname(dir), levels - 1);
-    await mkdirUpTo(fs, dir, 1);
+    await mkdirUpTo(fs, path.dirname(dir), levels - 1, mode);
+    await mkdirUpTo(fs, dir, 1, mode);
   }
 }
 

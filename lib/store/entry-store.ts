@@ -11,6 +11,8 @@ export type ReadOutcome = { found: true; record: EntryRecord; hash: string } | {
 export interface EntryStoreOptions {
   writer: string;
   fsync: boolean;
+  mode?: number | undefined;
+  dirMode?: number | undefined;
 }
 
 /**
@@ -50,6 +52,11 @@ export class EntryStore {
     const hash = hashKey(record.key);
     await writeAtomic(this.fs, this.layout.entryPath(hash, namespace), encodeEntry(record), this.options);
     return hash;
+  }
+
+  /** Writes only if no entry exists for the key (seeding never overwrites a runtime render): true if written. */
+  async writeIfAbsent(record: EntryRecord, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
+    return writeAtomic(this.fs, this.layout.entryPath(hashKey(record.key), namespace), encodeEntry(record), { ...this.options, ifAbsent: true });
   }
 
   /** Removing an entry that is already gone is not an error. */

@@ -12,6 +12,7 @@ export interface VolumeFile {
   write(buffer: Uint8Array, offset: number, length: number, position?: number | null): Promise<{ bytesWritten: number }>;
   sync(): Promise<void>;
   stat(): Promise<Stats>;
+  chmod(mode: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,6 +27,9 @@ export interface VolumeFs {
   opendir(path: string): Promise<Dir>;
   /** Times in seconds since the epoch. */
   utimes(path: string, atime: number, mtime: number): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  /** Hard link: fails with EEXIST if `to` exists (an atomic create-if-absent, also on NFS). */
+  link(from: string, to: string): Promise<void>;
 }
 
 /**
@@ -52,6 +56,9 @@ class DescriptorFile implements VolumeFile {
   stat(): Promise<Stats> {
     return new Promise((resolve, reject) => fs.fstat(this.fd, (e, stats) => (e ? reject(e) : resolve(stats))));
   }
+  chmod(mode: number): Promise<void> {
+    return new Promise((resolve, reject) => fs.fchmod(this.fd, mode, (e) => (e ? reject(e) : resolve())));
+  }
   close(): Promise<void> {
     return new Promise((resolve, reject) => fs.close(this.fd, (e) => (e ? reject(e) : resolve())));
   }
@@ -67,6 +74,8 @@ export const nodeFs: VolumeFs = {
   readdir: (p) => fsp.readdir(p),
   opendir: (p) => fsp.opendir(p),
   utimes: (p, a, m) => fsp.utimes(p, a, m),
+  chmod: (p, mode) => fsp.chmod(p, mode),
+  link: (a, b) => fsp.link(a, b),
 };
 
 /** Open flags. O_NOFOLLOW: a symlink planted in the cache root is never followed. */
@@ -132,6 +141,17 @@ export const MAX_FILE_BYTES = 1024 * 1024 * 1024;
 export async function unlinkIfExists(fs: VolumeFs, file: string): Promise<boolean> {
   try {
     await fs.unlink(file);
+    return true;
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return false;
+    throw error;
+  }
+}
+
+/** lstat-based: a dangling symlink exists too. Only for maintenance decisions, never on the request path. */
+export async function exists(fs: VolumeFs, file: string): Promise<boolean> {
+  try {
+    await fs.lstat(file);
     return true;
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return false;

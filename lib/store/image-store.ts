@@ -3,7 +3,7 @@ import { writeAtomic } from './atomic';
 import type { CacheControl } from './codec';
 import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { contentHash, hashKey } from './hash';
-import type { Layout } from './layout';
+import { SHARED_NAMESPACE, type Layout } from './layout';
 
 /**
  * Optimized images as plain files: `<hash>.<content hash>.<ext>` holds the
@@ -83,22 +83,22 @@ export class ImageStore {
   constructor(
     private readonly fs: VolumeFs,
     private readonly layout: Layout,
-    private readonly options: { writer: string; fsync: boolean },
+    private readonly options: { writer: string; fsync: boolean; mode?: number | undefined; dirMode?: number | undefined },
   ) {}
 
-  dirOf(hash: string): string {
-    return this.layout.shardDir(this.layout.imagesDir, hash);
+  dirOf(hash: string, namespace: string = SHARED_NAMESPACE): string {
+    return this.layout.shardDir(this.layout.imagesDir(namespace), hash);
   }
 
-  sidecarPath(hash: string): string {
-    return path.join(this.dirOf(hash), hash + SIDECAR_SUFFIX);
+  sidecarPath(hash: string, namespace: string = SHARED_NAMESPACE): string {
+    return path.join(this.dirOf(hash, namespace), hash + SIDECAR_SUFFIX);
   }
 
-  async read(key: string): Promise<ImageRead> {
+  async read(key: string, namespace: string = SHARED_NAMESPACE): Promise<ImageRead> {
     const hash = hashKey(key);
     let sidecar: ImageSidecar | undefined;
     try {
-      sidecar = parseSidecar(await readWhole(this.fs, this.sidecarPath(hash), 0, undefined, 4096), hash);
+      sidecar = parseSidecar(await readWhole(this.fs, this.sidecarPath(hash, namespace), 0, undefined, 4096), hash);
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' || code === 'ENOTDIR') return { found: false, reason: 'absent', hash };
@@ -107,7 +107,7 @@ export class ImageStore {
     }
     if (!sidecar) return { found: false, reason: 'bad-sidecar', hash };
     if (sidecar.key !== key) return { found: false, reason: 'key-mismatch', hash };
-    const rawPath = path.join(this.dirOf(hash), sidecar.file);
+    const rawPath = path.join(this.dirOf(hash, namespace), sidecar.file);
     let buffer: Buffer;
     try {
       buffer = await readWhole(this.fs, rawPath, 0, () => sidecar.size, Math.max(1, sidecar.size));
@@ -124,14 +124,14 @@ export class ImageStore {
     return { found: true, sidecar, buffer, hash, rawPath };
   }
 
-  async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number): Promise<string> {
+  async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number, namespace: string = SHARED_NAMESPACE): Promise<string> {
     const hash = hashKey(key);
     const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer as Uint8Array);
     const sum = contentHash(buffer);
     const extension = safeExtension(value.extension);
     const file = `${hash}.${sum}.${extension}`;
-    const dir = this.dirOf(hash);
-    const previous = await this.currentFile(hash);
+    const dir = this.dirOf(hash, namespace);
+    const previous = await this.currentFile(hash, namespace);
     await writeAtomic(this.fs, path.join(dir, file), [buffer], this.options);
     const sidecar: ImageSidecar = {
       v: 1,
@@ -147,16 +147,16 @@ export class ImageStore {
       file,
       checksum: sum,
     };
-    await writeAtomic(this.fs, this.sidecarPath(hash), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
+    await writeAtomic(this.fs, this.sidecarPath(hash, namespace), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
     if (previous && previous !== file) await unlinkIfExists(this.fs, path.join(dir, previous));
     return hash;
   }
 
   /** Removes the sidecar first (the commit point), then the raw file it names. */
-  async remove(hash: string): Promise<boolean> {
-    const file = await this.currentFile(hash);
-    const removed = await unlinkIfExists(this.fs, this.sidecarPath(hash));
-    if (file) await unlinkIfExists(this.fs, path.join(this.dirOf(hash), file));
+  async remove(hash: string, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
+    const file = await this.currentFile(hash, namespace);
+    const removed = await unlinkIfExists(this.fs, this.sidecarPath(hash, namespace));
+    if (file) await unlinkIfExists(this.fs, path.join(this.dirOf(hash, namespace), file));
     return removed;
   }
 
@@ -166,9 +166,9 @@ export class ImageStore {
     await this.fs.utimes(rawPath, seconds, seconds);
   }
 
-  private async currentFile(hash: string): Promise<string | undefined> {
+  private async currentFile(hash: string, namespace: string): Promise<string | undefined> {
     try {
-      return parseSidecar(await readWhole(this.fs, this.sidecarPath(hash), 0, undefined, 4096), hash)?.file;
+      return parseSidecar(await readWhole(this.fs, this.sidecarPath(hash, namespace), 0, undefined, 4096), hash)?.file;
     } catch {
       return undefined;
     }

@@ -6,8 +6,9 @@ import path from 'node:path';
  * itself (hex hashes, writer ids); a key or a tag never becomes a path.
  *
  *   <root>/next-volume-cache.json                 marker: format version (also tells the CLI this is a cache root)
- *   <root>/apps/<app>/entries/<ns>/<aa>/<bb>/<hash>.entry   one file per entry (<ns>: "shared" or a build namespace)
- *   <root>/apps/<app>/images/<aa>/<bb>/...        optimized images (raw file + JSON sidecar)
+ *   <root>/apps/<app>/entries/<ns>/<aa>/<bb>/<hash>.entry   one file per entry (<ns>: "shared", "use-cache" or "build-<BUILD_ID>")
+ *   <root>/apps/<app>/images/<ns>/<aa>/<bb>/...   optimized images (raw file + JSON sidecar)
+ *   <root>/apps/<app>/builds/<ns>                 rewritten while a build is served (gc --keep-builds)
  *   <root>/apps/<app>/tags/head                   change marker, rewritten after every invalidation
  *   <root>/apps/<app>/tags/snapshot               compacted tag state
  *   <root>/apps/<app>/tags/inval/<writer>.<gen>.log     invalidations, one file per writing process
@@ -24,6 +25,12 @@ export const ENTRY_SUFFIX = '.entry';
 export const SHARED_NAMESPACE = 'shared';
 /** Entries of the 'use cache' handler (their keys already carry the build id). */
 export const USE_CACHE_NAMESPACE = 'use-cache';
+export const BUILD_PREFIX = 'build-';
+
+/** The namespace of a Next build: `build-<BUILD_ID>`, or a hash of an id that is not a safe name. */
+export function buildNamespace(buildId: string, hash: (text: string) => string): string {
+  return SAFE_NAME.test(buildId) && buildId.length <= 100 ? BUILD_PREFIX + buildId : BUILD_PREFIX + hash(buildId);
+}
 
 const HASH = /^[0-9a-f]{16}$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -41,7 +48,7 @@ export class Layout {
   /** The folders every process may assume, parents first (created at open, never on the request path). */
   skeleton(): string[] {
     const entries = path.dirname(this.entriesDir());
-    return [path.dirname(this.appDir), this.appDir, entries, this.entriesDir(), this.imagesDir, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.locksDir];
+    return [path.dirname(this.appDir), this.appDir, entries, this.entriesDir(), this.imagesRoot, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.buildsDir, this.locksDir];
   }
 
   get marker(): string {
@@ -56,8 +63,24 @@ export class Layout {
     return path.join(this.shardDir(this.entriesDir(namespace), hash), hash + ENTRY_SUFFIX);
   }
 
-  get imagesDir(): string {
+  get imagesRoot(): string {
     return this.inside(this.appDir, 'images');
+  }
+
+  imagesDir(namespace: string = SHARED_NAMESPACE): string {
+    return this.inside(this.imagesRoot, safeName(namespace));
+  }
+
+  /** `builds/<namespace>`: rewritten by every process serving that build (what `gc --keep-builds` orders by). */
+  get buildsDir(): string {
+    return this.inside(this.appDir, 'builds');
+  }
+  buildMarker(namespace: string): string {
+    return path.join(this.buildsDir, safeName(namespace));
+  }
+  /** `seeded/<namespace>`: written once a build's prerendered pages were seeded. */
+  seededMarker(namespace: string): string {
+    return path.join(this.inside(this.appDir, 'seeded'), safeName(namespace));
   }
 
   get tagsDir(): string {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { writeAtomic } from '../store/atomic';
-import { errorCode, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
+import { errorCode, exists, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
 import { parseSegmentName, type Layout } from '../store/layout';
 import type { Maintenance } from '../maintenance/context';
 import type { LockGuard } from '../maintenance/lock';
@@ -258,16 +258,6 @@ async function readWatermark(fs: VolumeFs, layout: Layout): Promise<number | und
 
 async function bumpHead(m: Maintenance): Promise<void> {
   await writeAtomic(m.fs, m.layout.tagHead, [Buffer.from(`${m.writer} compact ${randomId()}\n`)], { writer: m.writer, fsync: false });
-}
-
-async function exists(fs: VolumeFs, file: string): Promise<boolean> {
-  try {
-    await fs.lstat(file);
-    return true;
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return false;
-    throw error;
-  }
 }
 
 function randomId(): string {
