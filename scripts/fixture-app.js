@@ -14,15 +14,22 @@ const CACHE_COMPONENTS_APP = path.join(REPO, 'fixtures', 'next-app-cc');
 const NEXT_BIN = path.join(REPO, 'node_modules', 'next', 'dist', 'bin', 'next');
 
 /** Builds the app unless a build of the current sources exists (`force` rebuilds). */
-function buildFixture({ force = false, log = () => {}, app = APP } = {}) {
-  const buildId = path.join(app, '.next', 'BUILD_ID');
+function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
+  const buildId = path.join(app, distDir, 'BUILD_ID');
   if (!force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app)) return fs.readFileSync(buildId, 'utf8');
-  log(`building ${path.relative(REPO, app)} (next build) ...`);
+  log(`building ${path.relative(REPO, app)} into ${distDir} (next build) ...`);
   // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
   // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
   execFileSync(process.execPath, [NEXT_BIN, 'build'], {
     cwd: app,
-    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', NEXT_VOLUME_CACHE_DIR: path.join(app, '.next', 'no-volume-at-build', 'cache'), DATA_PORT: '9' },
+    env: {
+      ...process.env,
+      NEXT_TELEMETRY_DISABLED: '1',
+      NEXT_VOLUME_CACHE_DIR: path.join(app, distDir, 'no-volume-at-build', 'cache'),
+      DATA_PORT: '9',
+      FIXTURE_DIST_DIR: distDir,
+      FIXTURE_VARIANT: variant,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return fs.readFileSync(buildId, 'utf8');
@@ -32,7 +39,7 @@ function newestSource(app) {
   let newest = 0;
   const visit = (dir) => {
     for (const name of fs.readdirSync(dir)) {
-      if (name === '.next' || name === 'node_modules') continue;
+      if (name.startsWith('.next') || name === 'node_modules') continue;
       const full = path.join(dir, name);
       const stat = fs.statSync(full);
       if (stat.isDirectory()) visit(full);
@@ -69,7 +76,7 @@ async function startDataServer() {
 }
 
 /** Starts `next start` on a free port; resolves once it answers. */
-async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [], app = APP }) {
+async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [], app = APP, distDir = '.next' }) {
   const port = await freePort();
   const args = [...commandArgs, NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'];
   const child = spawn(command || process.execPath, args, {
@@ -81,6 +88,7 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
       NEXT_VOLUME_CACHE_DIR: cacheDir,
       NEXT_VOLUME_CACHE_TAG_REFRESH_MS: '200',
       DATA_PORT: String(dataPort),
+      FIXTURE_DIST_DIR: distDir,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,127 @@
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../bin/cli';
+import { tempDir } from '../helpers';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+
+type Server = Awaited<ReturnType<typeof fixture.startServer>>;
+type DataServer = Awaited<ReturnType<typeof fixture.startDataServer>>;
+
+async function page(server: Server, pathname: string): Promise<{ cache: string | null; variant?: string; render?: string }> {
+  const res = await fetch(server.url + pathname);
+  const body = await res.text();
+  return { cache: res.headers.get('x-nextjs-cache'), variant: /data-variant="([^"]*)"/.exec(body)?.[1], render: /data-render="([^"]*)"/.exec(body)?.[1] };
+}
+
+async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  return { code, out, err };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LEASE = { NEXT_VOLUME_CACHE_LEASE_TIMEOUT_MS: '2000' };
+let data: DataServer;
+let build1: string;
+let build2: string;
+const running: Server[] = [];
+
+async function start(name: string, cacheDir: string, distDir: string, env: Record<string, string> = {}): Promise<Server> {
+  const server = await fixture.startServer({ name, cacheDir, dataPort: data.port, distDir, env: { ...LEASE, ...env } });
+  running.push(server);
+  return server;
+}
+
+beforeAll(async () => {
+  build1 = fixture.buildFixture({ log: (m: string) => console.log(m) });
+  build2 = fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) });
+  data = await fixture.startDataServer();
+});
+
+afterAll(async () => {
+  await Promise.all(running.map((s) => s.stop()));
+  await data?.stop();
+});
+
+describe('a rolling deploy: two builds on one volume', () => {
+  it('each build serves its own pages, a tag revalidated on build 2 invalidates build 1, and gc --keep-builds 1 drops only the old build', async () => {
+    expect(build1).not.toBe(build2);
+    const cacheDir = tempDir('nvc-deploy-');
+    const old = await start('old', cacheDir, '.next');
+    await sleep(50); // the new build is the more recently served one
+    const fresh = await start('new', cacheDir, '.next-build2');
+    expect((await page(old, '/isr')).variant).toBe('1');
+    expect((await page(fresh, '/isr')).variant).toBe('2');
+    const oldCached = await page(old, '/isr');
+    expect(oldCached).toMatchObject({ cache: 'HIT', variant: '1' });
+    expect(await page(fresh, '/isr')).toMatchObject({ cache: 'HIT', variant: '2' });
+
+    await fetch(`${fresh.url}/api/revalidate?path=/isr`);
+    await sleep(300);
+    const reRendered = await page(old, '/isr');
+    expect(reRendered.cache).toBe('MISS');
+    expect(reRendered.variant).toBe('1');
+    expect(reRendered.render).not.toBe(oldCached.render);
+    // Build 2's own /isr was invalidated too: its next request renders it again.
+    expect(await page(fresh, '/isr')).toMatchObject({ cache: 'MISS', variant: '2' });
+
+    const entries = path.join(cacheDir, 'apps/default/entries');
+    expect(readdirSync(entries).sort()).toEqual([`build-${build1}`, `build-${build2}`, 'shared'].sort());
+    // While both are served, keep-builds 1 drops nothing: a live build is never deleted.
+    const whileLive = JSON.parse((await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000')).out);
+    expect(whileLive.buildsDropped).toEqual([]);
+    await old.stop();
+    await sleep(2500);
+    const after = await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000');
+    expect(after.code, after.err).toBe(0);
+    expect(JSON.parse(after.out).buildsDropped.map((b: { namespace: string }) => b.namespace)).toEqual([`build-${build1}`]);
+    expect(existsSync(path.join(entries, `build-${build1}`))).toBe(false);
+    expect(await page(fresh, '/isr')).toMatchObject({ cache: 'HIT', variant: '2' });
+    const stats = JSON.parse((await cli('--json', 'stats', '--dir', cacheDir)).out);
+    expect(stats.builds.map((b: { namespace: string }) => b.namespace)).toEqual([`build-${build2}`]);
+  });
+});
+
+describe('seeding from the build', () => {
+  it('after seed, the first request to every prerendered page is served from the cache; a second seed overwrites nothing', async () => {
+    const cacheDir = tempDir('nvc-seed-');
+    // The root exists once any process opened it; the CLI refuses a folder that is not a cache root.
+    expect((await cli('seed', '--dir', cacheDir, '--next-dir', path.join(fixture.APP, '.next'))).code).toBe(2);
+    const server = await start('seeded', cacheDir, '.next');
+    await page(server, '/data'); // a fetch opens the root without touching any prerendered page
+    const seeded = JSON.parse((await cli('--json', 'seed', '--dir', cacheDir, '--next-dir', path.join(fixture.APP, '.next'))).out);
+    expect(seeded.written).toBeGreaterThanOrEqual(6);
+    expect(seeded.failed).toEqual([]);
+    for (const pathname of ['/', '/isr', '/blog/a', '/blog/b', '/api/time', '/pages-isr']) {
+      expect((await page(server, pathname)).cache, pathname).toMatch(/^(HIT|STALE)$/);
+    }
+    // A runtime revalidation regenerates /isr; seeding again must not bring back the build's version.
+    await fetch(`${server.url}/api/revalidate?path=/isr`);
+    await sleep(300);
+    const regenerated = await page(server, '/isr');
+    const again = JSON.parse((await cli('--json', 'seed', '--dir', cacheDir, '--next-dir', path.join(fixture.APP, '.next'))).out);
+    expect(again.written).toBe(0);
+    expect(again.skipped).toBe(seeded.written);
+    expect((await page(server, '/isr')).render).toBe(regenerated.render);
+  });
+
+  it('with NEXT_VOLUME_CACHE_SEED=true, two servers starting at once seed once', async () => {
+    const cacheDir = tempDir('nvc-autoseed-');
+    const env = { NEXT_VOLUME_CACHE_SEED: 'true', NEXT_VOLUME_CACHE_LOG_LEVEL: 'info' };
+    const [a, b] = await Promise.all([start('a', cacheDir, '.next', env), start('b', cacheDir, '.next', env)]);
+    await Promise.all([page(a, '/data'), page(b, '/data')]);
+    let seededLines = 0;
+    for (let i = 0; i < 50 && seededLines === 0; i++) {
+      await sleep(100);
+      seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
+    }
+    await sleep(300);
+    seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
+    expect(seededLines).toBe(1);
+    expect((await page(b, '/blog/a')).cache).toMatch(/^(HIT|STALE)$/);
+    expect((await page(a, '/blog/b')).cache).toMatch(/^(HIT|STALE)$/);
+  });
+});
