@@ -72,11 +72,12 @@ export class Runtime {
     const writeOptions = { writer: this.writer, fsync: settings.fsync, mode: settings.fileMode, dirMode: settings.dirMode };
     this.store = new EntryStore(fs, this.layout, writeOptions);
     this.images = new ImageStore(fs, this.layout, writeOptions);
-    this.volume = new Volume(fs, this.layout, this.writer, this.clock);
+    this.volume = new Volume(fs, this.layout, this.writer, this.clock, { fileMode: settings.fileMode, dirMode: settings.dirMode });
     const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
     this.tags = new TagLog(fs, this.layout, this.clock, this.log, this.metrics, lease, {
       writer: this.writer,
       leaseTimeoutMs: settings.leaseTimeoutMs,
+      fileMode: settings.fileMode,
     });
   }
 

@@ -40,6 +40,7 @@ export class Volume {
     readonly layout: Layout,
     readonly writer: string,
     private readonly clock: VolumeClock,
+    private readonly modes: { fileMode?: number | undefined; dirMode?: number | undefined } = {},
   ) {}
 
   /**
@@ -101,6 +102,7 @@ export class Volume {
     const before = Date.now();
     const handle = await this.fs.open(lease, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o666);
     try {
+      if (this.modes.fileMode !== undefined) await handle.chmod(this.modes.fileMode);
       await handle.write(body, 0, body.length, 0);
     } finally {
       await handle.close();
@@ -119,7 +121,7 @@ export class Volume {
     const marker = await this.readMarker();
     if (marker === undefined) {
       const body: MarkerFile = { format: FORMAT_VERSION, createdBy: 'next-volume-cache' };
-      await writeAtomic(this.fs, this.layout.marker, [Buffer.from(JSON.stringify(body, null, 2) + '\n')], { writer: this.writer, fsync: true });
+      await writeAtomic(this.fs, this.layout.marker, [Buffer.from(JSON.stringify(body, null, 2) + '\n')], { writer: this.writer, fsync: true, mode: this.modes.fileMode });
       return;
     }
     if (marker.format !== FORMAT_VERSION) {
@@ -130,6 +132,7 @@ export class Volume {
   private async ensureDir(dir: string): Promise<void> {
     try {
       await this.fs.mkdir(dir, { recursive: false });
+      if (this.modes.dirMode !== undefined) await this.fs.chmod(dir, this.modes.dirMode);
     } catch (error) {
       if (errorCode(error) !== 'EEXIST') throw error;
     }

@@ -38,6 +38,7 @@ export class SegmentWriter {
     private readonly lease: Lease,
     private readonly leaseTimeoutMs: number,
     private readonly durable: boolean,
+    private readonly fileMode?: number | undefined,
   ) {}
 
   /** Appends one line; resolves once written (and synced when durable). Appends run one at a time. */
@@ -89,6 +90,7 @@ export class SegmentWriter {
     const file = path.join(this.dir, segmentName(this.writer, this.generation));
     // Exclusive create: a generation is never reopened, so a name that exists is a bug or a clash.
     const handle = await this.fs.open(file, CREATE_EXCLUSIVE_FLAGS | constants.O_APPEND, 0o666);
+    if (this.fileMode !== undefined) await handle.chmod(this.fileMode);
     this.current = { handle, size: 0 };
     return this.current;
   }

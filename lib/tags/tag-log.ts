@@ -22,6 +22,7 @@ export interface Durations {
 export interface TagLogOptions {
   writer: string;
   leaseTimeoutMs: number;
+  fileMode?: number | undefined;
 }
 
 /**
@@ -59,8 +60,8 @@ export class TagLog {
     lease: Lease,
     private readonly options: TagLogOptions,
   ) {
-    this.invalidations = new SegmentWriter(fs, layout.invalidationsDir, options.writer, lease, options.leaseTimeoutMs, true);
-    this.memberships = new SegmentWriter(fs, layout.membersDir, options.writer, lease, options.leaseTimeoutMs, false);
+    this.invalidations = new SegmentWriter(fs, layout.invalidationsDir, options.writer, lease, options.leaseTimeoutMs, true, options.fileMode);
+    this.memberships = new SegmentWriter(fs, layout.membersDir, options.writer, lease, options.leaseTimeoutMs, false, options.fileMode);
   }
 
   verdict(tags: Iterable<string>, writtenAt: number): Verdict {
@@ -149,7 +150,7 @@ export class TagLog {
 
   private async bumpHead(): Promise<void> {
     const token = `${this.options.writer} ${++this.bumps} ${Math.random().toString(36).slice(2)}\n`;
-    await writeAtomic(this.fs, this.layout.tagHead, [Buffer.from(token)], { writer: this.options.writer, fsync: false });
+    await writeAtomic(this.fs, this.layout.tagHead, [Buffer.from(token)], { writer: this.options.writer, fsync: false, mode: this.options.fileMode });
   }
 
   private async scan(): Promise<void> {
