@@ -1,0 +1,250 @@
+#!/usr/bin/env node
+// The benchmark: next-volume-cache side by side with the raw filesystem (the floor), Next's built-in
+// FileSystemCache, the maintained Redis handler against a real redis-server, and cacache; all in one
+// run on one machine, reported as ratios against the floor measured in the same run.
+//
+//   npm run bench            full run (several minutes; by hand)
+//   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
+//
+// Prints tables and writes the same figures to bench/results/<time>.json.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { fork } = require('node:child_process');
+const contenders = require('./contenders.js');
+const { PAYLOADS, fetch4k } = require('./payloads.js');
+
+const QUICK = process.argv.includes('--quick');
+const SECTIONS = (process.argv.find((a) => a.startsWith('--only=')) ?? '').slice('--only='.length).split(',').filter(Boolean);
+const wants = (section) => SECTIONS.length === 0 || SECTIONS.includes(section);
+const results = { machine: machine(), quick: QUICK, startedAt: new Date().toISOString(), micro: [], scale: [], visibility: null, memory: null, site: [] };
+
+function machine() {
+  return { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
+}
+
+const tmp = (prefix) => fs.mkdtempSync(path.join(os.tmpdir(), `nvc-bench-${prefix}-`));
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/** Runs `op(i)` n times with `concurrency` in flight; ops/s and latency percentiles (µs). */
+async function measure(n, concurrency, op) {
+  const latencies = new Float64Array(n);
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        const i = next++;
+        const t0 = performance.now();
+        await op(i);
+        latencies[i] = (performance.now() - t0) * 1000;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const sorted = Array.from(latencies).sort((a, b) => a - b);
+  return { opsPerSec: Math.round(n / seconds), p50us: Math.round(percentile(sorted, 50)), p99us: Math.round(percentile(sorted, 99)) };
+}
+
+const MAKERS = [
+  ['floor', (dir) => contenders.floor(dir)],
+  ['nvc', (dir) => contenders.ours(dir)],
+  ['nvc-fsync', (dir) => contenders.ours(dir, { fsync: true })],
+  ['next-fs', (dir) => contenders.nextFileSystem(dir)],
+  ['redis', (dir) => contenders.fortedigitalRedis(dir)],
+  ['cacache', (dir) => contenders.cacacheStore(dir)],
+];
+
+async function micro() {
+  const keys = 64;
+  for (const [payloadName, makeValue] of Object.entries(PAYLOADS)) {
+    const value = makeValue();
+    const big = payloadName.includes('1 MB');
+    const n = QUICK ? 20 : big ? 400 : 3000;
+    for (const concurrency of [1, 16]) {
+      const rows = [];
+      for (const [id, make] of MAKERS) {
+        const store = await make(tmp(id));
+        if (store.supports && !store.supports(value)) {
+          rows.push({ payload: payloadName, concurrency, contender: store.name, op: 'all', result: 'not supported' });
+          await store.close();
+          continue;
+        }
+        const key = (i) => `/route-cache/APP_PAGE/bench/$/page-${i % keys}`;
+        const set = await measure(n, concurrency, (i) => store.set(key(i), value));
+        const hit = await measure(n, concurrency, (i) => store.get(key(i), value));
+        const miss = await measure(n, concurrency, (i) => store.get(`/route-cache/APP_PAGE/bench/$/absent-${i}`, value));
+        for (const [op, r] of [['get hit', hit], ['get miss', miss], ['set', set]]) rows.push({ payload: payloadName, concurrency, contender: store.name, id, op, ...r });
+        await store.close();
+      }
+      for (const row of rows) {
+        const base = rows.find((r) => r.id === 'floor' && r.op === row.op);
+        if (base && row.opsPerSec) row.vsFloor = +(base.opsPerSec / row.opsPerSec).toFixed(2);
+      }
+      results.micro.push(...rows);
+      console.log(`\n${payloadName}, ${concurrency} in flight (time per op relative to the floor: lower is better)`);
+      console.table(rows.map((r) => ({ contender: r.contender, op: r.op, 'ops/s': r.opsPerSec ?? r.result, 'p50 µs': r.p50us, 'p99 µs': r.p99us, 'x floor': r.vsFloor })));
+    }
+  }
+  await multiProcess();
+}
+
+/** get hits from 4 processes at once, per contender (one shared store each). */
+async function multiProcess() {
+  const value = 'APP_PAGE 64 KB, 3 segments';
+  const rows = [];
+  for (const [id] of MAKERS) {
+    const dir = tmp(`mp-${id}`);
+    let redis;
+    if (id === 'redis') redis = await contenders.startRedis(dir);
+    const run = (role) =>
+      new Promise((resolve, reject) => {
+        const child = fork(path.join(__dirname, 'worker.js'), [id, dir, role, value, String(QUICK ? 20 : 1500)], { env: { ...process.env, REDIS_URL: redis?.url ?? '' } });
+        child.on('message', resolve);
+        child.on('error', reject);
+      });
+    await run('fill');
+    const started = performance.now();
+    const parts = await Promise.all([1, 2, 3, 4].map(() => run('get')));
+    const seconds = (performance.now() - started) / 1000;
+    const total = parts.reduce((a, p) => a + p.ops, 0);
+    rows.push({ contender: parts[0].name, id, 'get hit ops/s (4 processes)': Math.round(total / seconds) });
+    await redis?.stop();
+  }
+  const base = rows.find((r) => r.id === 'floor');
+  for (const r of rows) r['x floor'] = +(base['get hit ops/s (4 processes)'] / r['get hit ops/s (4 processes)']).toFixed(2);
+  results.micro.push(...rows.map((r) => ({ payload: value, concurrency: '4 processes', ...r })));
+  console.log(`\n${value}, get hit from 4 processes at once`);
+  console.table(rows.map(({ id, ...r }) => r));
+}
+
+/** revalidateTag and get cost as the store grows, and a refresh with 1 thousand vs 1 million tag records. */
+async function scale() {
+  const sizes = QUICK ? [1000, 5000] : [1000, 100_000, 1_000_000];
+  const { Runtime } = require('../dist/lib/runtime.js');
+  const { resolveOptions } = require('../dist/lib/config.js');
+  const rows = [];
+  for (const size of sizes) {
+    const dir = tmp(`scale-${size}`);
+    await fill(dir, size);
+    const store = await contenders.ours(dir);
+    const value = fetch4k();
+    await store.set('/scale/probe', value);
+    const n = QUICK ? 20 : 500;
+    const invalidate = await measure(QUICK ? 10 : 200, 1, (i) => store.runtime.tags.invalidate([`t-${i}`]));
+    const get = await measure(n, 1, () => store.get('/scale/probe', value));
+    rows.push({ entries: size, 'revalidateTag ms (p50)': +(invalidate.p50us / 1000).toFixed(2), 'get hit µs (p50)': get.p50us });
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const first = rows[0];
+  for (const r of rows) {
+    r['revalidateTag x smallest'] = +(r['revalidateTag ms (p50)'] / first['revalidateTag ms (p50)']).toFixed(2);
+    r['get x smallest'] = +(r['get hit µs (p50)'] / first['get hit µs (p50)']).toFixed(2);
+  }
+  results.scale = rows;
+  console.log('\nCost as the store grows (revalidateTag must not grow with the number of entries)');
+  console.table(rows);
+
+  // Start-up and idle refresh with many tag records, before and after compaction: bench/tags.js.
+  const { execFileSync } = require('node:child_process');
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'tags.js'), String(QUICK ? 20_000 : 1_000_000), QUICK ? '10' : '100'], { encoding: 'utf8' });
+  results.tagRecords = out;
+  console.log(`\nTag records (bench/tags.js)\n${out}`);
+  void Runtime;
+  void resolveOptions;
+}
+
+async function fill(dir, count) {
+  const { execFileSync } = require('node:child_process');
+  execFileSync(process.execPath, [path.join(__dirname, 'fill.js'), dir, String(count), '32'], { stdio: 'ignore' });
+}
+
+/** Time from revalidateTag in one process until another process's get reports the entry invalidated. */
+async function visibility() {
+  const dir = tmp('visibility');
+  const trials = QUICK ? 3 : 40;
+  const child = (role) => fork(path.join(__dirname, 'visibility-worker.js'), [role, dir], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const reader = child('reader');
+  const writer = child('writer');
+  const ask = (proc, msg) => new Promise((resolve) => (proc.once('message', resolve), proc.send(msg)));
+  await ask(reader, { op: 'ready' });
+  await ask(writer, { op: 'ready' });
+  const delays = [];
+  for (let i = 0; i < trials; i++) {
+    await ask(writer, { op: 'set', tag: `v-${i}` });
+    await ask(reader, { op: 'waitHit', tag: `v-${i}` });
+    const watching = ask(reader, { op: 'watch', tag: `v-${i}` });
+    const { at } = await ask(writer, { op: 'revalidate', tag: `v-${i}` });
+    const { seenAt } = await watching;
+    delays.push(seenAt - at);
+  }
+  reader.kill();
+  writer.kill();
+  delays.sort((a, b) => a - b);
+  results.visibility = { trials, refreshMs: 1000, p50ms: Math.round(percentile(delays, 50)), p99ms: Math.round(percentile(delays, 99)), maxMs: Math.round(delays[delays.length - 1]) };
+  console.log('\nInvalidation visibility across processes, default tag refresh interval (1000 ms)');
+  console.table([results.visibility]);
+}
+
+/** Peak RSS of a process after 1 million gets across 100 thousand keys. */
+async function memory() {
+  const dir = tmp('memory');
+  const keys = QUICK ? 2000 : 100_000;
+  const gets = QUICK ? 20_000 : 1_000_000;
+  const run = (role) =>
+    new Promise((resolve) => {
+      const child = fork(path.join(__dirname, 'worker.js'), ['nvc', dir, role, 'FETCH 4 KB', String(role === 'fill' ? keys : gets), String(keys)]);
+      child.on('message', resolve);
+    });
+  await run('fill');
+  const r = await run('get');
+  results.memory = { keys, gets, peakRssMiB: r.peakRssMiB, baselineRssMiB: r.baselineRssMiB };
+  console.log(`\nMemory: ${gets} gets across ${keys} keys`);
+  console.table([results.memory]);
+}
+
+/** The real fixture app under load: next-volume-cache vs Next's built-in cache vs the Redis handler. */
+async function site() {
+  const autocannon = require('autocannon');
+  const fixture = require('../scripts/fixture-app.js');
+  fixture.buildFixture({ log: console.log });
+  const data = await fixture.startDataServer();
+  const rows = [];
+  for (const variant of ['nvc', 'builtin', 'redis']) {
+    const dir = tmp(`site-${variant}`);
+    const redis = variant === 'redis' ? await contenders.startRedis(dir) : undefined;
+    const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
+    for (const pathname of ['/isr', '/data']) {
+      await fetch(server.url + pathname);
+      await fetch(server.url + pathname);
+      const r = await autocannon({ url: server.url + pathname, connections: 16, duration: QUICK ? 1 : 10 });
+      rows.push({ cache: variant, path: pathname, 'req/s': Math.round(r.requests.average), 'p50 ms': r.latency.p50, 'p99 ms': r.latency.p99, errors: r.errors + r.non2xx });
+    }
+    await server.stop();
+    await redis?.stop();
+  }
+  await data.stop();
+  results.site = rows;
+  console.log('\nWhole site: autocannon, 16 connections (builtin = Next default config, its memory LRU included)');
+  console.table(rows);
+}
+
+(async () => {
+  console.log(`next-volume-cache benchmark${QUICK ? ' (quick smoke run: numbers are not meaningful)' : ''}`, results.machine);
+  if (wants('micro')) await micro();
+  if (wants('scale')) await scale();
+  if (wants('visibility')) await visibility();
+  if (wants('memory')) await memory();
+  if (wants('site')) await site();
+  const out = path.join(__dirname, 'results');
+  fs.mkdirSync(out, { recursive: true });
+  const file = path.join(out, `${results.startedAt.replace(/[:.]/g, '-')}${QUICK ? '-quick' : ''}.json`);
+  fs.writeFileSync(file, JSON.stringify(results, null, 2));
+  console.log(`\nwritten: ${path.relative(process.cwd(), file)}`);
+  process.exit(0);
+})().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,42 @@
+// A benchmark child process: fills a store or runs gets against it, reports over IPC.
+//   worker.js <contender id> <dir> fill|get <payload name> <count> [keys]
+'use strict';
+const contenders = require('./contenders.js');
+const { PAYLOADS } = require('./payloads.js');
+
+const [id, dir, role, payloadName, countArg, keysArg] = process.argv.slice(2);
+const makers = {
+  floor: () => contenders.floor(dir),
+  nvc: () => contenders.ours(dir),
+  'nvc-fsync': () => contenders.ours(dir, { fsync: true }),
+  'next-fs': () => contenders.nextFileSystem(dir),
+  redis: () => contenders.fortedigitalRedis(dir),
+  cacache: () => contenders.cacacheStore(dir),
+};
+
+(async () => {
+  const baselineRssMiB = Math.round(process.memoryUsage().rss / 2 ** 20);
+  const store = await makers[id]();
+  const value = PAYLOADS[payloadName]();
+  const count = Number(countArg);
+  const keys = Number(keysArg || 64);
+  const key = (i) => `/route-cache/APP_PAGE/bench/$/page-${i % keys}`;
+  let ops = 0;
+  if (role === 'fill') {
+    for (let i = 0; i < keys; i++) await store.set(key(i), value);
+  } else {
+    let next = 0;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (next < count) {
+        const i = next++;
+        if (await store.get(key(i), value)) ops++;
+      }
+    }));
+  }
+  const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
+  await store.close();
+  process.send({ name: store.name, ops, peakRssMiB, baselineRssMiB }, () => process.exit(0));
+})().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

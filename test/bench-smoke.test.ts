@@ -1,0 +1,25 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REPO, runChild } from './helpers';
+import { spawnSync } from 'node:child_process';
+
+const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+if (!hasRedis) console.log('SKIP bench smoke: redis-server not installed (apt-get install redis-server; CI installs it)');
+
+describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs, never how fast)', () => {
+  it('runs every section against every contender and writes its figures as JSON', { timeout: 600_000 }, async () => {
+    const result = await runChild(path.join('..', '..', 'bench', 'run.js'), ['--quick']);
+    expect(result.code, result.stderr.slice(-2000)).toBe(0);
+    const written = /written: (\S+)/.exec(result.stdout)?.[1];
+    expect(written).toBeDefined();
+    const figures = JSON.parse(readFileSync(path.join(REPO, written!), 'utf8'));
+    const contenders = new Set(figures.micro.map((r: { contender: string }) => r.contender));
+    expect(contenders.size).toBe(6);
+    expect(figures.micro.filter((r: { opsPerSec?: number }) => r.opsPerSec! > 0).length).toBeGreaterThan(50);
+    expect(figures.scale.length).toBe(2);
+    expect(figures.visibility.trials).toBe(3);
+    expect(figures.site.map((r: { cache: string }) => r.cache)).toEqual(['nvc', 'nvc', 'builtin', 'builtin', 'redis', 'redis']);
+    expect(figures.site.every((r: { errors: number }) => r.errors === 0)).toBe(true);
+  });
+});
