@@ -209,13 +209,14 @@ async function memory() {
 async function site() {
   const autocannon = require('autocannon');
   const fixture = require('../scripts/fixture-app.js');
-  fixture.buildFixture({ log: console.log });
+  // Its own build folder: the test suite may be building or serving the fixture's default one.
+  fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
   const data = await fixture.startDataServer();
   const rows = [];
   for (const variant of ['nvc', 'builtin', 'redis']) {
     const dir = tmp(`site-${variant}`);
     const redis = variant === 'redis' ? await contenders.startRedis(dir) : undefined;
-    const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
+    const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, distDir: '.next-bench', env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
     for (const pathname of ['/isr', '/data']) {
       await fetch(server.url + pathname);
       await fetch(server.url + pathname);

@@ -16,7 +16,35 @@ const NEXT_BIN = path.join(REPO, 'node_modules', 'next', 'dist', 'bin', 'next');
 /** Builds the app unless a build of the current sources exists (`force` rebuilds). */
 function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
   const buildId = path.join(app, distDir, 'BUILD_ID');
-  if (!force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app)) return fs.readFileSync(buildId, 'utf8');
+  const fresh = () => !force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app);
+  if (fresh()) return fs.readFileSync(buildId, 'utf8');
+  // Test files run in parallel and may want the same build: one builds, the others wait for it.
+  const release = lockBuild(path.join(app, `${distDir}.building`));
+  try {
+    if (fresh()) return fs.readFileSync(buildId, 'utf8');
+    return runBuild({ log, app, distDir, variant, buildId });
+  } finally {
+    release();
+  }
+}
+
+function lockBuild(lockDir) {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    try {
+      fs.mkdirSync(lockDir);
+      return () => fs.rmSync(lockDir, { recursive: true, force: true });
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw error;
+      // A build killed mid-way leaves its lock: older than 10 minutes is stale.
+      if (Date.now() - fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs > 10 * 60_000) fs.rmSync(lockDir, { recursive: true, force: true });
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lockDir}`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
+    }
+  }
+}
+
+function runBuild({ log, app, distDir, variant, buildId }) {
   log(`building ${path.relative(REPO, app)} into ${distDir} (next build) ...`);
   // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
   // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
