@@ -1,7 +1,6 @@
 import { CREATE_EXCLUSIVE_FLAGS, type VolumeFile, type VolumeFs } from '../store/fs';
 import { segmentName } from '../store/layout';
 import path from 'node:path';
-import { constants } from 'node:fs';
 
 /** Past this size a writer starts its next segment, so the compactor can fold and delete the old one. */
 export const ROTATE_BYTES = 4 * 1024 * 1024;
@@ -63,7 +62,9 @@ export class SegmentWriter {
     try {
       let written = 0;
       while (written < line.length) {
-        const { bytesWritten } = await segment.handle.write(line, written, line.length - written, null);
+        // Positional writes at our own offset, never O_APPEND: we are the file's only writer, and
+        // O_APPEND through a write-back cache (FUSE, some NFS clients) duplicates or tears data.
+        const { bytesWritten } = await segment.handle.write(line, written, line.length - written, segment.size + written);
         if (bytesWritten === 0) throw Object.assign(new Error('append made no progress'), { code: 'EIO' });
         written += bytesWritten;
       }
@@ -89,7 +90,7 @@ export class SegmentWriter {
   private async openNext(): Promise<{ handle: VolumeFile; size: number }> {
     const file = path.join(this.dir, segmentName(this.writer, this.generation));
     // Exclusive create: a generation is never reopened, so a name that exists is a bug or a clash.
-    const handle = await this.fs.open(file, CREATE_EXCLUSIVE_FLAGS | constants.O_APPEND, 0o666);
+    const handle = await this.fs.open(file, CREATE_EXCLUSIVE_FLAGS, 0o666);
     if (this.fileMode !== undefined) await handle.chmod(this.fileMode);
     this.current = { handle, size: 0 };
     return this.current;
