@@ -29,6 +29,21 @@ describe('injected filesystem faults', () => {
     expect(c.runtime.metrics.misses['io-error']).toBe(1);
   });
 
+  it.each(['EIO', 'EACCES', 'EROFS', 'ENOSPC'])('%s on open or read: gets miss, sets fail quietly without debris, other keys keep working', async (code) => {
+    const fs = new FaultyFs();
+    const c = await cacheOn(fs);
+    await c.handler.set('bad', fetchValue(), FETCH_CTX);
+    await c.handler.set('good', fetchValue(), FETCH_CTX);
+    const badFile = c.runtime.layout.entryPath(hashKey('bad'));
+    fs.add({ op: 'read', path: badFile, fault: { code } });
+    fs.add({ op: 'open', path: (p) => p.includes('.tmp.') && p.includes(hashKey('bad')), fault: { code } });
+    expect(await c.handler.get('bad', {})).toBeNull();
+    await expect(c.handler.set('bad', fetchValue('new'), FETCH_CTX)).resolves.toBeUndefined();
+    expect(await c.handler.get('good', {})).not.toBeNull();
+    expect(c.runtime.metrics.setFailures).toBe(1);
+    expect(debris(c.root)).toEqual([]);
+  });
+
   it('short reads: a read that returns 7 bytes at a time still yields the whole entry', async () => {
     const fs = new FaultyFs();
     const c = await cacheOn(fs);

@@ -3,6 +3,8 @@ import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { hashKey } from './hash';
 import { Layout, SHARED_NAMESPACE } from './layout';
 import { writeAtomic } from './atomic';
+import path from 'node:path';
+import { ShardGuard, UnsafePathError } from './shard-guard';
 
 export type MissReason = 'absent' | DecodeFailure | 'not-a-file';
 
@@ -20,11 +22,15 @@ export interface EntryStoreOptions {
  * hash, published atomically. It knows nothing about Next.js or tags.
  */
 export class EntryStore {
+  private readonly guard: ShardGuard;
+
   constructor(
     private readonly fs: VolumeFs,
     readonly layout: Layout,
     private readonly options: EntryStoreOptions,
-  ) {}
+  ) {
+    this.guard = new ShardGuard(fs);
+  }
 
   pathOf(key: string, namespace: string = SHARED_NAMESPACE): string {
     return this.layout.entryPath(hashKey(key), namespace);
@@ -45,18 +51,27 @@ export class EntryStore {
       throw error;
     }
     const decoded = decodeEntry(bytes, key);
-    return decoded.ok ? { found: true, record: decoded.record, hash } : { found: false, reason: decoded.reason, hash };
+    if (!decoded.ok) return { found: false, reason: decoded.reason, hash };
+    // Checked after a successful read (once per shard folder and process), so misses cost nothing extra.
+    if (!(await this.guard.isSafe(path.dirname(file), SHARD_DEPTH))) return { found: false, reason: 'not-a-file', hash };
+    return { found: true, record: decoded.record, hash };
   }
 
   async write(record: EntryRecord, namespace: string = SHARED_NAMESPACE): Promise<string> {
     const hash = hashKey(record.key);
-    await writeAtomic(this.fs, this.layout.entryPath(hash, namespace), encodeEntry(record), this.options);
+    await writeAtomic(this.fs, await this.safePath(hash, namespace), encodeEntry(record), this.options);
     return hash;
   }
 
   /** Writes only if no entry exists for the key (seeding never overwrites a runtime render): true if written. */
   async writeIfAbsent(record: EntryRecord, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
-    return writeAtomic(this.fs, this.layout.entryPath(hashKey(record.key), namespace), encodeEntry(record), { ...this.options, ifAbsent: true });
+    return writeAtomic(this.fs, await this.safePath(hashKey(record.key), namespace), encodeEntry(record), { ...this.options, ifAbsent: true });
+  }
+
+  private async safePath(hash: string, namespace: string): Promise<string> {
+    const file = this.layout.entryPath(hash, namespace);
+    if (!(await this.guard.isSafe(path.dirname(file), SHARD_DEPTH))) throw new UnsafePathError(path.dirname(file));
+    return file;
   }
 
   /** Removing an entry that is already gone is not an error. */
@@ -64,6 +79,9 @@ export class EntryStore {
     return unlinkIfExists(this.fs, this.pathOf(key, namespace));
   }
 }
+
+/** A namespace folder and two shard levels sit between the area root and an entry. */
+const SHARD_DEPTH = 3;
 
 /**
  * ESTALE: on NFS a handle whose file another client replaced by rename goes

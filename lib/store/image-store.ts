@@ -4,6 +4,7 @@ import type { CacheControl } from './codec';
 import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { contentHash, hashKey } from './hash';
 import { SHARED_NAMESPACE, type Layout } from './layout';
+import { ShardGuard, UnsafePathError } from './shard-guard';
 
 /**
  * Optimized images as plain files: `<hash>.<content hash>.<ext>` holds the
@@ -80,11 +81,15 @@ export function parseRawName(name: string): { hash: string; checksum: string; ex
 }
 
 export class ImageStore {
+  private readonly guard: ShardGuard;
+
   constructor(
     private readonly fs: VolumeFs,
     private readonly layout: Layout,
     private readonly options: { writer: string; fsync: boolean; mode?: number | undefined; dirMode?: number | undefined },
-  ) {}
+  ) {
+    this.guard = new ShardGuard(fs);
+  }
 
   dirOf(hash: string, namespace: string = SHARED_NAMESPACE): string {
     return this.layout.shardDir(this.layout.imagesDir(namespace), hash);
@@ -107,6 +112,7 @@ export class ImageStore {
     }
     if (!sidecar) return { found: false, reason: 'bad-sidecar', hash };
     if (sidecar.key !== key) return { found: false, reason: 'key-mismatch', hash };
+    if (!(await this.guard.isSafe(this.dirOf(hash, namespace), 3))) return { found: false, reason: 'not-a-file', hash };
     const rawPath = path.join(this.dirOf(hash, namespace), sidecar.file);
     let buffer: Buffer;
     try {
@@ -131,6 +137,7 @@ export class ImageStore {
     const extension = safeExtension(value.extension);
     const file = `${hash}.${sum}.${extension}`;
     const dir = this.dirOf(hash, namespace);
+    if (!(await this.guard.isSafe(dir, 3))) throw new UnsafePathError(dir);
     const previous = await this.currentFile(hash, namespace);
     await writeAtomic(this.fs, path.join(dir, file), [buffer], this.options);
     const sidecar: ImageSidecar = {

@@ -5,7 +5,7 @@ import { writeAtomic } from '../store/atomic';
 import type { VolumeClock } from '../store/clock';
 import type { CacheLog } from '../util/log';
 import type { Metrics } from '../util/metrics';
-import { encodeInvalidation, encodeMembership, parseInvalidations, type Membership } from './record';
+import { encodeInvalidation, encodeMembership, MAX_LINE_BYTES, parseInvalidations, type Membership } from './record';
 import { SegmentWriter, type Lease } from './segment-writer';
 import { decodeSnapshot } from './snapshot';
 import { TagState, type Invalidation, type Verdict } from './tag-state';
@@ -106,7 +106,9 @@ export class TagLog {
   private async record(tags: string[], durations?: Durations): Promise<void> {
     const record = this.applyLocally(tags, durations);
     this.metrics.invalidations++;
-    await this.invalidations.append(encodeInvalidation(record));
+    // Readers skip any line longer than MAX_LINE_BYTES as garbage: a huge tag list is split
+    // into records that each fit, so none of it is acknowledged and then lost.
+    for (const line of linesFor(record)) await this.invalidations.append(line);
     await this.bumpHead();
   }
 
@@ -219,6 +221,14 @@ export class TagLog {
     }
     this.offsets.set(name, offset + parsed.consumed);
   }
+}
+
+function linesFor(record: Invalidation): string[] {
+  const line = encodeInvalidation(record);
+  if (Buffer.byteLength(line) <= MAX_LINE_BYTES) return [line];
+  if (record.tags.length === 1) throw new Error(`next-volume-cache: a tag of ${Buffer.byteLength(record.tags[0]!)} bytes is too long to record`);
+  const half = Math.ceil(record.tags.length / 2);
+  return [...linesFor({ ...record, tags: record.tags.slice(0, half) }), ...linesFor({ ...record, tags: record.tags.slice(half) })];
 }
 
 /** The head is one line: its newline ends the read without a final empty read. */
