@@ -232,13 +232,85 @@ async function site() {
   console.table(rows);
 }
 
+/** Filesystem operations per get and set (each is a round trip on NFS), counted through the fs layer. */
+async function operations() {
+  const { Runtime } = require('../dist/lib/runtime.js');
+  const { resolveOptions } = require('../dist/lib/config.js');
+  const { bindHandler } = require('../dist/lib/next/handler.js');
+  const { nodeFs } = require('../dist/lib/store/fs.js');
+  const counts = {};
+  const counting = {};
+  for (const [name, fn] of Object.entries(nodeFs)) counting[name] = (...args) => ((counts[name] = (counts[name] ?? 0) + 1), fn(...args));
+  const open = counting.open;
+  counting.open = async (...args) => {
+    const handle = await open(...args);
+    return new Proxy(handle, { get: (target, prop) => (typeof target[prop] === 'function' ? (...a) => ((counts[`file.${String(prop)}`] = (counts[`file.${String(prop)}`] ?? 0) + 1), target[prop](...a)) : target[prop]) });
+  };
+  const rows = [];
+  for (const [payloadName, makeValue] of Object.entries(PAYLOADS)) {
+    const dir = tmp('ops');
+    const runtime = new Runtime({ ...resolveOptions({ logLevel: 'error', tagRefreshMs: 3_600_000 }, {}), dir }, true, counting);
+    const handler = new (bindHandler(() => runtime))({});
+    const value = makeValue();
+    const ctx = value.kind === 'IMAGE' ? { kind: 'IMAGE', cacheControl: { revalidate: 60 } } : value.kind === 'FETCH' ? { fetchCache: true } : { kind: value.kind, cacheControl: { revalidate: 60, expire: 600 } };
+    const getCtx = value.kind === 'IMAGE' ? { kind: 'IMAGE' } : value.kind === 'FETCH' ? { kind: 'FETCH' } : { kind: value.kind };
+    await handler.set('warm', value, ctx);
+    await handler.get('warm', getCtx);
+    const measureOps = async (fn) => {
+      for (const k of Object.keys(counts)) delete counts[k];
+      await fn();
+      return Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
+    };
+    rows.push({ payload: payloadName, 'get hit': await measureOps(() => handler.get('warm', getCtx)), 'get miss': await measureOps(() => handler.get('absent', getCtx)), set: await measureOps(() => handler.set('warm', value, ctx)) });
+    await runtime.close();
+  }
+  results.operations = rows;
+  console.log('\nFilesystem operations per call (tag refresh excluded: at most one open + read + close of tags/head per interval)');
+  console.table(rows);
+}
+
+/** get and set on the emulated network volume (FUSE passthrough, ~1 ms per backing operation), when it can run. */
+async function network() {
+  let rig;
+  const { startRig, PROFILES, rigUnavailable } = require('../scripts/volume-rig.js');
+  const reason = rigUnavailable();
+  if (reason) {
+    console.log(`\nnetwork volume: skipped (${reason})`);
+    results.network = { skipped: reason };
+    return;
+  }
+  rig = await startRig(PROFILES.efs, 1);
+  try {
+    const rows = [];
+    for (const [id, make] of MAKERS.filter(([id]) => id === 'floor' || id === 'nvc')) {
+      const dir = fs.mkdtempSync(path.join(rig.mounts[0], `${id}-`));
+      const store = await make(dir);
+      for (const payloadName of ['FETCH 4 KB', 'APP_PAGE 64 KB, 3 segments']) {
+        const value = PAYLOADS[payloadName]();
+        const n = QUICK ? 10 : 200;
+        const set = await measure(n, 1, (i) => store.set(`/n/${i % 16}`, value));
+        const hit = await measure(n, 1, (i) => store.get(`/n/${i % 16}`, value));
+        rows.push({ payload: payloadName, contender: store.name, 'get p50 ms': +(hit.p50us / 1000).toFixed(2), 'set p50 ms': +(set.p50us / 1000).toFixed(2) });
+      }
+      await store.close();
+    }
+    results.network = rows;
+    console.log('\nOn the emulated network volume (FUSE, ~1 ms per backing operation)');
+    console.table(rows);
+  } finally {
+    await rig.stop();
+  }
+}
+
 (async () => {
   console.log(`next-volume-cache benchmark${QUICK ? ' (quick smoke run: numbers are not meaningful)' : ''}`, results.machine);
+  if (wants('operations')) await operations();
   if (wants('micro')) await micro();
   if (wants('scale')) await scale();
   if (wants('visibility')) await visibility();
   if (wants('memory')) await memory();
   if (wants('site')) await site();
+  if (wants('network')) await network();
   const out = path.join(__dirname, 'results');
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, `${results.startedAt.replace(/[:.]/g, '-')}${QUICK ? '-quick' : ''}.json`);

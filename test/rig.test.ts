@@ -6,10 +6,13 @@ import { parseInvalidations, parseMemberships } from '../lib/tags/record';
 import { loadHasher } from '../lib/store/hash';
 import { Agent, sleep, type PageView } from './agent';
 import { DIST, REPO, runChild } from './helpers';
-import { PROFILES, requireRigOrSkip, startRig, type Profile, type Rig } from './rig/rig';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { PROFILES, requireRigOrSkip, startRig } = require('../scripts/volume-rig.js') as typeof import('../scripts/volume-rig.js');
+type Profile = (typeof PROFILES)[keyof typeof PROFILES];
+type Rig = Awaited<ReturnType<typeof startRig>>;
 
 /**
- * Multi-client contract tests on an emulated network volume (see test/rig/rig.ts). Each client is
+ * Multi-client contract tests on an emulated network volume (see scripts/volume-rig.js). Each client is
  * a real child process on its own FUSE mount of one backing folder. Set NVC_SOAK_MS for longer runs.
  */
 const available = requireRigOrSkip();

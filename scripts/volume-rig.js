@@ -1,27 +1,19 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { REPO, tempDir } from '../helpers';
+// The network-volume rig: one backing folder mounted several times through libfuse's passthrough_ll
+// example (Debian's libfuse3-dev), each mount an independent "client" with its own kernel attribute,
+// name and page caches. Used by the reliability tests (test/rig.test.ts) and the benchmark.
+//   efs:       coherent (timeout=0), every backing filesystem call delayed ~1 ms (EFS-like latency)
+//   nfs-3s:    names and attributes cached 3 s (NFS-like attribute caching)
+//   nfs-30s:   cached 30 s (the EFS mount helper's directory window)
+//   writeback: coherent, with write-back caching (which mangles O_APPEND writes)
+// The timeout profiles are more pessimistic than NFSv4: a client keeps following a cached name for
+// the whole window even across a fresh open.
+'use strict';
+const { execFileSync, spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 
-/**
- * The network-volume rig: one backing folder mounted several times through
- * libfuse's passthrough_ll example (Debian's libfuse3-dev), each mount an
- * independent "client" with its own kernel attribute, name and page caches.
- *   - efs:       coherent (timeout=0), every filesystem call of the backing side delayed ~1 ms (EFS-like)
- *   - nfs-3s:    names and attributes cached 3 s (NFS-like attribute caching)
- *   - nfs-30s:   cached 30 s (the EFS mount helper's directory window)
- *   - writeback: coherent with write-back caching, which loses concurrent O_APPEND writes
- * The timeout profiles are more pessimistic than NFSv4: a client keeps following a cached name
- * for the whole window even across a fresh open.
- */
-export interface Profile {
-  name: 'efs' | 'nfs-3s' | 'nfs-30s' | 'writeback';
-  timeoutSeconds: number;
-  latencyUs: number;
-  writeback: boolean;
-}
-
-export const PROFILES: Record<Profile['name'], Profile> = {
+const PROFILES = {
   efs: { name: 'efs', timeoutSeconds: 0, latencyUs: 1000, writeback: false },
   'nfs-3s': { name: 'nfs-3s', timeoutSeconds: 3, latencyUs: 0, writeback: false },
   'nfs-30s': { name: 'nfs-30s', timeoutSeconds: 30, latencyUs: 0, writeback: false },
@@ -29,62 +21,55 @@ export const PROFILES: Record<Profile['name'], Profile> = {
 };
 
 const EXAMPLES = '/usr/share/doc/libfuse3-dev/examples';
-const BUILD = path.join(REPO, 'node_modules', '.cache', 'nvc-rig');
+const BUILD = path.join(__dirname, '..', 'node_modules', '.cache', 'nvc-rig');
 
 /** Why the rig cannot run here, or undefined when it can. */
-export function rigUnavailable(): string | undefined {
+function rigUnavailable() {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'needs root to mount FUSE';
-  if (!existsSync('/dev/fuse')) return 'no /dev/fuse';
-  if (!existsSync(path.join(EXAMPLES, 'passthrough_ll.c'))) return 'libfuse3-dev is not installed (apt-get install fuse3 libfuse3-dev pkg-config gcc)';
+  if (!fs.existsSync('/dev/fuse')) return 'no /dev/fuse';
+  if (!fs.existsSync(path.join(EXAMPLES, 'passthrough_ll.c'))) return 'libfuse3-dev is not installed (apt-get install fuse3 libfuse3-dev pkg-config gcc)';
   if (spawnSync('pkg-config', ['--exists', 'fuse3']).status !== 0) return 'pkg-config cannot find fuse3';
   return undefined;
 }
 
 /** In CI the rig must run: a missing prerequisite fails there instead of skipping. */
-export function requireRigOrSkip(): boolean {
+function requireRigOrSkip() {
   const reason = rigUnavailable();
   if (reason && process.env.CI === 'true') throw new Error(`the network-volume rig must run in CI: ${reason}`);
   if (reason) console.log(`SKIP network-volume rig: ${reason}`);
   return reason === undefined;
 }
 
-function buildBinaries(): { passthrough: string; latency: string } {
-  mkdirSync(BUILD, { recursive: true });
+function buildBinaries() {
+  fs.mkdirSync(BUILD, { recursive: true });
   const passthrough = path.join(BUILD, 'passthrough_ll');
   const latency = path.join(BUILD, 'latency.so');
-  if (!existsSync(passthrough)) {
+  if (!fs.existsSync(passthrough)) {
     const flags = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/);
     execFileSync('gcc', ['-O2', `-I${EXAMPLES}`, path.join(EXAMPLES, 'passthrough_ll.c'), ...flags, '-o', passthrough]);
   }
-  if (!existsSync(latency)) execFileSync('gcc', ['-O2', '-shared', '-fPIC', path.join(__dirname, 'latency.c'), '-o', latency, '-ldl']);
+  if (!fs.existsSync(latency)) execFileSync('gcc', ['-O2', '-shared', '-fPIC', path.join(__dirname, 'volume-rig-latency.c'), '-o', latency, '-ldl']);
   return { passthrough, latency };
 }
 
-export interface Rig {
-  profile: Profile;
-  backing: string;
-  /** One mount point per client. */
-  mounts: string[];
-  stop(): Promise<void>;
-}
-
-export async function startRig(profile: Profile, clients: number): Promise<Rig> {
+/** Mounts `clients` FUSE clients of one new backing folder; resolves once all are mounted. */
+async function startRig(profile, clients) {
   const { passthrough, latency } = buildBinaries();
-  const base = tempDir(`nvc-rig-${profile.name}-`);
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), `nvc-rig-${profile.name}-`));
   const backing = path.join(base, 'backing');
-  mkdirSync(backing);
-  const mounts: string[] = [];
-  const processes: ChildProcess[] = [];
+  fs.mkdirSync(backing);
+  const mounts = [];
+  const processes = [];
   for (let i = 0; i < clients; i++) {
     const mount = path.join(base, `client-${i}`);
-    mkdirSync(mount);
+    fs.mkdirSync(mount);
     const options = [`source=${backing}`, `timeout=${profile.timeoutSeconds}`, 'cache=auto', ...(profile.writeback ? ['writeback'] : [])].join(',');
     const env = { ...process.env, ...(profile.latencyUs ? { LD_PRELOAD: latency, NVC_LATENCY_US: String(profile.latencyUs) } : {}) };
     processes.push(spawn(passthrough, ['-f', '-o', options, mount], { env, stdio: 'ignore' }));
     mounts.push(mount);
   }
   const deadline = Date.now() + 10_000;
-  while (!mounts.every((m) => readFileSync('/proc/mounts', 'utf8').includes(` ${m} `))) {
+  while (!mounts.every((m) => fs.readFileSync('/proc/mounts', 'utf8').includes(` ${m} `))) {
     if (Date.now() > deadline) throw new Error(`FUSE mounts did not come up: ${mounts.join(', ')}`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -98,3 +83,5 @@ export async function startRig(profile: Profile, clients: number): Promise<Rig> 
     },
   };
 }
+
+module.exports = { PROFILES, rigUnavailable, requireRigOrSkip, startRig };
