@@ -6,7 +6,7 @@ import { openTagLog } from './context';
 import { judgeImageFolder } from './images';
 import type { LockGuard } from './lock';
 import { isPastExpire } from './stats';
-import { unlinkIfPresent } from './verify';
+import { metadataTemps, unlinkIfPresent } from './verify';
 import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
 export interface GcOptions {
@@ -105,6 +105,9 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
   for await (const batch of walkStore(m, progress)) {
     const headers = await readHeaders(m, batch);
     for (const folder of batch) await sweep(folder, headers);
+  }
+  for (const file of await metadataTemps(m)) {
+    if (now - file.mtimeMs > options.debrisAgeMs && (await remove(file.path))) bump(result.debris, 0);
   }
 
   // Pass 2: delete what is older than each budget's cutoff.

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { decodeEntry } from '../store/codec';
 import { errorCode, readWhole, unlinkIfExists } from '../store/fs';
 import { contentHash, hashKey } from '../store/hash';
-import { parseSegmentName } from '../store/layout';
+import { parseSegmentName, TEMP_PREFIX } from '../store/layout';
 import { compactTags, readMembers, readSnapshot } from '../tags/compact';
 import { parseInvalidations, parseMemberships } from '../tags/record';
 import type { Maintenance } from './context';
@@ -112,6 +112,12 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     for (const folder of batch) await verifyFolder(folder, problems);
   }
 
+  // Temp files of the small metadata files (tag head and snapshot, build markers, the root marker).
+  for (const file of await metadataTemps(m)) {
+    if (isOld(file.mtimeMs)) await found('temp-debris', file.path, remove(file.path));
+    else report.inFlight++;
+  }
+
   if (options.repair && guard) {
     // Compaction folds every segment; garbage lines before the folded offsets are never read again.
     const before = await segmentsWithGarbage(m);
@@ -175,6 +181,26 @@ async function checkSnapshot(m: Maintenance, found: (problem: Problem, file: str
   } catch (error) {
     if (errorCode(error) !== 'ENOENT') throw error;
   }
+}
+
+/** Temp files beside the metadata files, outside the shard trees the walk covers. */
+export async function metadataTemps(m: Maintenance): Promise<Array<{ path: string; mtimeMs: number }>> {
+  const dirs = [m.layout.root, m.layout.appDir, m.layout.tagsDir, m.layout.buildsDir, path.dirname(m.layout.seededMarker('x')), m.layout.writersDir];
+  const out: Array<{ path: string; mtimeMs: number }> = [];
+  for (const dir of dirs) {
+    let names: string[] = [];
+    try {
+      names = await m.fs.readdir(dir);
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+    for (const name of names) {
+      if (!name.startsWith(TEMP_PREFIX)) continue;
+      const stats = await m.fs.lstat(path.join(dir, name)).catch(() => undefined);
+      if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs });
+    }
+  }
+  return out;
 }
 
 /**
