@@ -77,16 +77,7 @@ async function nextFileSystem(dir) {
   };
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+const { freePort } = require('../scripts/fixture-app.js');
 
 /** A real redis-server (Debian's) on 127.0.0.1, started and stopped by the benchmark. */
 async function startRedis(dir) {

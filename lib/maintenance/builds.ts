@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { errorCode, unlinkIfExists } from '../store/fs';
+import { errorCode, listDir, unlinkIfExists } from '../store/fs';
 import { BUILD_PREFIX } from '../store/layout';
 import { leaseMtime } from '../tags/compact';
 import type { Maintenance } from './context';
@@ -17,7 +17,7 @@ export interface BuildInfo {
 export async function listBuilds(m: Maintenance): Promise<BuildInfo[]> {
   const names = new Set<string>();
   for (const dir of [path.dirname(m.layout.entriesDir()), m.layout.imagesRoot, m.layout.buildsDir]) {
-    for (const name of await namesIn(m, dir)) if (name.startsWith(BUILD_PREFIX)) names.add(name);
+    for (const name of await listDir(m.fs, dir)) if (name.startsWith(BUILD_PREFIX)) names.add(name);
   }
   const now = m.clock.now();
   const builds: BuildInfo[] = [];
@@ -47,7 +47,7 @@ export async function removeBuild(m: Maintenance, namespace: string, guard: Lock
 
 /** Depth-first; never follows a symlink (lstat), leaves `.nfs*` files (and so their folders) alone. */
 async function removeTree(m: Maintenance, dir: string, guard: LockGuard, removed: { files: number; bytes: number }): Promise<void> {
-  for (const name of await namesIn(m, dir)) {
+  for (const name of await listDir(m.fs, dir)) {
     const full = path.join(dir, name);
     let stats;
     try {
@@ -71,11 +71,3 @@ async function removeTree(m: Maintenance, dir: string, guard: LockGuard, removed
   });
 }
 
-async function namesIn(m: Maintenance, dir: string): Promise<string[]> {
-  try {
-    return await m.fs.readdir(dir);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') return [];
-    throw error;
-  }
-}

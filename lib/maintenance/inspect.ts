@@ -1,5 +1,5 @@
 import { decodeEntry } from '../store/codec';
-import { errorCode, readWhole } from '../store/fs';
+import { errorCode, listDir, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore, parseSidecar, type ImageSidecar } from '../store/image-store';
 import path from 'node:path';
@@ -80,11 +80,7 @@ export async function inspectKey(m: Maintenance, key: string, raw: boolean): Pro
 }
 
 async function namespacesIn(m: Maintenance, dir: string): Promise<string[]> {
-  try {
-    return (await m.fs.readdir(dir)).sort();
-  } catch {
-    return [];
-  }
+  return (await listDir(m.fs, dir)).sort();
 }
 
 async function readOrUndefined(m: Maintenance, file: string): Promise<Buffer | undefined> {

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { errorCode, readWhole } from '../store/fs';
+import { listDir, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
 import { ImageStore } from '../store/image-store';
 import { buildNamespace, parseSegmentName, SHARED_NAMESPACE, USE_CACHE_NAMESPACE } from '../store/layout';
@@ -100,7 +100,7 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
         if (read.ok && read.header.key === key && matchesHeader(read.header, namespace)) await take(file, read.fileLength);
       }
       if (wantedTags.size === 0 && (!kinds || kinds.has('IMAGE'))) {
-        for (const namespace of await m.fs.readdir(m.layout.imagesRoot).catch(() => [] as string[])) {
+        for (const namespace of await listDir(m.fs, m.layout.imagesRoot)) {
           if (builds && !builds.has(namespace)) continue;
           const present = await readWhole(m.fs, images.sidecarPath(hash, namespace)).then(() => true, () => false);
           if (!present) continue;
@@ -152,13 +152,7 @@ export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dr
  */
 export async function taggedEntries(m: Maintenance, tags: string[]): Promise<string[]> {
   const index: MemberIndex = (await readMembers(m.fs, m.layout)) ?? { members: new Map(), folded: new Map() };
-  let names: string[] = [];
-  try {
-    names = await m.fs.readdir(m.layout.membersDir);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-  }
-  for (const name of names) {
+  for (const name of await listDir(m.fs, m.layout.membersDir)) {
     if (!parseSegmentName(name)) continue;
     const bytes = await readWhole(m.fs, path.join(m.layout.membersDir, name), index.folded.get(name) ?? 0).catch(() => undefined);
     if (!bytes) continue;

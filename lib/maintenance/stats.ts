@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { errorCode } from '../store/fs';
+import { errorCode, listDir } from '../store/fs';
 import { parseSegmentName } from '../store/layout';
 import { leaseMtime, readSnapshot } from '../tags/compact';
 import type { Maintenance } from './context';
@@ -109,12 +109,7 @@ async function tagLogStats(m: Maintenance, now: number): Promise<StoreStats['tag
   const segments = await sizes(m, m.layout.invalidationsDir);
   const members = await sizes(m, m.layout.membersDir);
   const snapshot = await readSnapshot(m.fs, m.layout, now);
-  let writers: string[] = [];
-  try {
-    writers = await m.fs.readdir(m.layout.writersDir);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-  }
+  const writers = await listDir(m.fs, m.layout.writersDir);
   let alive = 0;
   for (const writer of writers) {
     const mtime = await leaseMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
@@ -135,13 +130,7 @@ async function tagLogStats(m: Maintenance, now: number): Promise<StoreStats['tag
 
 async function sizes(m: Maintenance, dir: string): Promise<Tally> {
   const t = tally();
-  let names: string[] = [];
-  try {
-    names = await m.fs.readdir(dir);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-  }
-  for (const name of names) {
+  for (const name of await listDir(m.fs, dir)) {
     if (!parseSegmentName(name)) continue;
     try {
       add(t, (await m.fs.lstat(path.join(dir, name))).size);

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { decodeEntry } from '../store/codec';
-import { errorCode, readWhole, unlinkIfExists } from '../store/fs';
+import { errorCode, listDir, readWhole, unlinkIfExists } from '../store/fs';
 import { contentHash, hashKey } from '../store/hash';
 import { parseSegmentName, TEMP_PREFIX } from '../store/layout';
 import { compactTags, readMembers, readSnapshot } from '../tags/compact';
@@ -159,13 +159,7 @@ async function segmentsWithGarbage(m: Maintenance): Promise<string[]> {
     [m.layout.invalidationsDir, parseInvalidations, snapshot?.folded],
     [m.layout.membersDir, parseMemberships, members?.folded],
   ] as const) {
-    let names: string[] = [];
-    try {
-      names = await m.fs.readdir(dir);
-    } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error;
-    }
-    for (const name of names) {
+    for (const name of await listDir(m.fs, dir)) {
       if (!parseSegmentName(name)) continue;
       const bytes = await readWhole(m.fs, path.join(dir, name), folded?.get(name) ?? 0).catch(() => undefined);
       if (bytes && parse(bytes).skipped > 0) out.push(path.join(dir, name));
@@ -188,13 +182,7 @@ export async function metadataTemps(m: Maintenance): Promise<Array<{ path: strin
   const dirs = [m.layout.root, m.layout.appDir, m.layout.tagsDir, m.layout.buildsDir, path.dirname(m.layout.seededMarker('x')), m.layout.writersDir];
   const out: Array<{ path: string; mtimeMs: number }> = [];
   for (const dir of dirs) {
-    let names: string[] = [];
-    try {
-      names = await m.fs.readdir(dir);
-    } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error;
-    }
-    for (const name of names) {
+    for (const name of await listDir(m.fs, dir)) {
       if (!name.startsWith(TEMP_PREFIX)) continue;
       const stats = await m.fs.lstat(path.join(dir, name)).catch(() => undefined);
       if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs });

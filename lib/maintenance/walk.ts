@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Stats } from 'node:fs';
 import { decodeEntryHeader, entryHeaderLength, type EntryHeader, type DecodeFailure } from '../store/codec';
-import { errorCode, readWhole, type VolumeFs } from '../store/fs';
+import { errorCode, listDir, readWhole, type VolumeFs } from '../store/fs';
 import { parseRawName, SIDECAR_SUFFIX } from '../store/image-store';
 import { ENTRY_SUFFIX, TEMP_PREFIX } from '../store/layout';
 import type { Maintenance } from './context';
@@ -120,22 +120,12 @@ function classify(file: string, stats: Stats, area: Area, namespace: string): St
  * few hundred files in a leaf), so one readdir each keeps memory flat; it was
  * measured about five times faster than iterating opendir here.
  */
-async function dirEntries(fs: VolumeFs, dir: string): Promise<string[]> {
-  try {
-    return await fs.readdir(dir);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') return [];
-    throw error;
-  }
+function dirEntries(fs: VolumeFs, dir: string): Promise<string[]> {
+  return listDir(fs, dir);
 }
 
 async function listNames(fs: VolumeFs, dir: string): Promise<string[]> {
-  try {
-    return (await fs.readdir(dir)).sort();
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
-  }
+  return (await listDir(fs, dir)).sort();
 }
 
 async function lstatOrNull(fs: VolumeFs, file: string): Promise<Stats | null> {

@@ -158,3 +158,14 @@ export async function exists(fs: VolumeFs, file: string): Promise<boolean> {
     throw error;
   }
 }
+
+/** A folder's names, or none if it does not exist (yet, or any more). */
+export async function listDir(fs: VolumeFs, dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw error;
+  }
+}

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { writeAtomic } from '../store/atomic';
-import { errorCode, exists, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
+import { errorCode, exists, listDir, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
 import { parseSegmentName, type Layout } from '../store/layout';
 import type { Maintenance } from '../maintenance/context';
 import type { LockGuard } from '../maintenance/lock';
@@ -215,12 +215,7 @@ export async function leaseMtime(fs: VolumeFs, file: string): Promise<number | u
 /** Removes the leases of gone writers that have no segment left. */
 async function removeDeadLeases(m: Maintenance, gone: Set<string>, listed: string[], deleted: string[]): Promise<number> {
   let removed = 0;
-  let names: string[];
-  try {
-    names = await m.fs.readdir(m.layout.writersDir);
-  } catch {
-    return 0;
-  }
+  const names = await listDir(m.fs, m.layout.writersDir).catch(() => [] as string[]);
   const stillHasSegments = new Set(listed.filter((n) => !deleted.includes(n)).map((n) => parseSegmentName(n)!.writer));
   for (const writer of names) {
     if (writer === m.writer || stillHasSegments.has(writer)) continue;
@@ -232,12 +227,7 @@ async function removeDeadLeases(m: Maintenance, gone: Set<string>, listed: strin
 }
 
 async function listSegments(fs: VolumeFs, dir: string): Promise<string[]> {
-  try {
-    return (await fs.readdir(dir)).filter((name) => parseSegmentName(name) !== undefined).sort();
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
-    throw error;
-  }
+  return (await listDir(fs, dir)).filter((name) => parseSegmentName(name) !== undefined).sort();
 }
 
 async function readFrom(fs: VolumeFs, file: string, position: number): Promise<Buffer | undefined> {

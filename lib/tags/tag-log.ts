@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { errorCode, READ_FLAGS, readToEnd, readWhole, type VolumeFs } from '../store/fs';
+import { errorCode, listDir, READ_FLAGS, readToEnd, readWhole, type VolumeFs } from '../store/fs';
 import { parseSegmentName, type Layout } from '../store/layout';
 import { writeAtomic } from '../store/atomic';
 import type { VolumeClock } from '../store/clock';
@@ -157,13 +157,7 @@ export class TagLog {
 
   private async scan(): Promise<void> {
     await this.loadSnapshotIfReplaced();
-    let names: string[];
-    try {
-      names = await this.fs.readdir(this.layout.invalidationsDir);
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return;
-      throw error;
-    }
+    const names = await listDir(this.fs, this.layout.invalidationsDir);
     const segments = names.filter((name) => parseSegmentName(name) !== undefined);
     for (const name of segments) await this.readSegmentTail(name);
     const listed = new Set(segments);
