@@ -94,25 +94,41 @@ async function startRedis(dir) {
   return { url: `redis://127.0.0.1:${port}`, stop: () => new Promise((resolve) => (child.once('exit', resolve), child.kill())) };
 }
 
-/** @fortedigital/nextjs-cache-handler (the maintained Redis handler for Next 16), redis-strings handler. */
+/**
+ * @fortedigital/nextjs-cache-handler (the maintained Redis handler for Next 16), redis-strings
+ * handler. Its CacheHandler configures itself once per process (a static onCreation), so one
+ * redis-server and one client serve every cell of a run; each cell starts from an empty database.
+ */
+let sharedRedis;
 async function fortedigitalRedis(dir, url = process.env.REDIS_URL) {
-  const redis = url ? { url, stop: async () => {} } : await startRedis(dir);
-  const { createClient } = require('redis');
-  const client = createClient({ url: redis.url });
-  await client.connect();
-  const { CacheHandler } = await import('@fortedigital/nextjs-cache-handler');
-  const createRedisHandler = (await import('@fortedigital/nextjs-cache-handler/redis-strings')).default;
-  CacheHandler.onCreation(() => ({ handlers: [createRedisHandler({ client, keyPrefix: 'bench:' })] }));
-  const handler = new CacheHandler({ serverDistDir: path.join(dir, 'server'), dev: false, revalidatedTags: [], _requestHeaders: {} });
+  if (!sharedRedis) {
+    const redis = url ? { url, stop: async () => {} } : await startRedis(dir);
+    const { createClient } = require('redis');
+    const client = createClient({ url: redis.url });
+    await client.connect();
+    const { CacheHandler } = await import('@fortedigital/nextjs-cache-handler');
+    const createRedisHandler = (await import('@fortedigital/nextjs-cache-handler/redis-strings')).default;
+    CacheHandler.onCreation(() => ({ handlers: [createRedisHandler({ client, keyPrefix: 'bench:' })] }));
+    const handler = new CacheHandler({ serverDistDir: path.join(dir, 'server'), dev: false, revalidatedTags: [], _requestHeaders: {} });
+    sharedRedis = { redis, client, handler };
+    process.once('exit', () => sharedRedis?.redis.stop());
+  }
+  const { client, handler } = sharedRedis;
+  await client.flushAll();
   return {
     name: '@fortedigital/nextjs-cache-handler (Redis)',
     set: (key, value) => handler.set(key, value, ctxFor(value).set),
     get: (key, value) => handler.get(key, ctxFor(value).get),
-    close: async () => {
-      await client.quit().catch(() => undefined);
-      await redis.stop();
-    },
+    close: async () => {},
   };
+}
+
+/** Stops the shared redis-server, if one was started. */
+async function stopShared() {
+  if (!sharedRedis) return;
+  await sharedRedis.client.quit().catch(() => undefined);
+  await sharedRedis.redis.stop();
+  sharedRedis = undefined;
 }
 
 /** npm's cacache: a content-addressed store with an index, as a storage-engine reference (bytes only). */
@@ -135,4 +151,4 @@ async function cacacheStore(dir) {
   };
 }
 
-module.exports = { floor, ours, nextFileSystem, fortedigitalRedis, cacacheStore, startRedis, freePort };
+module.exports = { floor, ours, nextFileSystem, fortedigitalRedis, cacacheStore, startRedis, stopShared, freePort };

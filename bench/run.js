@@ -3,7 +3,8 @@
 // FileSystemCache, the maintained Redis handler against a real redis-server, and cacache; all in one
 // run on one machine, reported as ratios against the floor measured in the same run.
 //
-//   npm run bench            full run (several minutes; by hand)
+//   npm run bench            full run (about 15 minutes; by hand). It runs with UV_THREADPOOL_SIZE=16,
+//                            the setting the README recommends for servers using this cache.
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
@@ -328,6 +329,7 @@ async function network() {
   if (wants('memory')) await memory();
   if (wants('site')) await site();
   if (wants('network')) await network();
+  await contenders.stopShared();
   const out = path.join(__dirname, 'results');
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, `${results.startedAt.replace(/[:.]/g, '-')}${QUICK ? '-quick' : ''}.json`);
