@@ -1,17 +1,15 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { defaultDir, type ResolvedOptions } from './config';
+import { LockHeldError, withMaintenanceLock } from './maintenance/lock';
+import { seedFromBuild } from './next/seed';
+import { writeAtomic } from './store/atomic';
 import { VolumeClock } from './store/clock';
 import { EntryStore } from './store/entry-store';
+import { errorCode, exists, nodeFs, type VolumeFs } from './store/fs';
+import { hashKey, loadHasher } from './store/hash';
 import { ImageStore } from './store/image-store';
-import { errorCode, nodeFs, type VolumeFs } from './store/fs';
-import { exists } from './store/fs';
-import { loadHasher } from './store/hash';
 import { buildNamespace, Layout, SHARED_NAMESPACE } from './store/layout';
-import { writeAtomic } from './store/atomic';
-import { hashKey } from './store/hash';
-import { readFile } from 'node:fs/promises';
-import { seedFromBuild } from './next/seed';
-import { LockHeldError, withMaintenanceLock } from './maintenance/lock';
-import path from 'node:path';
 import { newWriterId, Volume } from './store/volume';
 import { describe, TagLog } from './tags/tag-log';
 import { FsGate, GateError } from './util/gate';
@@ -171,10 +169,6 @@ export class Runtime {
   namespaceFor(kind: 'page' | 'fetch' | 'image'): string {
     const scope = kind === 'page' ? 'build' : kind === 'fetch' ? this.settings.fetchScope : this.settings.imageScope;
     return scope === 'build' && this.buildNs ? this.buildNs : SHARED_NAMESPACE;
-  }
-
-  get buildNamespace(): string | undefined {
-    return this.buildNs;
   }
 
   private async open(): Promise<boolean> {

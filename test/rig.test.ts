@@ -50,8 +50,9 @@ function invalidator(dir: string, ms: number, name: string, lease = '3000'): Pro
 for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
   const profile = PROFILES[name];
   describe.skipIf(!available)(`network volume rig, profile ${name}`, () => {
-    it.skipIf(name === 'nfs-30s')('writers and readers on different clients: zero torn or mixed reads (pages, fetches, images)', async () => {
+    it('writers and readers on different clients: zero torn or mixed reads (pages, fetches, images)', { timeout: 180_000 }, async () => {
       await withRig(profile, 3, async (rig) => {
+        // With 30 s name caching a reader may not see a new entry for the whole run: no hit is required there.
         const duration = String(name === 'efs' ? SOAK_MS : SOAK_MS + 3000);
         const runs = await Promise.all([
           runChild('stress.js', ['writer', rig.mounts[0]!, duration, '6', 'w']),
@@ -66,7 +67,8 @@ for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
         const reads = counts.reduce((n, c) => n + c.reads, 0);
         const hits = counts.reduce((n, c) => n + c.hits, 0);
         report.push({ profile: name, scenario: 'writers vs readers on other clients', operations: reads + counts.reduce((n, c) => n + c.writes, 0), hits, torn });
-        expect(hits).toBeGreaterThan(0);
+        if (name !== 'nfs-30s') expect(hits).toBeGreaterThan(0);
+        expect(reads).toBeGreaterThan(100);
         expect(torn).toBe(0);
       });
     });
@@ -97,7 +99,7 @@ for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
       });
     });
 
-    it.skipIf(name === 'nfs-30s')('compaction and gc on one client while others invalidate and serve: no acknowledged invalidation is lost', { timeout: 180_000 }, async () => {
+    it('compaction and gc on one client while others invalidate and serve: no acknowledged invalidation is lost', { timeout: 180_000 }, async () => {
       await withRig(profile, 3, async (rig) => {
         const reader = await Agent.start(rig.mounts[1]!, { tagRefreshMs: REFRESH_MS, leaseTimeoutMs: 3000 });
         try {
