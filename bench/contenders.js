@@ -100,7 +100,7 @@ async function startRedis(dir) {
  * redis-server and one client serve every cell of a run; each cell starts from an empty database.
  */
 let sharedRedis;
-async function fortedigitalRedis(dir, url = process.env.REDIS_URL) {
+async function fortedigitalRedis(dir, url = process.env.REDIS_URL, { flush = !url } = {}) {
   if (!sharedRedis) {
     const redis = url ? { url, stop: async () => {} } : await startRedis(dir);
     const { createClient } = require('redis');
@@ -114,7 +114,8 @@ async function fortedigitalRedis(dir, url = process.env.REDIS_URL) {
     process.once('exit', () => sharedRedis?.redis.stop());
   }
   const { client, handler } = sharedRedis;
-  await client.flushAll();
+  // A fresh database per cell; child processes of the multi-process section share the parent's.
+  if (flush) await client.flushAll();
   return {
     name: '@fortedigital/nextjs-cache-handler (Redis)',
     set: (key, value) => handler.set(key, value, ctxFor(value).set),

@@ -11,6 +11,8 @@ import { hashKey, loadHasher } from './store/hash';
 import { ImageStore } from './store/image-store';
 import { buildNamespace, Layout, SHARED_NAMESPACE } from './store/layout';
 import { newWriterId, Volume } from './store/volume';
+import type { EntryRecord } from './store/codec';
+import type { Membership } from './tags/record';
 import { describe, TagLog } from './tags/tag-log';
 import { FsGate, GateError } from './util/gate';
 import { CacheLog } from './util/log';
@@ -134,6 +136,16 @@ export class Runtime {
   }
 
   /**
+   * Appends to the tag index in the background, through the gate like every
+   * other filesystem call (a hung mount must not hold a thread outside it);
+   * dropped when the gate is saturated (the index is advisory).
+   */
+  recordMembership(record: Membership): void {
+    if (record.tags.length === 0) return;
+    this.gate.run(() => this.tags.recordMembership(record)).catch((error: unknown) => this.reportIoError('membership', 'appending to the tag index', error));
+  }
+
+  /**
    * Records that an image was served: its raw file's mtime is set to the
    * volume clock's now, at most once per IMAGE_TOUCH_PERIOD_MS per image and
    * process, in the background. Image eviction orders by that time.
@@ -216,8 +228,10 @@ export class Runtime {
       if (await exists(this.fs, marker)) return;
       await withMaintenanceLock(this.layout, `seed-${ns}`, { wait: false, staleMs: this.settings.lockStaleMs }, async () => {
         if (await exists(this.fs, marker)) return;
+        // Every write through the gate: a hung mount must not hold threads outside its bound.
+        const gated = { writeIfAbsent: (record: EntryRecord, namespace: string) => this.gate.run(() => this.store.writeIfAbsent(record, namespace)) };
         const result = await seedFromBuild(
-          { store: this.store, clock: this.clock, onSeeded: (hash, namespace, tags) => this.tags.recordMembership({ hash, ns: namespace, tags }) },
+          { store: gated, clock: this.clock, onSeeded: (hash, namespace, tags) => this.recordMembership({ hash, ns: namespace, tags }) },
           path.dirname(this.serverDistDir!),
         );
         await writeAtomic(this.fs, marker, [Buffer.from(JSON.stringify(result) + '\n')], { writer: this.writer, fsync: false, mode: this.settings.fileMode, dirMode: this.settings.dirMode });

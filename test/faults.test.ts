@@ -120,6 +120,21 @@ describe('injected filesystem faults', () => {
     expect(await fresh.handler.get('k', {})).not.toBeNull();
   });
 
+  it('a hung append to the tag index holds a gate slot (never a thread outside the bound) and the set itself completes', async () => {
+    const fs = new FaultyFs();
+    const c = await cacheOn(fs, { timeoutMs: 200, concurrency: 2 });
+    await c.runtime.ready();
+    fs.add({ op: 'write', path: '/tags/members/', fault: { hang: true } });
+    await c.handler.set('k', fetchValue('x', ['data']), FETCH_CTX);
+    expect(await c.handler.get('k', {})).not.toBeNull();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.runtime.gate.stuckCalls).toBe(1);
+    fs.rules.length = 0;
+    fs.releaseHung();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.runtime.gate.stuckCalls).toBe(0);
+  });
+
   it('a vanished cache root: gets miss, sets fail quietly, no folder is recreated', async () => {
     const fs = new FaultyFs();
     const c = await cacheOn(fs);

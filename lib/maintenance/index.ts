@@ -86,7 +86,7 @@ export async function seed(options: CacheOptions, nextDir: string): Promise<Seed
   const store = new EntryStore(m.fs, m.layout, { writer: m.writer, fsync: m.settings.fsync, mode: m.settings.fileMode, dirMode: m.settings.dirMode });
   const tags = await openTagLog(m);
   try {
-    return await seedFromBuild({ store, clock: m.clock, onSeeded: (hash, ns, entryTags) => tags.recordMembership({ hash, ns, tags: entryTags }) }, nextDir);
+    return await seedFromBuild({ store, clock: m.clock, onSeeded: (hash, ns, entryTags) => void tags.recordMembership({ hash, ns, tags: entryTags }) }, nextDir);
   } finally {
     await tags.close();
   }

@@ -128,7 +128,7 @@ async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx:
     const record = toRecord(key, data ?? null, ctx, rt.clock.now());
     const namespace = rt.namespaceFor(data?.kind === 'FETCH' ? 'fetch' : 'page');
     hash = await rt.gate.run(() => rt.store.write(record, namespace));
-    rt.tags.recordMembership({ hash, ns: namespace, tags: record.tags });
+    rt.recordMembership({ hash, ns: namespace, tags: record.tags });
   } catch (error) {
     rt.metrics.setFailures++;
     rt.reportIoError('set', 'writing an entry', error, hash);

@@ -21,7 +21,8 @@ import type { CachedValue } from './types';
  * after the build still applies to them: seeding never resurrects content.
  */
 export interface SeedTarget {
-  store: EntryStore;
+  /** Where entries go; set-if-absent (EntryStore.writeIfAbsent, possibly behind a gate). */
+  store: Pick<EntryStore, 'writeIfAbsent'>;
   clock: VolumeClock;
   /** Told about each entry written, for the tag index. */
   onSeeded?(hash: string, namespace: string, tags: string[]): void;

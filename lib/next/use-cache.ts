@@ -158,7 +158,7 @@ async function setEntry(rt: Runtime, key: string, pendingEntry: Promise<UseCache
       value,
     };
     const hash = await rt.gate.run(() => rt.store.write(record, USE_CACHE_NAMESPACE));
-    rt.tags.recordMembership({ hash, ns: USE_CACHE_NAMESPACE, tags: record.tags });
+    rt.recordMembership({ hash, ns: USE_CACHE_NAMESPACE, tags: record.tags });
   } catch (error) {
     rt.metrics.setFailures++;
     rt.reportIoError('use-cache-set', "writing a 'use cache' entry", error);

@@ -129,10 +129,13 @@ export class TagLog {
     return record;
   }
 
-  /** Advisory (the tag index for the CLI): a lost record only means the CLI's full walk finds the entry. */
-  recordMembership(record: Membership): void {
-    if (record.tags.length === 0) return;
-    this.memberships.append(encodeMembership(record)).catch((error: unknown) => {
+  /**
+   * Advisory (the tag index for the CLI): a lost record only means the CLI's
+   * full walk finds the entry. Never rejects; failures are logged once.
+   */
+  recordMembership(record: Membership): Promise<void> {
+    if (record.tags.length === 0) return Promise.resolve();
+    return this.memberships.append(encodeMembership(record)).catch((error: unknown) => {
       this.log.onceWarn('membership-append', `could not append to the tag index: ${describe(error)}`);
     });
   }
