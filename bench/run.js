@@ -105,7 +105,6 @@ async function micro() {
       console.table(rows.map((r) => ({ contender: r.contender, op: r.op, 'ops/s': r.opsPerSec ?? r.result, 'p50 µs': r.p50us, 'p99 µs': r.p99us, 'x floor': r.vsFloor, 'hit %': r.op === 'set' ? '' : r.returnedPct })));
     }
   }
-  await multiProcess();
 }
 
 /** get hits from 4 processes at once, per contender (one shared store each). */
@@ -324,6 +323,7 @@ async function network() {
   console.log(`next-volume-cache benchmark${QUICK ? ' (quick smoke run: numbers are not meaningful)' : ''}`, results.machine);
   if (wants('operations')) await operations();
   if (wants('micro')) await micro();
+  if (wants('processes')) await multiProcess();
   if (wants('scale')) await scale();
   if (wants('visibility')) await visibility();
   if (wants('memory')) await memory();
