@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
 import { SingleBar } from 'cli-progress';
-import { checkRoot, compact, gc, inspect, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
+import { checkRoot, compact, gc, inspect, listApps, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
 import { formatBytes, parseDuration } from '../lib/util/units';
 import { VolumeError } from '../lib/store/volume';
 
@@ -52,6 +52,7 @@ function buildProgram(out: (text: string) => void, err: (text: string) => void):
     .description('Operate a next-volume-cache root on a shared volume')
     .version(version(), '-v, --version')
     .option('--json', 'print one JSON document instead of a table')
+    .option('--all-apps', 'run the command for every app on the root (one JSON document keyed by app with --json)')
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
@@ -335,6 +336,43 @@ function print(out: (text: string) => void, json: boolean, result: object, rows:
 
 /** Runs the CLI; returns the exit code instead of exiting, so tests can call it in-process. */
 export async function main(argv: string[], out: (text: string) => void = (t) => process.stdout.write(t + '\n'), err: (text: string) => void = (t) => process.stderr.write(t + '\n')): Promise<number> {
+  if (argv.includes('--all-apps')) return forEachApp(argv.filter((a) => a !== '--all-apps'), out, err);
+  return runOnce(argv, out, err);
+}
+
+/**
+ * `--all-apps`: runs the command once per app found on the root. Human output
+ * gets a heading per app; --json prints one document keyed by app. The exit
+ * code is the highest of the runs.
+ */
+async function forEachApp(argv: string[], out: (text: string) => void, err: (text: string) => void): Promise<number> {
+  if (argv.includes('--app')) {
+    err('next-volume-cache: --all-apps and --app exclude each other');
+    return EXIT.usage;
+  }
+  const dirAt = argv.indexOf('--dir');
+  const dir = dirAt >= 0 ? argv[dirAt + 1] : undefined;
+  let apps: string[];
+  try {
+    apps = await listApps(dir ? { dir } : {});
+  } catch (error) {
+    return exitCodeFor(error, err);
+  }
+  const json = argv.includes('--json');
+  const documents: Record<string, unknown> = {};
+  let code: number = EXIT.ok;
+  for (const app of apps) {
+    let captured = '';
+    if (!json) out(`== app ${app} ==`);
+    const result = await runOnce([...argv, '--app', app], json ? (t) => (captured += t + '\n') : out, err);
+    if (json) documents[app] = captured.trim() ? (JSON.parse(captured) as unknown) : null;
+    code = Math.max(code, result);
+  }
+  if (json) out(JSON.stringify(documents, null, 2));
+  return code;
+}
+
+async function runOnce(argv: string[], out: (text: string) => void, err: (text: string) => void): Promise<number> {
   const program = buildProgram(out, err);
   program.configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => err(s.trimEnd()) });
   try {

@@ -40,6 +40,14 @@ describe('several apps on one volume', () => {
     expect(await blog.handler.get('same-key', {})).not.toBeNull();
     const shopStats = JSON.parse((await cli('--json', 'stats', '--dir', dir, '--app', 'shop')).out);
     expect(shopStats.entries.total.count).toBe(1);
+    // The CLI across every app: one document keyed by app.
+    const all = JSON.parse((await cli('--json', '--all-apps', 'stats', '--dir', dir)).out);
+    expect(Object.keys(all)).toEqual(['blog', 'shop']);
+    expect(all.blog.entries.total.count).toBe(1);
+    const human = await cli('--all-apps', 'compact', '--dir', dir);
+    expect(human.code).toBe(0);
+    expect(human.out).toMatch(/== app blog ==[\s\S]*== app shop ==/);
+    expect((await cli('--all-apps', 'stats', '--dir', dir, '--app', 'shop')).code).toBe(2);
   });
 });
 

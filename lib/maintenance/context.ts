@@ -1,6 +1,6 @@
 import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
 import { VolumeClock } from '../store/clock';
-import { nodeFs, type VolumeFs } from '../store/fs';
+import { exists, nodeFs, type VolumeFs } from '../store/fs';
 import { loadHasher } from '../store/hash';
 import { FORMAT_VERSION, Layout } from '../store/layout';
 import { newWriterId, Volume, VolumeError } from '../store/volume';
@@ -49,7 +49,10 @@ export async function openMaintenance(options: CacheOptions, fs: VolumeFs = node
   if (marker.format !== FORMAT_VERSION) {
     throw new NotACacheRootError(settings.dir, `format ${marker.format}, this version handles format ${FORMAT_VERSION}`);
   }
-  await volume.open(false);
+  // An app that exists gets its folders checked (and its lease for the clock); a maintenance
+  // command never creates an app that is not there: the clock is calibrated on a probe instead.
+  if (await exists(fs, layout.appDir)) await volume.open(false);
+  else await volume.calibrateWithProbe().catch(() => undefined); // read-only: the local clock it is
   return { fs, layout, clock, writer, volume, log: new CacheLog(settings.logLevel), settings: { ...settings, dir: settings.dir } };
 }
 

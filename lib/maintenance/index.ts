@@ -5,7 +5,9 @@
  * lock; every one of them is also written to stay correct if two runs ever
  * hold the lock at once.
  */
+import path from 'node:path';
 import type { CacheOptions } from '../config';
+import { listDir } from '../store/fs';
 import { compactTags, type CompactResult } from '../tags/compact';
 import { openMaintenance, openTagLog, type Maintenance } from './context';
 import { EntryStore } from '../store/entry-store';
@@ -91,6 +93,14 @@ export async function seed(options: CacheOptions, nextDir: string): Promise<Seed
     await tags.close();
   }
 }
+
+/** The apps (namespaces) present on a cache root. */
+export async function listApps(options: CacheOptions): Promise<string[]> {
+  const m = await openMaintenance(options);
+  return (await listDir(m.fs, path.dirname(m.layout.appDir))).filter((name) => SAFE_APP.test(name)).sort();
+}
+
+const SAFE_APP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Where a key lives, its metadata and whether an invalidation applies. Read-only. */
 export async function inspect(options: CacheOptions, key: string, raw = false): Promise<Inspection> {

@@ -1,8 +1,9 @@
 import os from 'node:os';
+import path from 'node:path';
 import { constants } from 'node:fs';
 import { writeAtomic } from './atomic';
 import { errorCode, readWhole, READ_FLAGS, type VolumeFs } from './fs';
-import { FORMAT_VERSION, Layout } from './layout';
+import { FORMAT_VERSION, Layout, TEMP_PREFIX } from './layout';
 import type { VolumeClock } from './clock';
 
 const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
@@ -114,6 +115,33 @@ export class Volume {
       this.clock.calibrate(before, after, stats.mtimeMs);
     } finally {
       await reopened.close();
+    }
+  }
+
+  /**
+   * Calibrates the clock on a temp file in the root (written, read back with
+   * a fresh open, removed), for a process that has no app folder to keep a
+   * lease in.
+   */
+  async calibrateWithProbe(): Promise<void> {
+    const probe = path.join(this.layout.root, `${TEMP_PREFIX}clock.${this.writer}`);
+    const before = Date.now();
+    const handle = await this.fs.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o666);
+    try {
+      await handle.write(Buffer.from('clock\n'), 0, 6, 0);
+    } finally {
+      await handle.close();
+    }
+    const after = Date.now();
+    try {
+      const reopened = await this.fs.open(probe, READ_FLAGS);
+      try {
+        this.clock.calibrate(before, after, (await reopened.stat()).mtimeMs);
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      await this.fs.unlink(probe).catch(() => undefined);
     }
   }
 
