@@ -82,9 +82,6 @@ export class FaultyFs implements VolumeFs {
   readdir(p: string): Promise<string[]> {
     return this.apply('readdir', p, () => this.inner.readdir(p));
   }
-  opendir(p: string) {
-    return this.inner.opendir(p);
-  }
   utimes(p: string, a: number, m: number): Promise<void> {
     return this.inner.utimes(p, a, m);
   }

@@ -10,7 +10,6 @@
  */
 export class VolumeClock {
   private offsetMs = 0;
-  private calibrated = false;
 
   now(): number {
     return Date.now() + this.offsetMs;
@@ -20,14 +19,9 @@ export class VolumeClock {
     return this.offsetMs;
   }
 
-  get isCalibrated(): boolean {
-    return this.calibrated;
-  }
-
   /** `before`/`after`: local time around the write; `volumeMtimeMs`: the mtime the volume gave it. */
   calibrate(before: number, after: number, volumeMtimeMs: number): void {
     this.offsetMs = Math.round(volumeMtimeMs - (before + after) / 2);
-    this.calibrated = true;
   }
 
   /** Converts a volume time into this process's clock, for handing to Next. */

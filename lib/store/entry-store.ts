@@ -1,5 +1,5 @@
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord } from './codec';
-import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
+import { errorCode, readWhole, type VolumeFs } from './fs';
 import { hashKey } from './hash';
 import { Layout, SHARED_NAMESPACE } from './layout';
 import { writeAtomic } from './atomic';
@@ -30,10 +30,6 @@ export class EntryStore {
     private readonly options: EntryStoreOptions,
   ) {
     this.guard = new ShardGuard(fs);
-  }
-
-  pathOf(key: string, namespace: string = SHARED_NAMESPACE): string {
-    return this.layout.entryPath(hashKey(key), namespace);
   }
 
   /** Errors other than "absent" and "not a regular file" propagate: the caller decides how to degrade. */
@@ -74,10 +70,6 @@ export class EntryStore {
     return file;
   }
 
-  /** Removing an entry that is already gone is not an error. */
-  remove(key: string, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
-    return unlinkIfExists(this.fs, this.pathOf(key, namespace));
-  }
 }
 
 /** A namespace folder and two shard levels sit between the area root and an entry. */

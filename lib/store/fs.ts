@@ -1,5 +1,5 @@
 import fs, { constants, promises as fsp } from 'node:fs';
-import type { Dir, Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 
 /**
  * The one door through which the library touches the volume. Tests wrap it to
@@ -24,7 +24,6 @@ export interface VolumeFs {
   rmdir(path: string): Promise<void>;
   lstat(path: string): Promise<Stats>;
   readdir(path: string): Promise<string[]>;
-  opendir(path: string): Promise<Dir>;
   /** Times in seconds since the epoch. */
   utimes(path: string, atime: number, mtime: number): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
@@ -72,7 +71,6 @@ export const nodeFs: VolumeFs = {
   rmdir: (p) => fsp.rmdir(p),
   lstat: (p) => fsp.lstat(p),
   readdir: (p) => fsp.readdir(p),
-  opendir: (p) => fsp.opendir(p),
   utimes: (p, a, m) => fsp.utimes(p, a, m),
   chmod: (p, mode) => fsp.chmod(p, mode),
   link: (a, b) => fsp.link(a, b),

@@ -42,10 +42,6 @@ export class TagState {
     return this.marks.size;
   }
 
-  tags(): IterableIterator<string> {
-    return this.marks.keys();
-  }
-
   apply(record: Invalidation, now: number): void {
     for (const tag of record.tags) this.mark(tag, record.stale ?? 0, [record.expired], now);
   }
@@ -63,16 +59,6 @@ export class TagState {
       if (marks.stale > 0 && marks.stale >= writtenAt) stale = true;
     }
     return stale ? 'stale' : 'fresh';
-  }
-
-  /** The latest moment at which any of `tags` invalidated entries (for 'use cache' getExpiration). */
-  latestInvalidation(tags: Iterable<string>, now: number): number {
-    let latest = 0;
-    for (const tag of tags) {
-      const marks = this.marks.get(tag);
-      if (marks) latest = Math.max(latest, latestPassed(marks.expired, now));
-    }
-    return latest;
   }
 
   merge(other: TagState, now: number): void {
