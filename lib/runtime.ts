@@ -136,6 +136,22 @@ export class Runtime {
   }
 
   /**
+   * Records an invalidation for every process sharing the volume (both
+   * handlers' entry point). Rejects when it could not be recorded: the caller
+   * must not believe other replicas stopped serving the old content. This
+   * process's own view is updated either way.
+   */
+  async invalidate(tags: readonly unknown[], durations?: { expire?: number | undefined }): Promise<void> {
+    const list = tags.filter((t): t is string => typeof t === 'string' && t.length > 0);
+    if (list.length === 0) return;
+    if (!(await this.ready())) {
+      this.tags.applyLocally(list, durations);
+      throw new Error(`next-volume-cache: cannot record the invalidation of ${list.join(', ')}: the cache root ${this.layout.root} is not usable`);
+    }
+    await this.gate.run(() => this.tags.invalidate(list, durations));
+  }
+
+  /**
    * Appends to the tag index in the background, through the gate like every
    * other filesystem call (a hung mount must not hold a thread outside it);
    * dropped when the gate is saturated (the index is advisory).

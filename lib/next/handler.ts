@@ -135,20 +135,9 @@ async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx:
   }
 }
 
-/**
- * Rejects when the invalidation could not be recorded on the volume: the
- * caller (a route handler, a server action) must not believe other replicas
- * will stop serving the old content. This process's own view is updated
- * either way.
- */
-async function revalidateTags(rt: Runtime, tags: string | string[], durations: TagDurations | undefined): Promise<void> {
-  const list = (Array.isArray(tags) ? tags : [tags]).filter((t): t is string => typeof t === 'string' && t.length > 0);
-  if (list.length === 0) return;
-  if (!(await rt.ready())) {
-    rt.tags.applyLocally(list, durations);
-    throw new Error(`next-volume-cache: cannot record the invalidation of ${list.join(', ')}: the cache root ${rt.layout.root} is not usable`);
-  }
-  await rt.gate.run(() => rt.tags.invalidate(list, durations));
+/** Next passes an array; older callers a single tag. See Runtime.invalidate for the guarantees. */
+function revalidateTags(rt: Runtime, tags: string | string[], durations: TagDurations | undefined): Promise<void> {
+  return rt.invalidate(Array.isArray(tags) ? tags : [tags], durations);
 }
 
 function toRecord(key: string, value: CachedValue | null, ctx: SetContext | undefined, writtenAt: number): EntryRecord {

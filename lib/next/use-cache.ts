@@ -65,16 +65,7 @@ export function bindUseCacheHandler(runtimeOf: () => Runtime): UseCacheHandler {
     // the shared tag view, and it can also express "stale" (revalidate -1), which an expiration time
     // cannot. It also costs nothing: no second lookup.
     getExpiration: async () => Infinity,
-    updateTags: async (tags, durations) => {
-      const rt = runtimeOf();
-      const list = tags.filter((t) => typeof t === 'string' && t.length > 0);
-      if (list.length === 0) return;
-      if (!(await rt.ready())) {
-        rt.tags.applyLocally(list, durations);
-        throw new Error(`next-volume-cache: cannot record the invalidation of ${list.join(', ')}: the cache root ${rt.layout.root} is not usable`);
-      }
-      await rt.gate.run(() => rt.tags.invalidate(list, durations));
-    },
+    updateTags: (tags, durations) => runtimeOf().invalidate(tags, durations),
   };
 }
 
