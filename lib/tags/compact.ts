@@ -7,6 +7,7 @@ import type { LockGuard } from '../maintenance/lock';
 import { parseInvalidations, parseMemberships } from './record';
 import { decodeSnapshot, encodeSnapshot, type TagSnapshot } from './snapshot';
 import { TagState } from './tag-state';
+import { bumpHead } from './tag-log';
 import { decodeMembers, encodeMembers, type MemberIndex } from './members';
 
 export interface CompactResult {
@@ -86,7 +87,7 @@ export async function compactTags(m: Maintenance, guard: LockGuard): Promise<Com
   guard.check();
   const written = await publishSnapshot(m, previous.id, { id: randomId(), createdAt: m.clock.now(), state, folded, records });
   result.tags = written.state.size;
-  await bumpHead(m);
+  await bumpHead(m.fs, m.layout, m.writer, m.settings.fileMode);
   guard.check();
   for (const name of deletable) {
     if (await unlinkIfExists(fs, path.join(layout.invalidationsDir, name))) result.segmentsDeleted++;
@@ -244,10 +245,6 @@ async function readWatermark(fs: VolumeFs, layout: Layout): Promise<number | und
   if (!bytes) return undefined;
   const value = Number(bytes.toString('utf8').trim());
   return Number.isFinite(value) && value > 0 ? value : undefined;
-}
-
-async function bumpHead(m: Maintenance): Promise<void> {
-  await writeAtomic(m.fs, m.layout.tagHead, [Buffer.from(`${m.writer} compact ${randomId()}\n`)], { writer: m.writer, fsync: false });
 }
 
 function randomId(): string {

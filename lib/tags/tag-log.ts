@@ -46,7 +46,6 @@ export class TagLog {
   private headToken: string | undefined;
   private snapshotIdentity: string | undefined;
   private lastFullScan = -Infinity;
-  private bumps = 0;
   private readonly recentInvalidations = new Map<string, Promise<void>>();
   private readonly invalidations: SegmentWriter;
   private readonly memberships: SegmentWriter;
@@ -153,9 +152,8 @@ export class TagLog {
     }
   }
 
-  private async bumpHead(): Promise<void> {
-    const token = `${this.options.writer} ${++this.bumps} ${Math.random().toString(36).slice(2)}\n`;
-    await writeAtomic(this.fs, this.layout.tagHead, [Buffer.from(token)], { writer: this.options.writer, fsync: false, mode: this.options.fileMode });
+  private bumpHead(): Promise<void> {
+    return bumpHead(this.fs, this.layout, this.options.writer, this.options.fileMode);
   }
 
   private async scan(): Promise<void> {
@@ -226,6 +224,16 @@ function linesFor(record: Invalidation): string[] {
   if (record.tags.length === 1) throw new Error(`next-volume-cache: a tag of ${Buffer.byteLength(record.tags[0]!)} bytes is too long to record`);
   const half = Math.ceil(record.tags.length / 2);
   return [...linesFor({ ...record, tags: record.tags.slice(0, half) }), ...linesFor({ ...record, tags: record.tags.slice(half) })];
+}
+
+/**
+ * Rewrites the change marker with a new unique token (by rename): every
+ * reader's next refresh sees a different head and rescans. Writers bump it
+ * after each durable append, the compactor after each new snapshot.
+ */
+export async function bumpHead(fs: VolumeFs, layout: Layout, writer: string, fileMode?: number): Promise<void> {
+  const token = `${writer} ${Date.now().toString(36)} ${Math.random().toString(36).slice(2)}\n`;
+  await writeAtomic(fs, layout.tagHead, [Buffer.from(token)], { writer, fsync: false, mode: fileMode });
 }
 
 /** The head is one line: its newline ends the read without a final empty read. */
