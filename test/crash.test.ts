@@ -3,7 +3,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
-import { openCache, REPO, seededRandom, tempDir, walk } from './helpers';
+import { openCache, REPO, runInvalidator, seededRandom, tempDir, walk } from './helpers';
 
 /** Trials per kind of work (NVC_CRASH_TRIALS for a longer soak). */
 const TRIALS = Number(process.env.NVC_CRASH_TRIALS ?? 6);
@@ -91,21 +91,7 @@ describe("proper-lockfile's double-holder race (issue #121)", () => {
     const dir = tempDir('nvc-double-');
     const c = await openCache({ dir, leaseTimeoutMs: 3000 });
     await c.handler.get('open', {});
-    const acknowledged: string[] = [];
-    const writers = [0, 1].map(
-      (w) =>
-        new Promise<void>((resolve, reject) => {
-          const child = spawn(process.execPath, [path.join(REPO, 'test/children/invalidator.js'), dir, '3000', `d${w}`, '3000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-          let buffer = '';
-          child.stdout.on('data', (d: Buffer) => {
-            buffer += d.toString();
-            const lines = buffer.split('\n');
-            buffer = lines.pop()!;
-            acknowledged.push(...lines);
-          });
-          child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`invalidator ${code}`))));
-        }),
-    );
+    const writers = Promise.all([0, 1].map((w) => runInvalidator(dir, 3000, `d${w}`, 3000)));
     const noLock = { check() {} };
     let rounds = 0;
     let done = false;
@@ -118,7 +104,7 @@ describe("proper-lockfile's double-holder race (issue #121)", () => {
         rounds++;
       }
     })();
-    await Promise.all(writers);
+    const acknowledged = (await writers).flat();
     done = true;
     await maintenance;
     const fresh = await openCache({ dir });

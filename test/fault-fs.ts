@@ -5,7 +5,7 @@ import { nodeFs } from '../lib/store/fs';
  * A VolumeFs that injects the faults no real filesystem produces on demand.
  * Each rule matches an operation and a path and says what to do instead.
  */
-export type Operation = 'open' | 'read' | 'writev' | 'write' | 'sync' | 'close' | 'rename' | 'unlink' | 'mkdir' | 'readdir';
+export type Operation = 'open' | 'read' | 'writev' | 'write' | 'sync' | 'close' | 'rename' | 'unlink' | 'mkdir' | 'readdir' | 'utimes';
 
 export interface FaultRule {
   op: Operation;
@@ -83,7 +83,7 @@ export class FaultyFs implements VolumeFs {
     return this.apply('readdir', p, () => this.inner.readdir(p));
   }
   utimes(p: string, a: number, m: number): Promise<void> {
-    return this.inner.utimes(p, a, m);
+    return this.apply('utimes', p, () => this.inner.utimes(p, a, m));
   }
   chmod(p: string, mode: number): Promise<void> {
     return this.inner.chmod(p, mode);

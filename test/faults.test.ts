@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashKey } from '../lib/store/hash';
 import { FaultyFs } from './fault-fs';
-import { openCache, tempDir, walk, type TestCache } from './helpers';
+import { openCache, tempDir, waitFor, walk, type TestCache } from './helpers';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
 
 const opened: TestCache[] = [];
@@ -100,8 +100,7 @@ describe('injected filesystem faults', () => {
     // The mount comes back: the stuck calls return, slots free up, hits resume.
     fs.rules.length = 0;
     fs.releaseHung();
-    await new Promise((r) => setTimeout(r, 50));
-    expect(c.runtime.gate.stuckCalls).toBe(0);
+    expect(await waitFor(() => c.runtime.gate.stuckCalls === 0)).toBe(true);
     expect(await c.handler.get('fine', {})).not.toBeNull();
   });
 
@@ -116,8 +115,7 @@ describe('injected filesystem faults', () => {
     expect(fresh.runtime.metrics.misses['tags-loading']).toBe(1);
     fs.rules.length = 0;
     fs.releaseHung();
-    await new Promise((r) => setTimeout(r, 20));
-    expect(await fresh.handler.get('k', {})).not.toBeNull();
+    expect(await waitFor(async () => (await fresh.handler.get('k', {})) !== null)).toBe(true);
   });
 
   it('a hung append to the tag index holds a gate slot (never a thread outside the bound) and the set itself completes', async () => {
@@ -127,12 +125,12 @@ describe('injected filesystem faults', () => {
     fs.add({ op: 'write', path: '/tags/members/', fault: { hang: true } });
     await c.handler.set('k', fetchValue('x', ['data']), FETCH_CTX);
     expect(await c.handler.get('k', {})).not.toBeNull();
-    await new Promise((r) => setTimeout(r, 300));
+    // Past its 200 ms deadline the hung append counts as stuck: it holds one slot, and only one.
+    expect(await waitFor(() => c.runtime.gate.stuckCalls === 1)).toBe(true);
     expect(c.runtime.gate.stuckCalls).toBe(1);
     fs.rules.length = 0;
     fs.releaseHung();
-    await new Promise((r) => setTimeout(r, 50));
-    expect(c.runtime.gate.stuckCalls).toBe(0);
+    expect(await waitFor(() => c.runtime.gate.stuckCalls === 0)).toBe(true);
   });
 
   it('a vanished cache root: gets miss, sets fail quietly, no folder is recreated', async () => {

@@ -86,3 +86,33 @@ export function randomBytes(random: () => number, length: number): Buffer {
   for (let i = 0; i < length; i++) out[i] = Math.floor(random() * 256);
   return out;
 }
+
+/**
+ * Runs test/children/invalidator.js (unique tags, one printed per acknowledged revalidateTag) and
+ * resolves with the acknowledged tags: only whole lines count, a line cut by a kill was not
+ * acknowledged. With `killAfterMs` the child is SIGKILLed then, which is not a failure.
+ */
+export function runInvalidator(dir: string, ms: number, name: string, leaseMs: number, options: { killAfterMs?: number } = {}): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(REPO, 'test/children/invalidator.js'), dir, String(ms), name, String(leaseMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const killer = options.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.killAfterMs);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(killer);
+      if (code === 0 || (signal === 'SIGKILL' && killer)) resolve(out.split('\n').slice(0, -1));
+      else reject(new Error(`invalidator ${name} exited with ${code ?? signal}`));
+    });
+  });
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes; a background effect is awaited, not slept on. */
+export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}

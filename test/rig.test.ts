@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseInvalidations, parseMemberships } from '../lib/tags/record';
 import { loadHasher } from '../lib/store/hash';
 import { Agent, sleep, type PageView } from './agent';
-import { DIST, REPO, runChild } from './helpers';
+import { DIST, runChild, runInvalidator } from './helpers';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { PROFILES, requireRigOrSkip, startRig } = require('../scripts/volume-rig.js') as typeof import('../scripts/volume-rig.js');
 type Profile = (typeof PROFILES)[keyof typeof PROFILES];
@@ -36,15 +36,6 @@ async function withRig<T>(profile: Profile, clients: number, body: (rig: Rig) =>
   } finally {
     await rig.stop();
   }
-}
-
-function invalidator(dir: string, ms: number, name: string, lease = '3000'): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(REPO, 'test/children/invalidator.js'), dir, String(ms), name, lease], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(out.split('\n').filter(Boolean)) : reject(new Error(`invalidator exited ${code}`))));
-  });
 }
 
 for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
@@ -117,7 +108,7 @@ for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
               await reader.call('refresh');
             }
           })();
-          const acknowledged = (await Promise.all([invalidator(rig.mounts[0]!, SOAK_MS, 'a'), invalidator(rig.mounts[0]!, SOAK_MS, 'b')])).flat();
+          const acknowledged = (await Promise.all([runInvalidator(rig.mounts[0]!, SOAK_MS, 'a', 3000), runInvalidator(rig.mounts[0]!, SOAK_MS, 'b', 3000)])).flat();
           running = false;
           await maintenance;
           await sleep(visibilityBoundMs(profile));
@@ -137,7 +128,7 @@ describe.skipIf(!available)('network volume rig, profile writeback (loses concur
   it('no process ever appends to a file another client appends to: every line of every segment is intact', async () => {
     await loadHasher();
     await withRig(PROFILES.writeback, 2, async (rig) => {
-      const acknowledged = (await Promise.all([invalidator(rig.mounts[0]!, SOAK_MS, 'x'), invalidator(rig.mounts[1]!, SOAK_MS, 'y')])).flat();
+      const acknowledged = (await Promise.all([runInvalidator(rig.mounts[0]!, SOAK_MS, 'x', 3000), runInvalidator(rig.mounts[1]!, SOAK_MS, 'y', 3000)])).flat();
       const inval = path.join(rig.backing, 'apps/default/tags/inval');
       const segments = readdirSync(inval);
       const writers = new Set(segments.map((s) => s.split('.')[0]));

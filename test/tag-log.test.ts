@@ -7,7 +7,7 @@ import { loadHasher, lineChecksum } from '../lib/store/hash';
 import { encodeInvalidation } from '../lib/tags/record';
 import { Agent, LIBFAKETIME, sleep, type PageView } from './agent';
 import { FaultyFs } from './fault-fs';
-import { DIST, openCache, REPO, seededRandom, randomBytes, tempDir, type TestCache } from './helpers';
+import { DIST, openCache, runInvalidator, seededRandom, randomBytes, tempDir, type TestCache } from './helpers';
 
 const agents: Agent[] = [];
 const caches: TestCache[] = [];
@@ -134,29 +134,11 @@ describe('compaction', () => {
     const reader = await agent(dir, { tagRefreshMs: 50, leaseTimeoutMs: 3000 });
     await reader.call('refresh');
     const acknowledged: string[] = [];
-    const runWave = (wave: number, ms: number) =>
-      Promise.all(
-        [0, 1, 2, 3].map(
-          (w) =>
-            new Promise<void>((resolve, reject) => {
-              const child = spawn(process.execPath, [path.join(REPO, 'test/children/invalidator.js'), dir, String(ms), `w${wave}x${w}`, lease], { stdio: ['ignore', 'pipe', 'inherit'] });
-              let buffer = '';
-              child.stdout.on('data', (d: Buffer) => {
-                buffer += d.toString();
-                const lines = buffer.split('\n');
-                buffer = lines.pop()!;
-                acknowledged.push(...lines);
-              });
-              // Wave 1 writers are killed mid-flight: their segments are left for the compactor to judge gone.
-              const killer = wave === 1 ? setTimeout(() => child.kill('SIGKILL'), ms - 200) : undefined;
-              child.on('exit', (code, signal) => {
-                clearTimeout(killer);
-                if (code === 0 || signal === 'SIGKILL') resolve();
-                else reject(new Error(`invalidator exited with ${code}`));
-              });
-            }),
-        ),
-      );
+    // Wave 1 writers are killed mid-flight: their segments are left for the compactor to judge gone.
+    const runWave = async (wave: number, ms: number) => {
+      const acks = await Promise.all([0, 1, 2, 3].map((w) => runInvalidator(dir, ms, `w${wave}x${w}`, Number(lease), wave === 1 ? { killAfterMs: ms - 200 } : {})));
+      acknowledged.push(...acks.flat());
+    };
     let chaos = true;
     const random = seededRandom(11);
     let compactions = 0;
