@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashKey } from '../lib/store/hash';
 import { FaultyFs } from './fault-fs';
 import { openCache, tempDir, waitFor, walk, type TestCache } from './helpers';
-import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
+import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX } from './values';
 
 const opened: TestCache[] = [];
 async function cacheOn(fs: FaultyFs, options: { timeoutMs?: number; concurrency?: number; fsync?: boolean } = {}): Promise<TestCache> {
@@ -76,6 +76,17 @@ describe('injected filesystem faults', () => {
     expect(c.runtime.metrics.setFailures).toBe(1);
     expect(debris(c.root)).toEqual([]);
     expect(await c.handler.get('k', {})).toBeNull();
+  });
+
+  it('an image whose sidecar cannot be written leaves neither the new raw file nor a temp file behind', async () => {
+    const fs = new FaultyFs();
+    const c = await cacheOn(fs);
+    await c.runtime.ready();
+    fs.add({ op: 'rename', path: '.json', times: 1, fault: { code: 'ENOSPC' } });
+    await c.handler.set('img', image(Buffer.alloc(4000, 3)), { kind: 'IMAGE', cacheControl: { revalidate: 60 } });
+    expect(c.runtime.metrics.setFailures).toBe(1);
+    expect(walk(c.root).filter((p) => p.includes('/images/') && !statSync(p).isDirectory())).toEqual([]);
+    expect(await c.handler.get('img', { kind: 'IMAGE' })).toBeNull();
   });
 
   it('a hung read answers a miss within the timeout, other keys keep being served, and a dead mount saturates to instant misses', async () => {

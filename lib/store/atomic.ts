@@ -47,7 +47,9 @@ export async function writeAtomic(
           throw error;
         },
       );
-      await fs.unlink(temp);
+      // Published (or refused) already: a failure to remove the temp name leaves debris for
+      // verify, not an error for a write that happened.
+      await fs.unlink(temp).catch(() => undefined);
     } else {
       await fs.rename(temp, target);
     }

@@ -154,7 +154,13 @@ export class ImageStore {
       file,
       checksum: sum,
     };
-    await writeAtomic(this.fs, this.sidecarPath(hash, namespace), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
+    try {
+      await writeAtomic(this.fs, this.sidecarPath(hash, namespace), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
+    } catch (error) {
+      // The pair was not published: the raw file just written would only be an orphan.
+      if (previous !== file) await unlinkIfExists(this.fs, path.join(dir, file)).catch(() => undefined);
+      throw error;
+    }
     if (previous && previous !== file) await unlinkIfExists(this.fs, path.join(dir, previous));
     return hash;
   }
