@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { MIN_SECRET_LENGTH } from './store/integrity';
 import { parseBytes } from './util/units';
 
 /**
@@ -37,12 +38,27 @@ export interface CacheOptions {
   fetchScope?: Scope;
   /** Optimized images: per "build" (a changed public/ image is re-optimized after a deploy) or "shared". */
   imageScope?: Scope;
-  /** Mode of the files written, e.g. "664" so that pods of one fsGroup under different UIDs can all write. */
-  fileMode?: number | string;
-  /** Mode of the folders created, e.g. "2775". */
-  dirMode?: number | string;
+  /**
+   * Mode of the files written, as an octal string: "664" so that pods of one fsGroup under
+   * different UIDs can all write. A number is refused: 664 and 0o664 are different numbers,
+   * and which one was meant cannot be told.
+   */
+  fileMode?: string;
+  /** Mode of the folders created, as an octal string: "2775" (setgid keeps the group). */
+  dirMode?: string;
   /** Seed prerendered pages from the build on first start (one pod seeds, guarded by a lock). */
   seed?: boolean;
+  /** Largest entry (or optimized image) read or written, in bytes or like "64MiB"; a larger file is a miss before any memory is reserved for it. */
+  maxEntryBytes?: number | string;
+  /** A time on the volume later than its now plus this (a writer's bad clock, a forged file) is not trusted. */
+  maxClockSkewMs?: number;
+  /**
+   * A secret (at least 16 characters) that seals everything written, so that a file planted or moved by
+   * anyone without it is a miss. Set it through NEXT_VOLUME_CACHE_SECRET rather than in code.
+   */
+  secret?: string;
+  /** The secret being rotated out: still accepted when reading, never used to seal. */
+  previousSecret?: string;
 }
 
 export type Scope = 'shared' | 'build';
@@ -68,6 +84,10 @@ export interface ResolvedOptions {
   fileMode: number | undefined;
   dirMode: number | undefined;
   seed: boolean;
+  maxEntryBytes: number;
+  maxClockSkewMs: number;
+  secret: string | undefined;
+  previousSecret: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -84,7 +104,7 @@ const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel' | 'scope' | 'mode';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel' | 'scope' | 'fileMode' | 'dirMode' | 'secret';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -101,9 +121,13 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   imageMaxBytes: 'bytes',
   fetchScope: 'scope',
   imageScope: 'scope',
-  fileMode: 'mode',
-  dirMode: 'mode',
+  fileMode: 'fileMode',
+  dirMode: 'dirMode',
   seed: 'boolean',
+  maxEntryBytes: 'bytes',
+  maxClockSkewMs: 'positiveInt',
+  secret: 'secret',
+  previousSecret: 'secret',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -144,6 +168,10 @@ export function defaults(): ResolvedOptions {
     fileMode: undefined,
     dirMode: undefined,
     seed: false,
+    maxEntryBytes: 64 * 1024 * 1024,
+    maxClockSkewMs: 5 * 60_000,
+    secret: undefined,
+    previousSecret: undefined,
   };
 }
 
@@ -164,14 +192,14 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       return raw;
     }
     case 'positiveInt': {
-      const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) {
         throw new ConfigError(setting, `expected a positive whole number, got ${JSON.stringify(raw)}`);
       }
       return n;
     }
     case 'nonNegativeInt': {
-      const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) {
         throw new ConfigError(setting, `expected a whole number >= 0, got ${JSON.stringify(raw)}`);
       }
@@ -188,12 +216,12 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       if (raw !== 'shared' && raw !== 'build') throw new ConfigError(setting, `expected "shared" or "build", got ${JSON.stringify(raw)}`);
       return raw;
     }
-    case 'mode': {
-      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^[0-7]{3,4}$/.test(raw) ? parseInt(raw, 8) : undefined;
-      if (n === undefined || !Number.isInteger(n) || n < 0 || n > 0o7777) {
-        throw new ConfigError(setting, `expected an octal mode like "664" or "2775", got ${JSON.stringify(raw)}`);
-      }
-      return n;
+    case 'fileMode':
+    case 'dirMode':
+      return parseMode(setting, raw, OPTION_KINDS[option] === 'dirMode');
+    case 'secret': {
+      if (typeof raw !== 'string' || raw.length < MIN_SECRET_LENGTH) throw new ConfigError(setting, `expected a secret of at least ${MIN_SECRET_LENGTH} characters`);
+      return raw;
     }
     case 'boolean': {
       if (typeof raw === 'boolean') return raw;
@@ -208,6 +236,28 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       return raw;
     }
   }
+}
+
+/**
+ * An octal mode given as a string ("664", "0664", "2775"). Numbers are
+ * refused (664 and 0o664 differ, and which was meant cannot be told). Modes
+ * that would make the cache unsafe are refused too: setuid, world-writable,
+ * setgid or sticky on files, and modes that deny the owner what the library
+ * needs (read and write; and search for folders).
+ */
+function parseMode(setting: string, raw: unknown, forFolders: boolean): number {
+  const example = forFolders ? '"2775"' : '"664"';
+  if (typeof raw === 'number') {
+    throw new ConfigError(setting, `expected an octal mode as a string, like ${example}: the number ${raw} is ambiguous (664 and 0o664 are different numbers)`);
+  }
+  if (typeof raw !== 'string' || !/^(0o)?[0-7]{3,4}$/.test(raw)) throw new ConfigError(setting, `expected an octal mode like ${example}, got ${JSON.stringify(raw)}`);
+  const mode = parseInt(raw.replace(/^0o/, ''), 8);
+  if (mode & 0o4000) throw new ConfigError(setting, `refusing a setuid mode (${raw})`);
+  if (mode & 0o002) throw new ConfigError(setting, `refusing a world-writable mode (${raw}): anyone on the machine could plant cache entries`);
+  if (!forFolders && mode & 0o3000) throw new ConfigError(setting, `refusing setgid or sticky bits on files (${raw})`);
+  const needed = forFolders ? 0o700 : 0o600;
+  if ((mode & needed) !== needed) throw new ConfigError(setting, `${raw} denies the owner ${forFolders ? 'read, write or search' : 'read or write'}, which the cache needs`);
+  return mode;
 }
 
 /** Options from `NEXT_VOLUME_CACHE_*`; an unknown variable with our prefix is a typo and an error. */
@@ -249,4 +299,14 @@ export function resolveOptions(options: CacheOptions = {}, env: NodeJS.ProcessEn
 export function defaultDir(serverDistDir: string | undefined): string {
   const nextDir = serverDistDir ? path.dirname(serverDistDir) : path.join(process.cwd(), '.next');
   return path.join(nextDir, 'cache', 'next-volume-cache');
+}
+
+/** The cache options among other fields (a maintenance call's own flags): resolveOptions refuses unknown names. */
+export function pickCacheOptions(options: object): CacheOptions {
+  const out: Record<string, unknown> = {};
+  for (const name of OPTION_NAMES) {
+    const value = (options as Record<string, unknown>)[name];
+    if (value !== undefined) out[name] = value;
+  }
+  return out as CacheOptions;
 }

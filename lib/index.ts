@@ -10,8 +10,8 @@
  * `NEXT_VOLUME_CACHE_*` environment variables; `createCacheHandler(options)`
  * builds one from options for a wrapper module.
  */
-import { createCacheHandler } from './next/handler';
-import { allRuntimes } from './runtime';
+import { createEnvCacheHandler } from './next/handler';
+import { allRuntimes } from './service/registry';
 import type { Metrics } from './util/metrics';
 
 export { createCacheHandler } from './next/handler';
@@ -34,5 +34,7 @@ export function getMetrics(): Array<{ dir: string; app: string; metrics: Metrics
   return allRuntimes().map((rt) => ({ dir: rt.layout.root, app: rt.layout.app, metrics: structuredClone(rt.metrics) }));
 }
 
-const NextVolumeCacheHandler = createCacheHandler();
+// Reads the environment when Next first constructs it, not at import: importing this module for
+// `createCacheHandler` does no work and cannot fail on a bad variable.
+const NextVolumeCacheHandler = createEnvCacheHandler();
 export default NextVolumeCacheHandler;

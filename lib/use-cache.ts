@@ -5,9 +5,10 @@
  *   cacheHandler: require.resolve('next-volume-cache'),
  *   cacheHandlers: { default: require.resolve('next-volume-cache/use-cache'), remote: require.resolve('next-volume-cache/use-cache') },
  */
-import { createUseCacheHandler } from './next/use-cache';
+import { createEnvUseCacheHandler } from './next/use-cache';
 
 export { createUseCacheHandler, type UseCacheEntry, type UseCacheHandler } from './next/use-cache';
 
-const handler = createUseCacheHandler();
+// Reads the environment at its first call, not at import: importing this module does no work.
+const handler = createEnvUseCacheHandler();
 export default handler;

@@ -1,12 +1,10 @@
-import path from 'node:path';
-import { writeAtomic } from '../store/atomic';
+import type { LockGuard } from '../fs/lock';
 import type { Maintenance } from './context';
 import { buildsToDrop, listBuilds, removeBuild } from './builds';
 import { openTagLog } from './context';
+import { metadataTemps } from './debris';
 import { judgeImageFolder } from './images';
-import type { LockGuard } from './lock';
 import { isPastExpire } from './stats';
-import { metadataTemps, unlinkIfPresent } from './verify';
 import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
 
 export interface GcOptions {
@@ -31,10 +29,19 @@ export interface GcResult {
   images: { evicted: number; bytes: number; orphans: number; broken: number };
   debris: { count: number; bytes: number };
   kept: { entries: number; bytes: number; images: number; imageBytes: number };
+  /** Entries stamped further in the future than the allowed clock skew (they would be immune to invalidation). */
+  futureDated: { count: number; bytes: number };
   /** Volume time below which no entry remains; lets compaction drop older tag marks. */
   watermark: number;
-  /** Build namespaces dropped by keepBuilds. */
-  buildsDropped: Array<{ namespace: string; files: number; bytes: number }>;
+  /** Build namespaces dropped by keepBuilds, with what was left in place (links, unreadable folders). */
+  buildsDropped: Array<{ namespace: string; files: number; bytes: number; skipped: string[] }>;
+  /**
+   * false when part of the tag state could not be read: then nothing is deleted for a tag
+   * invalidation (it might be a wrong one), only for expiry, budgets and debris.
+   */
+  tagStateComplete: boolean;
+  /** Entries and image files that could not be read: left alone. */
+  unreadable: number;
 }
 
 /** Histogram bucket for the approximate LRU: constant memory whatever the number of files. */
@@ -59,19 +66,22 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
     images: { evicted: 0, bytes: 0, orphans: 0, broken: 0 },
     debris: { count: 0, bytes: 0 },
     kept: { entries: 0, bytes: 0, images: 0, imageBytes: 0 },
+    futureDated: { count: 0, bytes: 0 },
     watermark: 0,
     buildsDropped: [],
+    tagStateComplete: tags.complete,
+    unreadable: 0,
   };
   if (options.keepBuilds !== undefined) {
     for (const build of buildsToDrop(await listBuilds(m), options.keepBuilds)) {
-      const removed = options.dryRun ? { files: 0, bytes: 0 } : await removeBuild(m, build.namespace, guard);
+      const removed = options.dryRun ? { files: 0, bytes: 0, skipped: [] } : await removeBuild(m, build.namespace, guard);
       result.buildsDropped.push({ namespace: build.namespace, ...removed });
     }
   }
   const remove = async (file: string): Promise<boolean> => {
     if (options.dryRun) return true;
     guard.check();
-    return unlinkIfPresent(m, file);
+    return m.fs.unlink(file);
   };
   const entryAges: Histogram = new Map();
   const imageAges: Histogram = new Map();
@@ -83,11 +93,17 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
         if (await remove(file.path)) bump(result.debris, file.stats.size);
       } else if (file.type === 'entry') {
         const read = headers.get(file.path);
-        if (!read?.ok) continue; // verify's business, not gc's
+        if (!read?.ok) {
+          // Damage is verify's business, not gc's; what cannot be read is never judged.
+          if (read?.reason === 'unreadable') result.unreadable++;
+          continue;
+        }
         const { header } = read;
-        if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, options.graceMs)) {
+        if (header.writtenAt > now + m.settings.maxClockSkewMs) {
+          if (await remove(file.path)) bump(result.futureDated, file.stats.size);
+        } else if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, options.graceMs)) {
           if (await remove(file.path)) bump(result.expired, file.stats.size);
-        } else if (tags.state.verdict(header.tags, header.writtenAt, now) === 'expired') {
+        } else if (tags.complete && tags.state.verdict(header.tags, header.writtenAt, now) === 'expired') {
           if (await remove(file.path)) bump(result.invalidated, file.stats.size);
         } else {
           addTo(entryAges, header.writtenAt, file.stats.size);
@@ -100,6 +116,7 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
       if (now - orphan.stats.mtimeMs > options.debrisAgeMs && (await remove(orphan.path))) result.images.orphans++;
     }
     for (const broken of judged.broken) if (await remove(broken.path)) result.images.broken++;
+    result.unreadable += judged.unreadable.length;
     for (const pair of judged.pairs) addTo(imageAges, pair.raw.stats.mtimeMs, pair.raw.stats.size);
   };
   for await (const batch of walkStore(m, progress)) {
@@ -148,9 +165,11 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
     result.kept.imageBytes += tally.bytes;
   }
   result.watermark = watermarkOf(entryAges, entryCutoff, now);
-  if (!options.dryRun) {
+  // An entry that could not be read is not in the histogram: a watermark past it could let compaction
+  // drop the tag marks that still judge it. The watermark then stays where it was.
+  if (!options.dryRun && result.unreadable === 0) {
     guard.check();
-    await writeAtomic(m.fs, path.join(m.layout.tagsDir, 'watermark'), [Buffer.from(`${result.watermark}\n`)], { writer: m.writer, fsync: true });
+    await m.fs.writeAtomic(m.layout.watermark, [Buffer.from(`${result.watermark}\n`)], { fsync: true });
   }
   await tags.close();
   return result;

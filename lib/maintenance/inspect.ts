@@ -1,16 +1,18 @@
-import { decodeEntry } from '../store/codec';
-import { errorCode, listDir, readWhole } from '../store/fs';
 import { hashKey } from '../store/hash';
-import { ImageStore, parseSidecar, type ImageSidecar } from '../store/image-store';
-import path from 'node:path';
-import { SHARED_NAMESPACE } from '../store/layout';
+import { parseSidecar, type ImageSidecar } from '../store/image-store';
+import { isSafeName, SHARED_NAMESPACE } from '../store/layout';
+import { listNames, readSmall } from '../tags/files';
+import type { ReadOutcome } from '../store/entry-store';
 import { openTagLog, type Maintenance } from './context';
+
+type EntryRead = ReadOutcome | { found: false; reason: string; hash: string };
 
 export interface Inspection {
   key: string;
   hash: string;
   entry: {
     path: string;
+    namespace: string;
     exists: boolean;
     problem?: string;
     kind?: string;
@@ -25,34 +27,40 @@ export interface Inspection {
     invalidatedTags?: string[];
     value?: unknown;
   };
+  /** The key's entries in other namespaces (other builds, 'use cache', shared). */
+  alsoIn: string[];
   image: { sidecarPath: string; exists: boolean; sidecar?: ImageSidecar; rawPath?: string };
 }
 
-/** Where a key lives and what is known about it; `raw` includes the decoded value (Buffers as base64). */
+/**
+ * Where a key lives and what is known about it; `raw` includes the decoded
+ * value (Buffers as base64). Writes nothing. A key may live in several
+ * namespaces (one per build, 'use cache', shared): the newest entry is shown,
+ * the others listed.
+ */
 export async function inspectKey(m: Maintenance, key: string, raw: boolean): Promise<Inspection> {
   const hash = hashKey(key);
-  // A key may live in any namespace: shared, use-cache, or a build's (newest entry first is not
-  // knowable without reading; the first one found is shown).
-  const entryNamespaces = await namespacesIn(m, path.dirname(m.layout.entriesDir()));
-  const candidates = entryNamespaces.map((ns) => m.layout.entryPath(hash, ns));
-  const present = await Promise.all(candidates.map((p) => readOrUndefined(m, p).then((b) => b !== undefined)));
-  const entryPath = candidates[present.indexOf(true)] ?? m.layout.entryPath(hash, SHARED_NAMESPACE);
-  const images = new ImageStore(m.fs, m.layout, { writer: m.writer, fsync: false });
-  const imageNamespaces = await namespacesIn(m, m.layout.imagesRoot);
-  const sidecars = imageNamespaces.map((ns) => ({ ns, path: images.sidecarPath(hash, ns) }));
-  const found = (await Promise.all(sidecars.map((c) => readOrUndefined(m, c.path).then((b) => (b ? c : undefined))))).find(Boolean);
-  const imageNs = found?.ns ?? SHARED_NAMESPACE;
-  const result: Inspection = { key, hash, entry: { path: entryPath, exists: false }, image: { sidecarPath: images.sidecarPath(hash, imageNs), exists: false } };
-  const bytes = await readOrUndefined(m, entryPath);
-  if (bytes) {
-    result.entry.exists = true;
-    result.entry.bytes = bytes.length;
-    const decoded = decodeEntry(bytes, key);
-    if (!decoded.ok) {
-      result.entry.problem = decoded.reason;
-    } else {
-      const { record } = decoded;
-      const tags = await openTagLog(m);
+  const namespaces = (await listNames(m.fs, m.layout.entriesRoot)).filter(isSafeName).sort();
+  const found: Array<{ namespace: string; read: EntryRead }> = [];
+  for (const namespace of namespaces) {
+    const read: EntryRead = await m.entries.read(key, namespace).catch((error: unknown) => ({ found: false as const, reason: `unreadable: ${(error as Error).message}`, hash }));
+    if (read.found || read.reason !== 'absent') found.push({ namespace, read });
+  }
+  found.sort((a, b) => (b.read.found ? b.read.record.writtenAt : 0) - (a.read.found ? a.read.record.writtenAt : 0));
+  const shown = found[0];
+  const namespace = shown?.namespace ?? SHARED_NAMESPACE;
+  const result: Inspection = {
+    key,
+    hash,
+    entry: { path: m.layout.entryPath(hash, namespace), namespace, exists: shown !== undefined },
+    alsoIn: found.slice(1).map((f) => f.namespace),
+    image: { sidecarPath: m.layout.sidecarPath(hash, SHARED_NAMESPACE), exists: false },
+  };
+  if (shown && !shown.read.found) result.entry.problem = shown.read.reason;
+  if (shown?.read.found) {
+    const { record, identity } = shown.read;
+    const tags = await openTagLog(m);
+    try {
       const now = m.clock.now();
       Object.assign(result.entry, {
         kind: record.kind,
@@ -60,36 +68,28 @@ export async function inspectKey(m: Maintenance, key: string, raw: boolean): Pro
         ageSeconds: Math.round((now - record.writtenAt) / 1000),
         cacheControl: record.cacheControl ?? null,
         tags: record.tags,
+        bytes: identity.size,
         tagVerdict: tags.state.verdict(record.tags, record.writtenAt, now),
         invalidatedTags: record.tags.filter((t) => tags.state.verdict([t], record.writtenAt, now) !== 'fresh'),
       });
       if (raw) result.entry.value = printable(record.value);
+    } finally {
       await tags.close();
     }
   }
-  const sidecarBytes = await readOrUndefined(m, result.image.sidecarPath);
-  if (sidecarBytes) {
-    result.image.exists = true;
-    const sidecar = parseSidecar(sidecarBytes, hash);
+  for (const imageNs of (await listNames(m.fs, m.layout.imagesRoot)).filter(isSafeName).sort()) {
+    const sidecarPath = m.layout.sidecarPath(hash, imageNs);
+    const bytes = await readSmall(m.fs, sidecarPath);
+    if (!bytes) continue;
+    result.image = { sidecarPath, exists: true };
+    const sidecar = parseSidecar(bytes, hash);
     if (sidecar) {
       result.image.sidecar = sidecar;
-      result.image.rawPath = path.join(images.dirOf(hash, imageNs), sidecar.file);
+      result.image.rawPath = m.layout.rawImagePath(hash, imageNs, sidecar.file);
     }
+    break;
   }
   return result;
-}
-
-async function namespacesIn(m: Maintenance, dir: string): Promise<string[]> {
-  return (await listDir(m.fs, dir)).sort();
-}
-
-async function readOrUndefined(m: Maintenance, file: string): Promise<Buffer | undefined> {
-  try {
-    return await readWhole(m.fs, file);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') return undefined;
-    throw error;
-  }
 }
 
 /** JSON-safe: Buffers as { base64 }, Maps as objects of their entries. */

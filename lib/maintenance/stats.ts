@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { errorCode, listDir } from '../store/fs';
-import { parseSegmentName } from '../store/layout';
-import { leaseMtime, readSnapshot } from '../tags/compact';
+import { isSafeName } from '../store/layout';
+import { freshMtime, listNames, listSegments, readSnapshot } from '../tags/files';
+import { errorCode } from '../util/errors';
 import type { Maintenance } from './context';
 import { listBuilds, type BuildInfo } from './builds';
 import { judgeImageFolder } from './images';
@@ -21,11 +21,12 @@ export interface StoreStats {
     byNamespace: Record<string, Tally>;
     /** Past their cacheControl.expire: gc deletes them. */
     expired: number;
+    /** Damaged (failed to decode) or not readable by this process. */
     unreadable: number;
     oldestWrittenAt: string | null;
     newestWrittenAt: string | null;
   };
-  images: { total: Tally; orphans: Tally; broken: number };
+  images: { total: Tally; orphans: Tally; broken: number; unreadable: number };
   shards: { folders: number; largest: { dir: string | null; files: number } };
   debris: { temp: Tally; foreign: number; nfsSilly: number };
   /** Build namespaces, most recently served first. */
@@ -35,6 +36,10 @@ export interface StoreStats {
     segmentBytes: number;
     memberSegments: number;
     memberSegmentBytes: number;
+    /** Names in the segment folders that are not segments (left alone). */
+    strangers: number;
+    /** "ok", "absent", or why the snapshot cannot be used. */
+    snapshot: string;
     snapshotTags: number;
     snapshotRecords: number;
     lastCompaction: string | null;
@@ -49,14 +54,14 @@ const add = (t: Tally, bytes: number) => {
   t.bytes += bytes;
 };
 
-/** One streaming pass over the store plus a look at the tag log. Read-only, no lock. */
+/** One streaming pass over the store plus a look at the tag log. Writes nothing, takes no lock. */
 export async function collectStats(m: Maintenance, progress?: WalkProgress): Promise<StoreStats> {
   const now = m.clock.now();
   const stats: StoreStats = {
     root: m.layout.root,
     app: m.layout.app,
     entries: { total: tally(), byKind: {}, byNamespace: {}, expired: 0, unreadable: 0, oldestWrittenAt: null, newestWrittenAt: null },
-    images: { total: tally(), orphans: tally(), broken: 0 },
+    images: { total: tally(), orphans: tally(), broken: 0, unreadable: 0 },
     shards: { folders: 0, largest: { dir: null, files: 0 } },
     debris: { temp: tally(), foreign: 0, nfsSilly: 0 },
     builds: await listBuilds(m),
@@ -91,6 +96,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
     for (const pair of judged.pairs) add(stats.images.total, pair.raw.stats.size);
     for (const orphan of judged.orphans) add(stats.images.orphans, orphan.stats.size);
     stats.images.broken += judged.broken.length;
+    stats.images.unreadable += judged.unreadable.length;
   };
   for await (const batch of walkStore(m, progress)) {
     const headers = await readHeaders(m, batch);
@@ -108,30 +114,34 @@ export function isPastExpire(writtenAt: number, expireSeconds: number | undefine
 async function tagLogStats(m: Maintenance, now: number): Promise<StoreStats['tagLog']> {
   const segments = await sizes(m, m.layout.invalidationsDir);
   const members = await sizes(m, m.layout.membersDir);
-  const snapshot = await readSnapshot(m.fs, m.layout, now);
-  const writers = await listDir(m.fs, m.layout.writersDir);
+  const snapshot = await readSnapshot(m, now);
+  const writers = (await listNames(m.fs, m.layout.writersDir)).filter(isSafeName);
   let alive = 0;
   for (const writer of writers) {
-    const mtime = await leaseMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
+    const mtime = await freshMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
     if (mtime !== undefined && now - mtime <= m.settings.leaseTimeoutMs) alive++;
   }
+  const ok = snapshot.status === 'ok' ? snapshot.snapshot : undefined;
   return {
     segments: segments.count,
     segmentBytes: segments.bytes,
     memberSegments: members.count,
     memberSegmentBytes: members.bytes,
-    snapshotTags: snapshot?.state.size ?? 0,
-    snapshotRecords: snapshot?.records ?? 0,
-    lastCompaction: snapshot ? new Date(m.clock.toLocal(snapshot.createdAt)).toISOString() : null,
+    strangers: segments.strangers + members.strangers,
+    snapshot: snapshot.status === 'damaged' ? `damaged: ${snapshot.reason}` : snapshot.status,
+    snapshotTags: ok?.state.size ?? 0,
+    snapshotRecords: ok?.records ?? 0,
+    lastCompaction: ok ? new Date(m.clock.toLocal(ok.createdAt)).toISOString() : null,
     writers: writers.length,
     writersAlive: alive,
   };
 }
 
-async function sizes(m: Maintenance, dir: string): Promise<Tally> {
-  const t = tally();
-  for (const name of await listDir(m.fs, dir)) {
-    if (!parseSegmentName(name)) continue;
+async function sizes(m: Maintenance, dir: string): Promise<Tally & { strangers: number }> {
+  const t = { ...tally(), strangers: 0 };
+  const listed = await listSegments(m.fs, dir);
+  t.strangers = listed.strangers.length;
+  for (const name of listed.segments) {
     try {
       add(t, (await m.fs.lstat(path.join(dir, name))).size);
     } catch (error) {

@@ -1,17 +1,33 @@
 import path from 'node:path';
-import { decodeEntry } from '../store/codec';
-import { errorCode, listDir, readWhole, unlinkIfExists } from '../store/fs';
-import { contentHash, hashKey } from '../store/hash';
-import { parseSegmentName, TEMP_PREFIX } from '../store/layout';
-import { compactTags, readMembers, readSnapshot } from '../tags/compact';
-import { parseInvalidations, parseMemberships } from '../tags/record';
+import { readFailure } from '../fs/confined';
+import type { LockGuard } from '../fs/lock';
+import { decodeEntry, type DecodeFailure } from '../store/codec';
+import { hashKey } from '../store/hash';
+import { isSafeName, NFS_SILLY_PREFIX, TEMP_PREFIX } from '../store/layout';
+import { metadataTemps } from './debris';
+import { compactTags } from '../tags/compact';
+import { listNames, listSegments, readMembersSnapshot, readSegment, readSnapshot } from '../tags/files';
+import { parseInvalidation, parseMembership } from '../tags/record';
+import { errorCode } from '../util/errors';
+import { mapLimit } from '../util/pool';
 import type { Maintenance } from './context';
 import { judgeImageFolder } from './images';
-import type { LockGuard } from './lock';
-import { entriesOf, FILES_IN_FLIGHT, hasImages, readEntryHeader, walkStore, type StoreFolder, type WalkProgress } from './walk';
-import { mapLimit } from '../util/pool';
+import { entriesOf, FILES_IN_FLIGHT, hasImages, lstatOrNull, readEntryHeader, walkStore, type StoreFolder, type WalkProgress } from './walk';
 
-export const PROBLEMS = ['corrupt-entry', 'misplaced-entry', 'temp-debris', 'orphan-image', 'broken-image', 'foreign-file', 'log-garbage', 'corrupt-snapshot'] as const;
+export const PROBLEMS = [
+  'corrupt-entry',
+  'misplaced-entry',
+  'forged-entry',
+  'future-dated-entry',
+  'temp-debris',
+  'orphan-image',
+  'broken-image',
+  'forged-image',
+  'foreign-file',
+  'unreadable-file',
+  'log-garbage',
+  'damaged-tag-file',
+] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 export interface VerifyOptions {
@@ -30,17 +46,29 @@ export interface VerifyReport {
   inFlight: number;
   /** Entries of another format version (a newer or older library on the same volume): left alone. */
   foreignVersion: number;
+  /** `.nfs*` files (an NFS client's silly-renamed open files): never touched. */
+  nfsSilly: number;
 }
 
 const SAMPLES = 10;
 
+type EntryVerdict = Exclude<Problem, 'temp-debris' | 'orphan-image' | 'broken-image' | 'forged-image' | 'foreign-file' | 'log-garbage' | 'damaged-tag-file'> | 'foreign-version' | undefined;
+
 /**
- * Checks every entry's checksum, format and key hash, every image pair and
- * every log segment. With `repair` (run under the maintenance lock), deletes
- * corrupt and misplaced entries, broken image sidecars, temp files and
- * orphan images older than `debrisAgeMs`, moves files it did not write into
- * `<app>/quarantine/` (never deleting them), and runs a compaction (which
- * folds around garbage lines). `.nfs*` files are never touched.
+ * Checks every entry's checksum, format, key hash, seal (with a secret) and
+ * write time, every image pair and every tag log file. With `repair` (run
+ * under the maintenance lock):
+ *  - deletes what is certainly broken: corrupt, misplaced and future-dated
+ *    entries, broken image pairs, temp files and orphan images older than
+ *    `debrisAgeMs`;
+ *  - moves what the library did not write, or cannot vouch for, into
+ *    `<app>/quarantine/` for a person to look at, never deleting or
+ *    following it: foreign files and links, entries and images whose seal
+ *    fails (a wrong secret in one place must not delete a whole cache);
+ *  - leaves alone what it cannot read (another UID's files, EIO): reported;
+ *  - runs a compaction, which folds around garbage lines and replaces a
+ *    damaged snapshot.
+ * `.nfs*` files and entries of another format version are never touched.
  */
 export async function verifyStore(m: Maintenance, options: VerifyOptions, guard: LockGuard | undefined, progress?: WalkProgress): Promise<VerifyReport> {
   const report: VerifyReport = {
@@ -50,9 +78,10 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     repaired: Object.fromEntries(PROBLEMS.map((p) => [p, 0])) as Record<Problem, number>,
     inFlight: 0,
     foreignVersion: 0,
+    nfsSilly: 0,
   };
   const now = m.clock.now();
-  const found = async (problem: Problem, file: string, fix?: () => Promise<boolean>) => {
+  const found = async (problem: Problem, file: string, fix?: () => Promise<boolean>): Promise<void> => {
     report.problems[problem]++;
     const list = (report.samples[problem] ??= []);
     if (list.length < SAMPLES) list.push(path.relative(m.layout.root, file));
@@ -61,17 +90,22 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
       if (await fix()) report.repaired[problem]++;
     }
   };
-  const remove = (file: string) => () => unlinkIfPresent(m, file);
-  const isOld = (mtimeMs: number) => now - mtimeMs > options.debrisAgeMs;
+  const remove = (file: string) => () => m.fs.unlink(file);
+  const toQuarantine = (file: string) => () => quarantine(m, file);
+  const isOld = (mtimeMs: number): boolean => now - mtimeMs > options.debrisAgeMs;
+  const fixFor = (problem: Problem, file: string): (() => Promise<boolean>) | undefined => {
+    if (problem === 'unreadable-file') return undefined;
+    return problem === 'forged-entry' ? toQuarantine(file) : remove(file);
+  };
 
-  const verifyFolder = async (folder: StoreFolder, problems: Map<string, Problem | 'foreign-version' | undefined>): Promise<void> => {
+  const verifyFolder = async (folder: StoreFolder, verdicts: Map<string, EntryVerdict>): Promise<void> => {
     for (const file of folder.files) {
       switch (file.type) {
         case 'entry': {
           report.checked.entries++;
-          const problem = problems.get(file.path);
-          if (problem === 'foreign-version') report.foreignVersion++;
-          else if (problem) await found(problem, file.path, remove(file.path));
+          const verdict = verdicts.get(file.path);
+          if (verdict === 'foreign-version') report.foreignVersion++;
+          else if (verdict) await found(verdict, file.path, fixFor(verdict, file.path));
           break;
         }
         case 'temp':
@@ -79,138 +113,164 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
           else report.inFlight++;
           break;
         case 'foreign':
-          await found('foreign-file', file.path, () => quarantine(m, file.path));
+          await found('foreign-file', file.path, toQuarantine(file.path));
+          break;
+        case 'nfs-silly':
+          report.nfsSilly++;
           break;
         default:
           break;
       }
     }
-    if (!hasImages(folder)) return;
-    const judged = await judgeImageFolder(m, folder);
-    report.checked.images += judged.pairs.length;
-    for (const pair of judged.pairs) {
-      const bytes = await readWhole(m.fs, pair.raw.path).catch(() => undefined);
-      const ok = bytes !== undefined && bytes.length === pair.sidecar.size && contentHash(bytes) === pair.sidecar.checksum;
-      if (!ok) {
-        await found('broken-image', pair.sidecarFile.path, async () => {
-          const removed = await unlinkIfPresent(m, pair.sidecarFile.path);
-          await unlinkIfPresent(m, pair.raw.path);
-          return removed;
-        });
-      }
-    }
-    for (const sidecar of judged.broken) await found('broken-image', sidecar.path, remove(sidecar.path));
-    for (const orphan of judged.orphans) {
-      if (isOld(orphan.stats.mtimeMs)) await found('orphan-image', orphan.path, remove(orphan.path));
-      else report.inFlight++;
-    }
+    if (hasImages(folder)) await verifyImages(m, folder, report, found, isOld, toQuarantine);
   };
   for await (const batch of walkStore(m, progress)) {
     const entries = entriesOf(batch);
-    const checks = await mapLimit(entries, FILES_IN_FLIGHT, (f) => checkEntry(m, f.path, f.hash));
-    const problems = new Map(entries.map((f, i) => [f.path, checks[i]]));
-    for (const folder of batch) await verifyFolder(folder, problems);
+    const verdicts = await mapLimit(entries, FILES_IN_FLIGHT, (f) => checkEntry(m, f.path, f.hash, f.namespace, now));
+    const byPath = new Map(entries.map((f, i) => [f.path, verdicts[i]]));
+    for (const folder of batch) await verifyFolder(folder, byPath);
   }
 
-  // Temp files of the small metadata files (tag head and snapshot, build markers, the root marker).
+  // Temp files beside the metadata files (tag head and snapshot, markers, leases).
   for (const file of await metadataTemps(m)) {
     if (isOld(file.mtimeMs)) await found('temp-debris', file.path, remove(file.path));
     else report.inFlight++;
   }
-
+  const tagProblems = await tagFileProblems(m);
+  for (const { problem, file, stranger } of tagProblems) await found(problem, file, stranger ? toQuarantine(file) : undefined);
   if (options.repair && guard) {
-    // Compaction folds every segment; garbage lines before the folded offsets are never read again.
-    const before = await segmentsWithGarbage(m);
+    // Compaction folds every segment (garbage lines before the folded offsets are never read again)
+    // and replaces a damaged snapshot.
     await compactTags(m, guard);
-    const after = await segmentsWithGarbage(m);
-    for (const file of before) await found('log-garbage', file);
-    report.repaired['log-garbage'] = before.length - after.length;
-  } else {
-    for (const file of await segmentsWithGarbage(m)) await found('log-garbage', file);
+    const left = new Set((await tagFileProblems(m)).map((p) => `${p.problem}:${p.file}`));
+    for (const { problem, file, stranger } of tagProblems) if (!stranger && !left.has(`${problem}:${file}`)) report.repaired[problem]++;
   }
-  await checkSnapshot(m, found);
   return report;
 }
 
-/** A pod on another library version may share the volume: its entries are neither ours to judge nor to delete. */
-async function checkEntry(m: Maintenance, file: string, hash: string): Promise<'corrupt-entry' | 'misplaced-entry' | 'foreign-version' | undefined> {
-  const head = await readEntryHeader(m.fs, file);
-  if (!head.ok) return head.reason === 'absent' ? undefined : head.reason === 'foreign-version' ? 'foreign-version' : 'corrupt-entry';
+type Found = (problem: Problem, file: string, fix?: () => Promise<boolean>) => Promise<void>;
+
+async function verifyImages(m: Maintenance, folder: StoreFolder, report: VerifyReport, found: Found, isOld: (mtime: number) => boolean, toQuarantine: (file: string) => () => Promise<boolean>): Promise<void> {
+  const judged = await judgeImageFolder(m, folder);
+  report.checked.images += judged.pairs.length;
+  for (const pair of judged.pairs) {
+    let bytes: Buffer;
+    try {
+      bytes = await m.fs.readFile(pair.raw.path, { maxBytes: m.settings.maxEntryBytes });
+    } catch (error) {
+      // Only a raw file known to be gone breaks the pair; one that cannot be read is left alone.
+      const failure = readFailure(error);
+      if (failure === 'absent') await found('broken-image', pair.sidecarFile.path, () => removePair(m, pair.sidecarFile.path, pair.raw.path));
+      else await found('unreadable-file', pair.raw.path);
+      continue;
+    }
+    const problem = m.images.judgeRaw(pair.sidecar, bytes, pair.sidecarFile.namespace);
+    if (problem === 'forged' || problem === 'unsealed') await found('forged-image', pair.sidecarFile.path, toQuarantine(pair.sidecarFile.path));
+    else if (problem) await found('broken-image', pair.sidecarFile.path, () => removePair(m, pair.sidecarFile.path, pair.raw.path));
+  }
+  for (const sidecar of judged.broken) await found('broken-image', sidecar.path, () => m.fs.unlink(sidecar.path));
+  for (const sidecar of judged.unreadable) await found('unreadable-file', sidecar.path);
+  for (const orphan of judged.orphans) {
+    if (isOld(orphan.stats.mtimeMs)) await found('orphan-image', orphan.path, () => m.fs.unlink(orphan.path));
+    else report.inFlight++;
+  }
+}
+
+/** The sidecar first (the commit point), then the raw file it named. */
+async function removePair(m: Maintenance, sidecar: string, raw: string): Promise<boolean> {
+  const removed = await m.fs.unlink(sidecar);
+  await m.fs.unlink(raw);
+  return removed;
+}
+
+/** Another format version's entries are neither ours to judge nor to delete. */
+async function checkEntry(m: Maintenance, file: string, hash: string, namespace: string, now: number): Promise<EntryVerdict> {
+  const head = await readEntryHeader(m, file);
+  if (!head.ok) {
+    if (head.reason === 'absent') return undefined;
+    if (head.reason === 'foreign-version') return 'foreign-version';
+    if (head.reason === 'unreadable') return 'unreadable-file';
+    return 'corrupt-entry';
+  }
   if (hashKey(head.header.key) !== hash) return 'misplaced-entry';
   let bytes: Buffer;
   try {
-    bytes = await readWhole(m.fs, file);
+    bytes = await m.fs.readFile(file, { maxBytes: m.settings.maxEntryBytes });
   } catch (error) {
-    if (errorCode(error) === 'ENOENT') return undefined;
-    throw error;
+    const failure = readFailure(error);
+    if (failure === 'absent') return undefined;
+    return failure ? 'corrupt-entry' : 'unreadable-file';
   }
-  return decodeEntry(bytes, head.header.key).ok ? undefined : 'corrupt-entry';
+  const decoded = decodeEntry(bytes, head.header.key, m.entries.sealFor(namespace));
+  if (!decoded.ok) return problemOf(decoded.reason);
+  if (decoded.record.writtenAt > now + m.settings.maxClockSkewMs) return 'future-dated-entry';
+  return undefined;
+}
+
+function problemOf(reason: DecodeFailure): EntryVerdict {
+  if (reason === 'forged' || reason === 'unsealed') return 'forged-entry';
+  if (reason === 'foreign-version') return 'foreign-version';
+  return 'corrupt-entry';
+}
+
+interface TagFileProblem {
+  problem: Problem;
+  file: string;
+  /** Not the library's (a link, folder or FIFO named like a segment, an odd name): quarantined by repair. */
+  stranger?: boolean;
 }
 
 /**
- * Segments holding lines that fail their checksum or shape after the
- * snapshots' folded offsets (folded garbage is never read again).
+ * The tag log's files: garbage lines after the folded offsets (folded
+ * garbage is never read again), segments and snapshots that cannot be used,
+ * and names in the tag folders that are not the library's.
  */
-async function segmentsWithGarbage(m: Maintenance): Promise<string[]> {
-  const snapshot = await readSnapshot(m.fs, m.layout, m.clock.now());
-  const members = await readMembers(m.fs, m.layout);
-  const out: string[] = [];
-  for (const [dir, parse, folded] of [
-    [m.layout.invalidationsDir, parseInvalidations, snapshot?.folded],
-    [m.layout.membersDir, parseMemberships, members?.folded],
-  ] as const) {
-    for (const name of await listDir(m.fs, dir)) {
-      if (!parseSegmentName(name)) continue;
-      const bytes = await readWhole(m.fs, path.join(dir, name), folded?.get(name) ?? 0).catch(() => undefined);
-      if (bytes && parse(bytes).skipped > 0) out.push(path.join(dir, name));
+async function tagFileProblems(m: Maintenance): Promise<TagFileProblem[]> {
+  const problems: TagFileProblem[] = [];
+  const snapshot = await readSnapshot(m, m.clock.now());
+  if (snapshot.status === 'damaged') problems.push({ problem: 'damaged-tag-file', file: m.layout.tagSnapshot });
+  const members = await readMembersSnapshot(m);
+  if (members.status === 'damaged') problems.push({ problem: 'damaged-tag-file', file: m.layout.membersSnapshot });
+  const parsers: Array<[string, (line: string) => unknown, Map<string, number> | undefined]> = [
+    [m.layout.invalidationsDir, (line: string) => parseInvalidation(line, m.seals.invalidations), snapshot.status === 'ok' ? snapshot.snapshot.folded : undefined],
+    [m.layout.membersDir, (line: string) => parseMembership(line, m.seals.memberships), members.status === 'ok' ? members.index.folded : undefined],
+  ];
+  for (const [dir, parse, offsets] of parsers) {
+    const listed = await listSegments(m.fs, dir);
+    for (const name of listed.strangers) {
+      if (!name.startsWith(NFS_SILLY_PREFIX) && !name.startsWith(TEMP_PREFIX)) problems.push({ problem: 'foreign-file', file: path.join(dir, name), stranger: true });
+    }
+    for (const name of listed.segments) {
+      const file = path.join(dir, name);
+      const read = await readSegment(m, dir, name, offsets?.get(name) ?? 0, parse);
+      if (read.status === 'ok' && read.skipped > 0) problems.push({ problem: 'log-garbage', file });
+      if (read.status !== 'damaged') continue;
+      // A link, folder or FIFO named like a segment is not one. A regular file that cannot be read is left alone.
+      const stats = await lstatOrNull(m.fs, file);
+      problems.push(stats && !stats.isFile() ? { problem: 'foreign-file', file, stranger: true } : { problem: 'damaged-tag-file', file });
     }
   }
-  return out;
-}
-
-async function checkSnapshot(m: Maintenance, found: (problem: Problem, file: string) => Promise<void>): Promise<void> {
-  try {
-    const raw = await readWhole(m.fs, m.layout.tagSnapshot);
-    if (raw.length > 0 && !(await readSnapshot(m.fs, m.layout, m.clock.now()))) await found('corrupt-snapshot', m.layout.tagSnapshot);
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error;
-  }
-}
-
-/** Temp files beside the metadata files, outside the shard trees the walk covers. */
-export async function metadataTemps(m: Maintenance): Promise<Array<{ path: string; mtimeMs: number }>> {
-  const dirs = [m.layout.root, m.layout.appDir, m.layout.tagsDir, m.layout.buildsDir, path.dirname(m.layout.seededMarker('x')), m.layout.writersDir];
-  const out: Array<{ path: string; mtimeMs: number }> = [];
-  for (const dir of dirs) {
-    for (const name of await listDir(m.fs, dir)) {
-      if (!name.startsWith(TEMP_PREFIX)) continue;
-      const stats = await m.fs.lstat(path.join(dir, name)).catch(() => undefined);
-      if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs });
+  for (const dir of [m.layout.writersDir, m.layout.buildsDir]) {
+    for (const name of await listNames(m.fs, dir)) {
+      if (!isSafeName(name) && !name.startsWith(NFS_SILLY_PREFIX) && !name.startsWith(TEMP_PREFIX)) problems.push({ problem: 'foreign-file', file: path.join(dir, name), stranger: true });
     }
   }
-  return out;
+  return problems;
 }
 
 /**
- * Moves a file (or a symlink itself, or a folder) the library did not write
- * out of the store, into `<app>/quarantine/`, for a person to look at: never
+ * Moves a file (or a link itself, or a folder) the library did not write out
+ * of the store, into `<app>/quarantine/`, for a person to look at: never
  * deleted, never followed.
  */
 async function quarantine(m: Maintenance, file: string): Promise<boolean> {
-  const dir = path.join(m.layout.appDir, 'quarantine');
-  await m.fs.mkdir(dir, { recursive: false }).catch((error: unknown) => {
-    if (errorCode(error) !== 'EEXIST') throw error;
-  });
-  const name = `${Date.now()}-${path.relative(m.layout.appDir, file).replace(/[\/]/g, '_')}`;
+  await m.fs.mkdir(m.layout.quarantineDir);
+  const name = `${Date.now()}-${path.relative(m.layout.appDir, file).replace(/[^A-Za-z0-9._-]/g, '_')}`.slice(0, 200);
   try {
-    await m.fs.rename(file, path.join(dir, name));
+    await m.fs.rename(file, path.join(m.layout.quarantineDir, name));
     return true;
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return false;
     throw error;
   }
-}
-
-export function unlinkIfPresent(m: Maintenance, file: string): Promise<boolean> {
-  return unlinkIfExists(m.fs, file);
 }

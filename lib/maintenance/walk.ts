@@ -1,19 +1,23 @@
 import path from 'node:path';
 import type { Stats } from 'node:fs';
-import { decodeEntryHeader, entryHeaderLength, type EntryHeader, type DecodeFailure } from '../store/codec';
-import { errorCode, listDir, readWhole, type VolumeFs } from '../store/fs';
-import { parseRawName, SIDECAR_SUFFIX } from '../store/image-store';
-import { ENTRY_SUFFIX, TEMP_PREFIX } from '../store/layout';
-import type { Maintenance } from './context';
+import { readFailure, type ConfinedFs } from '../fs/confined';
+import { decodeEntryHeader, entryHeaderLength, type DecodeFailure, type EntryHeader } from '../store/codec';
+import { parseRawName } from '../store/image-store';
+import { isSafeName, isShardName, NFS_SILLY_PREFIX, SIDECAR_SUFFIX, TEMP_PREFIX } from '../store/layout';
+import { errorCode } from '../util/errors';
 import { mapLimit } from '../util/pool';
+import type { Maintenance } from './context';
 
 /**
- * Streaming walk of an app's store: one directory open at a time, each file
- * classified by its name and handed on, so memory stays flat from ten
- * thousand to ten million entries. Uses plain readdir of bounded shard
- * folders (no glob patterns are needed: the tree's shape is fixed) and
- * lstat, many in flight (each is a round trip on NFS); it never follows a
- * symlink.
+ * Streaming walk of an app's store: one first-level shard folder at a time,
+ * each file classified by its name and type and handed on, so memory stays
+ * flat from ten thousand to ten million entries. Plain listings of bounded
+ * shard folders (the tree's shape is fixed: no glob patterns are needed),
+ * many lstat calls in flight (each is a round trip on NFS). It never follows
+ * or descends into a link: folders are listed through the confined
+ * filesystem, which opens each one without following links and checks where
+ * it is, and anything that is not what the library writes there is reported
+ * as foreign (a folder swapped for a link between lstat and listing too).
  */
 export type StoreFile =
   | { type: 'entry'; path: string; namespace: string; hash: string; stats: Stats }
@@ -22,7 +26,7 @@ export type StoreFile =
   | { type: 'temp'; path: string; stats: Stats }
   /** `.nfsXXXX` files: a client's silly-renamed open file. Never ours to touch. */
   | { type: 'nfs-silly'; path: string; stats: Stats }
-  /** Anything the library did not write there: a symlink, an odd name, a folder where a file belongs. */
+  /** Anything the library did not write there: a link, an odd name, a folder where a file belongs, a FIFO. */
   | { type: 'foreign'; path: string; stats: Stats };
 
 export interface WalkProgress {
@@ -30,11 +34,11 @@ export interface WalkProgress {
   onShard?(done: number, total: number): void;
 }
 
-const SHARD = /^[0-9a-f]{2}$/;
-/** Concurrency of the walk and of the per-file work callers do (see forEachFile). */
+/** Concurrency of the walk and of the per-file work callers do. */
 const LEAVES_IN_FLIGHT = 32;
 export const FILES_IN_FLIGHT = 32;
 const ENTRY_NAME = /^([0-9a-f]{16})\.entry$/;
+const SIDECAR_NAME = /^([0-9a-f]{16})\.json$/;
 
 /** The files of one leaf folder, together: an image's sidecar and raw files are judged side by side. */
 export interface StoreFolder {
@@ -42,93 +46,119 @@ export interface StoreFolder {
   files: StoreFile[];
 }
 
+type Area = 'entries' | 'images';
+interface Shard {
+  dir: string;
+  area: Area;
+  namespace: string;
+}
+
 /**
  * Yields the leaf folders of one first-level shard at a time (at most 256
  * folders: a bounded batch whatever the store's size), so that callers can
- * work on many files in flight.
+ * work on many files in flight. Strays above the shard levels come first,
+ * as their own batch.
  */
 export async function* walkStore(m: Maintenance, progress: WalkProgress = {}): AsyncGenerator<StoreFolder[]> {
-  const roots: Array<{ dir: string; area: Area; namespace: string }> = [];
+  const strays: StoreFolder[] = [];
+  const namespaces: Shard[] = [];
   for (const [area, base] of [
-    ['entries', path.dirname(m.layout.entriesDir())],
+    ['entries', m.layout.entriesRoot],
     ['images', m.layout.imagesRoot],
   ] as const) {
-    for (const namespace of await listNames(m.fs, base)) roots.push({ dir: path.join(base, namespace), area, namespace });
+    const found = await subfolders(m.fs, base, isSafeName, strays);
+    for (const dir of found) namespaces.push({ dir, area, namespace: path.basename(dir) });
   }
-  const firstLevel: Array<{ dir: string; area: Area; namespace: string }> = [];
-  for (const root of roots) {
-    for (const name of await listNames(m.fs, root.dir)) firstLevel.push({ dir: path.join(root.dir, name), area: root.area, namespace: root.namespace });
+  const shards: Shard[] = [];
+  for (const ns of namespaces) {
+    for (const dir of await subfolders(m.fs, ns.dir, isShardName, strays)) shards.push({ ...ns, dir });
   }
+  if (strays.length > 0) yield strays;
   let done = 0;
-  for (const shard of firstLevel) {
-    yield await walkShard(m.fs, shard.dir, shard.area, shard.namespace);
-    progress.onShard?.(++done, firstLevel.length);
+  for (const shard of shards) {
+    yield await walkShard(m.fs, shard);
+    progress.onShard?.(++done, shards.length);
   }
 }
 
-type Area = 'entries' | 'images';
-
-async function walkShard(fs: VolumeFs, dir: string, area: Area, namespace: string): Promise<StoreFolder[]> {
-  const top = await lstatOrNull(fs, dir);
-  if (!top) return [];
-  if (!top.isDirectory() || !SHARD.test(path.basename(dir))) {
-    return [{ dir: path.dirname(dir), files: [{ type: 'foreign', path: dir, stats: top }] }];
-  }
-  const seconds = await mapLimit(await dirEntries(fs, dir), LEAVES_IN_FLIGHT, async (name) => {
+/**
+ * The folders in `dir` whose names pass `expected`; every other name goes to
+ * `strays` as foreign (or `.nfs`), never descended into.
+ */
+async function subfolders(fs: ConfinedFs, dir: string, expected: (name: string) => boolean, strays: StoreFolder[]): Promise<string[]> {
+  const names = await listOrStray(fs, dir, strays);
+  const stats = await mapLimit(names, LEAVES_IN_FLIGHT, (name) => lstatOrNull(fs, path.join(dir, name)));
+  const folders: string[] = [];
+  const odd: StoreFile[] = [];
+  names.forEach((name, i) => {
+    const s = stats[i];
+    if (!s) return;
     const full = path.join(dir, name);
-    return { name, full, stats: await lstatOrNull(fs, full) };
+    if (s.isDirectory() && expected(name)) folders.push(full);
+    else odd.push(strayOf(full, s));
   });
-  const strays: StoreFile[] = [];
-  const leaves: string[] = [];
-  for (const { name, full, stats } of seconds) {
-    if (!stats) continue;
-    if (stats.isDirectory() && SHARD.test(name)) leaves.push(full);
-    // Files at the first level are never ours (temp files sit beside their target, two levels down).
-    else strays.push(name.startsWith('.nfs') ? { type: 'nfs-silly', path: full, stats } : { type: 'foreign', path: full, stats });
-  }
-  const folders = await mapLimit(leaves, LEAVES_IN_FLIGHT, (leaf) => readLeaf(fs, leaf, area, namespace));
-  if (strays.length > 0) folders.push({ dir, files: strays });
-  return folders;
+  if (odd.length > 0) strays.push({ dir, files: odd });
+  return folders.sort();
 }
 
-async function readLeaf(fs: VolumeFs, dir: string, area: Area, namespace: string): Promise<StoreFolder> {
-  const names = await dirEntries(fs, dir);
+async function walkShard(fs: ConfinedFs, shard: Shard): Promise<StoreFolder[]> {
+  const folders: StoreFolder[] = [];
+  const leaves = await subfolders(fs, shard.dir, isShardName, folders);
+  const read = await mapLimit(leaves, LEAVES_IN_FLIGHT, (leaf) => readLeaf(fs, leaf, shard, folders));
+  return [...folders, ...read];
+}
+
+async function readLeaf(fs: ConfinedFs, dir: string, shard: Shard, strays: StoreFolder[]): Promise<StoreFolder> {
+  const names = await listOrStray(fs, dir, strays);
   const files = await mapLimit(names, FILES_IN_FLIGHT, async (name) => {
     const file = path.join(dir, name);
     const stats = await lstatOrNull(fs, file);
-    return stats ? classify(file, stats, area, namespace) : undefined;
+    return stats ? classify(file, stats, shard) : undefined;
   });
   return { dir, files: files.filter((f): f is StoreFile => f !== undefined) };
 }
 
-function classify(file: string, stats: Stats, area: Area, namespace: string): StoreFile {
+function classify(file: string, stats: Stats, shard: Shard): StoreFile {
   const name = path.basename(file);
-  if (name.startsWith('.nfs')) return { type: 'nfs-silly', path: file, stats };
-  if (!stats.isFile()) return { type: 'foreign', path: file, stats };
+  if (name.startsWith(NFS_SILLY_PREFIX) || !stats.isFile()) return strayOf(file, stats);
   if (name.startsWith(TEMP_PREFIX)) return { type: 'temp', path: file, stats };
-  if (area === 'entries') {
+  const { namespace } = shard;
+  if (shard.area === 'entries') {
     const m = ENTRY_NAME.exec(name);
-    return m && name.endsWith(ENTRY_SUFFIX) ? { type: 'entry', path: file, namespace, hash: m[1]!, stats } : { type: 'foreign', path: file, stats };
+    return m ? { type: 'entry', path: file, namespace, hash: m[1]!, stats } : { type: 'foreign', path: file, stats };
   }
-  if (name.endsWith(SIDECAR_SUFFIX) && /^[0-9a-f]{16}\.json$/.test(name)) return { type: 'image-sidecar', path: file, namespace, hash: name.slice(0, 16), stats };
+  const sidecar = SIDECAR_NAME.exec(name);
+  if (sidecar && name.endsWith(SIDECAR_SUFFIX)) return { type: 'image-sidecar', path: file, namespace, hash: sidecar[1]!, stats };
   const raw = parseRawName(name);
   return raw ? { type: 'image-raw', path: file, namespace, ...raw, stats } : { type: 'foreign', path: file, stats };
 }
 
+function strayOf(file: string, stats: Stats): StoreFile {
+  if (path.basename(file).startsWith(NFS_SILLY_PREFIX)) return { type: 'nfs-silly', path: file, stats };
+  return { type: 'foreign', path: file, stats };
+}
+
 /**
- * A folder's names. Shard folders are bounded (256 names above the leaves, a
- * few hundred files in a leaf), so one readdir each keeps memory flat; it was
- * measured about five times faster than iterating opendir here.
+ * A folder's names. A folder that is gone lists nothing; one that turned
+ * out not to be a real folder of ours (swapped for a link, a file) is a
+ * foreign stray. Shard folders are bounded (256 names above the leaves, a
+ * few hundred files in a leaf), so one listing each keeps memory flat.
  */
-function dirEntries(fs: VolumeFs, dir: string): Promise<string[]> {
-  return listDir(fs, dir);
+async function listOrStray(fs: ConfinedFs, dir: string, strays: StoreFolder[]): Promise<string[]> {
+  try {
+    return (await fs.list(dir)).sort();
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return [];
+    if (readFailure(error) === 'not-a-file' || readFailure(error) === 'absent') {
+      const stats = await lstatOrNull(fs, dir);
+      if (stats) strays.push({ dir: path.dirname(dir), files: [{ type: 'foreign', path: dir, stats }] });
+      return [];
+    }
+    throw error;
+  }
 }
 
-async function listNames(fs: VolumeFs, dir: string): Promise<string[]> {
-  return (await listDir(fs, dir)).sort();
-}
-
-async function lstatOrNull(fs: VolumeFs, file: string): Promise<Stats | null> {
+export async function lstatOrNull(fs: ConfinedFs, file: string): Promise<Stats | null> {
   try {
     return await fs.lstat(file);
   } catch (error) {
@@ -137,24 +167,32 @@ async function lstatOrNull(fs: VolumeFs, file: string): Promise<Stats | null> {
   }
 }
 
-/** Reads just the prefix and header of an entry file (one open, one or two reads). */
-export async function readEntryHeader(fs: VolumeFs, file: string): Promise<{ ok: true; header: EntryHeader; fileLength: number } | { ok: false; reason: DecodeFailure | 'absent' }> {
+/** Why an entry's header could not be used: its own damage, or the volume's (then nothing is decided about it). */
+export type HeaderFailure = DecodeFailure | 'absent' | 'not-a-file' | 'too-large' | 'unreadable';
+
+export type HeaderRead = { ok: true; header: EntryHeader; fileLength: number } | { ok: false; reason: HeaderFailure; error?: string };
+
+/**
+ * Reads just the prefix and header of an entry (one open, one or two reads).
+ * An I/O error other than "absent" is `unreadable`: the entry may be fine,
+ * and no destructive decision may be taken about it.
+ */
+export async function readEntryHeader(m: Maintenance, file: string): Promise<HeaderRead> {
   let head: Buffer;
   try {
-    head = await readWhole(fs, file, 0, entryHeaderLength, 4096);
+    head = await m.fs.readFile(file, { maxBytes: m.settings.maxEntryBytes, declared: entryHeaderLength, firstRead: 4096 });
   } catch (error) {
-    if (errorCode(error) === 'ENOENT') return { ok: false, reason: 'absent' };
-    throw error;
+    const failure = readFailure(error);
+    if (failure) return { ok: false, reason: failure };
+    return { ok: false, reason: 'unreadable', error: errorCode(error) ?? String(error) };
   }
   return decodeEntryHeader(head);
 }
 
-export type HeaderRead = Awaited<ReturnType<typeof readEntryHeader>>;
-
 /** The headers of a batch's entries, read FILES_IN_FLIGHT at a time, by path. */
 export async function readHeaders(m: Maintenance, batch: StoreFolder[]): Promise<Map<string, HeaderRead>> {
   const entries = entriesOf(batch);
-  const reads = await mapLimit(entries, FILES_IN_FLIGHT, (f) => readEntryHeader(m.fs, f.path));
+  const reads = await mapLimit(entries, FILES_IN_FLIGHT, (f) => readEntryHeader(m, f.path));
   return new Map(entries.map((f, i) => [f.path, reads[i]!]));
 }
 

@@ -1,5 +1,4 @@
-import type { EntryRecord } from '../store/codec';
-import type { Verdict } from '../tags/tag-state';
+import type { EntryRecord, HitVerdict } from '../service/cache-service';
 import type { CacheControl, CacheHandlerValue, CachedValue, GetContext } from './types';
 
 /**
@@ -17,16 +16,14 @@ import type { CacheControl, CacheHandlerValue, CachedValue, GetContext } from '.
  * one answer (the regenerated entry stores its real cacheControl again). A
  * fetch with no numeric revalidate cannot be served stale and is a miss.
  */
-export function present(record: EntryRecord, verdict: Exclude<Verdict, 'expired'>, ageMs: number, ctx: GetContext | undefined): CacheHandlerValue | null {
+export function present(record: EntryRecord, verdict: HitVerdict, ageMs: number, ctx: GetContext | undefined): CacheHandlerValue {
   const value = record.kind === 'NULL' ? null : (record.value as CachedValue);
   const now = Date.now();
   if (verdict === 'fresh') {
     return withCacheControl({ lastModified: now - ageMs, value }, record.cacheControl);
   }
   if (record.kind === 'FETCH') {
-    const revalidate = ctx?.revalidate || (value?.revalidate as number | false | undefined);
-    if (typeof revalidate !== 'number' || revalidate <= 0) return null;
-    return { lastModified: now - revalidate * 1000 - 1, value };
+    return { lastModified: now - fetchRevalidate(record, ctx)! * 1000 - 1, value };
   }
   const cacheControl = record.cacheControl;
   if (cacheControl && typeof cacheControl.revalidate === 'number' && cacheControl.revalidate > 0) {
@@ -34,6 +31,17 @@ export function present(record: EntryRecord, verdict: Exclude<Verdict, 'expired'
   }
   const oneSecond: CacheControl = { revalidate: 1, expire: cacheControl?.expire };
   return { lastModified: now - Math.max(ageMs, 1001), value, cacheControl: oneSecond };
+}
+
+/** A stale fetch can only be served stale with a numeric revalidate window (Next regenerates it after); else it is a miss. */
+export function canServeStale(record: EntryRecord, ctx: GetContext | undefined): boolean {
+  return record.kind !== 'FETCH' || fetchRevalidate(record, ctx) !== undefined;
+}
+
+function fetchRevalidate(record: EntryRecord, ctx: GetContext | undefined): number | undefined {
+  const value = record.value as CachedValue | null;
+  const revalidate = ctx?.revalidate || (value?.revalidate as number | false | undefined);
+  return typeof revalidate === 'number' && revalidate > 0 ? revalidate : undefined;
 }
 
 function withCacheControl(result: CacheHandlerValue, cacheControl: CacheControl | undefined): CacheHandlerValue {

@@ -1,20 +1,14 @@
-import { resolveOptions, type CacheOptions } from '../config';
-import type { EntryRecord } from '../store/codec';
-import type { ImageValue } from '../store/image-store';
-import { runtimeFor, type Runtime } from '../runtime';
-import { GateError } from '../util/gate';
-import { countMiss } from '../util/metrics';
-import { present, tagsOf } from './freshness';
-import type {
-  CacheHandlerValue,
-  CachedValue,
-  GetContext,
-  NextCacheHandler,
-  NextCacheHandlerClass,
-  NextHandlerOptions,
-  SetContext,
-  TagDurations,
-} from './types';
+import type { EntryDraft } from '../service/cache-service';
+import type { ImageValue } from '../service/cache-service';
+import type { Runtime } from '../service/runtime';
+import { runtimeFor } from '../service/registry';
+import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
+import { canServeStale, present, tagsOf } from './freshness';
+import { startAutoSeed } from './seed';
+import type { CacheHandlerValue, CachedValue, GetContext, NextCacheHandler, NextCacheHandlerClass, NextHandlerOptions, SetContext, TagDurations } from './types';
+
+/** Value kinds a page-cache entry may hold; anything else read back is damage. */
+const PAGE_KINDS = new Set(['APP_PAGE', 'APP_ROUTE', 'PAGES', 'REDIRECT', 'FETCH', 'NULL']);
 
 /**
  * Returns the class to export from a wrapper module used as Next's
@@ -26,26 +20,45 @@ export function createCacheHandler(options: CacheOptions = {}): NextCacheHandler
   return bindHandler((serverDistDir) => runtimeFor(resolved, serverDistDir));
 }
 
+/**
+ * The default export's class: options come from the environment, resolved
+ * when Next first constructs it (not at import, so that importing the
+ * module for `createCacheHandler` never reads the environment).
+ */
+export function createEnvCacheHandler(): NextCacheHandlerClass {
+  let resolved: ResolvedOptions | undefined;
+  return bindHandler((serverDistDir) => runtimeFor((resolved ??= resolveOptions()), serverDistDir));
+}
+
 /** The handler class over a runtime source; tests pass a runtime with a fault-injecting filesystem. */
 export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Runtime): NextCacheHandlerClass {
   return class NextVolumeCacheHandler implements NextCacheHandler {
     private readonly runtime: Runtime;
+    private readonly serverDistDir: string | undefined;
 
     // Next constructs ~3 of these per request: no I/O here, only a registry lookup.
     constructor(nextOptions?: NextHandlerOptions) {
-      this.runtime = runtimeOf(typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined);
+      this.serverDistDir = typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined;
+      this.runtime = runtimeOf(this.serverDistDir);
     }
 
     get(key: string, ctx?: GetContext): Promise<CacheHandlerValue | null> {
-      return getEntry(this.runtime, key, ctx);
+      startAutoSeed(this.runtime, this.serverDistDir);
+      return ctx?.kind === 'IMAGE' ? getImage(this.runtime, key, this.serverDistDir) : getEntry(this.runtime, key, ctx, this.serverDistDir);
     }
 
     set(key: string, data: CachedValue | null, ctx?: SetContext): Promise<void> {
-      return setEntry(this.runtime, key, data, ctx);
+      startAutoSeed(this.runtime, this.serverDistDir);
+      if (data?.kind === 'IMAGE') {
+        return this.runtime.service.writeImage(key, data as ImageValue, ctx?.cacheControl, this.runtime.namespaceFor('image', this.serverDistDir));
+      }
+      const area = data?.kind === 'FETCH' ? 'fetch' : 'page';
+      return this.runtime.service.write(toDraft(key, data ?? null, ctx), this.runtime.namespaceFor(area, this.serverDistDir));
     }
 
+    /** Next passes an array; older callers a single tag. Rejects when the invalidation could not be recorded. */
     revalidateTag(tags: string | string[], durations?: TagDurations): Promise<void> {
-      return revalidateTags(this.runtime, tags, durations);
+      return this.runtime.service.invalidate(Array.isArray(tags) ? tags : [tags], durations);
     }
 
     resetRequestCache(): void {}
@@ -53,98 +66,31 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
 }
 
 /** Never throws: every failure is a miss, logged once per cause. */
-async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined): Promise<CacheHandlerValue | null> {
-  rt.metrics.gets++;
-  const miss = (reason: string): null => {
-    countMiss(rt.metrics, reason);
-    return null;
-  };
-  if (typeof key !== 'string') return miss('bad-key');
-  let hash: string | undefined;
-  try {
-    if (!(await rt.ready())) return miss('unavailable');
-    if (ctx?.kind === 'IMAGE') return await getImage(rt, key, miss);
-    const started = performance.now();
-    const tagView = rt.tagViewReady(rt.settings.timeoutMs);
-    const outcome = await rt.gate.run(() => rt.store.read(key, rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page')));
-    hash = outcome.hash;
-    if (!(await tagView)) {
-      rt.log.onceWarn('tags-loading', `the tag view is still loading (${Math.round(performance.now() - started)} ms); answering misses until it is`);
-      return miss('tags-loading');
-    }
-    if (!outcome.found) {
-      if (outcome.reason !== 'absent') {
-        rt.log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
-      }
-      return miss(outcome.reason);
-    }
-    const record = outcome.record;
-    const tags = [...record.tags, ...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])];
-    const verdict = rt.tags.verdict(tags, record.writtenAt);
-    if (verdict === 'expired') return miss('invalidated');
-    const result = present(record, verdict, Math.max(0, rt.clock.now() - record.writtenAt), ctx);
-    if (!result) return miss('invalidated');
-    if (verdict === 'stale') rt.metrics.staleServed++;
-    else rt.metrics.hits++;
-    return result;
-  } catch (error) {
-    rt.reportIoError('get', 'reading an entry', error, hash);
-    return miss(error instanceof GateError ? error.reason : 'io-error');
-  }
+async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {
+  const namespace = rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page', serverDistDir);
+  const extraTags = [...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])];
+  const outcome = await rt.service.read(key, namespace, {
+    extraTags,
+    accept: (record) => PAGE_KINDS.has(record.kind),
+    servableStale: (record) => canServeStale(record, ctx),
+  });
+  return outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null;
 }
 
-/** Images carry no tags: no tag view needed, two opens (sidecar, raw file). */
-async function getImage(rt: Runtime, key: string, miss: (reason: string) => null): Promise<CacheHandlerValue | null> {
-  const outcome = await rt.gate.run(() => rt.images.read(key, rt.namespaceFor('image')));
-  if (!outcome.found) {
-    if (outcome.reason !== 'absent') {
-      rt.log.onceWarn(`image-${outcome.reason}`, `treating image with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
-    }
-    return miss(outcome.reason);
-  }
-  rt.metrics.hits++;
-  rt.noteImageUse(outcome.rawPath);
+async function getImage(rt: Runtime, key: string, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {
+  const outcome = await rt.service.readImage(key, rt.namespaceFor('image', serverDistDir));
+  if (outcome.status === 'miss') return null;
   const s = outcome.sidecar;
   const value: CachedValue = { kind: 'IMAGE', buffer: outcome.buffer, etag: s.etag, upstreamEtag: s.upstreamEtag, extension: s.extension, revalidate: s.revalidate };
-  const result: CacheHandlerValue = { lastModified: Date.now() - Math.max(0, rt.clock.now() - s.lastModified), value };
+  const result: CacheHandlerValue = { lastModified: Date.now() - outcome.ageMs, value };
   if (s.cacheControl) result.cacheControl = s.cacheControl;
   return result;
 }
 
-/** Never rejects into Next: a failed write is logged and counted, and leaves no temp file. */
-async function setEntry(rt: Runtime, key: string, data: CachedValue | null, ctx: SetContext | undefined): Promise<void> {
-  rt.metrics.sets++;
-  let hash: string | undefined;
-  try {
-    if (typeof key !== 'string' || !(await rt.ready())) {
-      rt.metrics.setFailures++;
-      return;
-    }
-    if (data?.kind === 'IMAGE') {
-      const image = data as ImageValue;
-      await rt.gate.run(() => rt.images.write(key, image, ctx?.cacheControl, rt.clock.now(), rt.namespaceFor('image')));
-      return;
-    }
-    const record = toRecord(key, data ?? null, ctx, rt.clock.now());
-    const namespace = rt.namespaceFor(data?.kind === 'FETCH' ? 'fetch' : 'page');
-    hash = await rt.gate.run(() => rt.store.write(record, namespace));
-    rt.recordMembership({ hash, ns: namespace, tags: record.tags });
-  } catch (error) {
-    rt.metrics.setFailures++;
-    rt.reportIoError('set', 'writing an entry', error, hash);
-  }
-}
-
-/** Next passes an array; older callers a single tag. See Runtime.invalidate for the guarantees. */
-function revalidateTags(rt: Runtime, tags: string | string[], durations: TagDurations | undefined): Promise<void> {
-  return rt.invalidate(Array.isArray(tags) ? tags : [tags], durations);
-}
-
-function toRecord(key: string, value: CachedValue | null, ctx: SetContext | undefined, writtenAt: number): EntryRecord {
+function toDraft(key: string, value: CachedValue | null, ctx: SetContext | undefined): EntryDraft {
   return {
     key,
     kind: value === null ? 'NULL' : String(value.kind),
-    writtenAt,
     cacheControl: ctx?.cacheControl,
     tags: tagsOf(value, ctx),
     value,

@@ -1,10 +1,11 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { EntryRecord } from '../store/codec';
-import type { VolumeClock } from '../store/clock';
-import type { EntryStore } from '../store/entry-store';
+import fg from 'fast-glob';
+import type { EntryDraft } from '../service/cache-service';
+import type { Runtime, SeedWriter } from '../service/runtime';
 import { hashKey } from '../store/hash';
 import { buildNamespace } from '../store/layout';
+import { detached } from '../util/detached';
 import { tagsOf } from './freshness';
 import type { CachedValue } from './types';
 
@@ -19,15 +20,10 @@ import type { CachedValue } from './types';
  * revalidated at runtime is never overwritten. Entries are stamped with the
  * build's age (from the build files' mtimes), so an invalidation recorded
  * after the build still applies to them: seeding never resurrects content.
+ *
+ * The build output is on the container's own disk, not on the volume: it is
+ * read with plain fs (fast-glob for the walk, whose shape is Next's).
  */
-export interface SeedTarget {
-  /** Where entries go; set-if-absent (EntryStore.writeIfAbsent, possibly behind a gate). */
-  store: Pick<EntryStore, 'writeIfAbsent'>;
-  clock: VolumeClock;
-  /** Told about each entry written, for the tag index. */
-  onSeeded?(hash: string, namespace: string, tags: string[]): void;
-}
-
 export interface SeedResult {
   buildId: string;
   namespace: string;
@@ -53,56 +49,68 @@ interface PrerenderRoute {
   initialStatus?: number;
 }
 
-export async function seedFromBuild(target: SeedTarget, nextDir: string): Promise<SeedResult> {
+type Manifest = { routes: Record<string, PrerenderRoute> };
+
+/** The namespace a build's pages live in, from its `.next` folder's BUILD_ID. */
+export async function namespaceOfBuild(nextDir: string): Promise<{ buildId: string; namespace: string }> {
   const buildId = (await readFile(path.join(nextDir, 'BUILD_ID'), 'utf8')).trim();
-  const namespace = buildNamespace(buildId, hashKey);
-  const manifest = JSON.parse(await readFile(path.join(nextDir, 'prerender-manifest.json'), 'utf8')) as { routes: Record<string, PrerenderRoute> };
+  return { buildId, namespace: buildNamespace(buildId, hashKey) };
+}
+
+export async function seedFromBuild(target: SeedWriter, nextDir: string): Promise<SeedResult> {
+  const { buildId, namespace } = await namespaceOfBuild(nextDir);
+  const manifest = JSON.parse(await readFile(path.join(nextDir, 'prerender-manifest.json'), 'utf8')) as Manifest;
   const result: SeedResult = { buildId, namespace, found: 0, written: 0, skipped: 0, failed: [] };
-  for (const area of ['app', 'pages'] as const) {
-    const base = path.join(nextDir, 'server', area);
-    let names: string[];
+  const server = path.join(nextDir, 'server');
+  const metas = await fg(['app/**/*.meta', 'pages/**/*.meta'], { cwd: server, onlyFiles: true, followSymbolicLinks: false, dot: true });
+  for (const name of metas.sort()) {
+    const file = path.join(server, name);
     try {
-      names = (await readdir(base, { recursive: true })) as string[];
-    } catch {
-      continue;
-    }
-    for (const name of names.filter((n) => n.endsWith('.meta')).sort()) {
-      const file = path.join(base, name);
-      try {
-        const record = await recordFor(file, base, manifest, target.clock);
-        if (!record) continue;
-        result.found++;
-        if (await target.store.writeIfAbsent(record, namespace)) {
-          result.written++;
-          target.onSeeded?.(hashKey(record.key), namespace, record.tags);
-        } else {
-          result.skipped++;
-        }
-      } catch (error) {
-        result.failed.push({ file: path.relative(nextDir, file), reason: error instanceof Error ? error.message : String(error) });
-      }
+      const draft = await draftFor(file, path.join(server, name.split('/')[0]!), manifest);
+      if (!draft) continue;
+      result.found++;
+      if ((await target.writeIfAbsent(draft)).written) result.written++;
+      else result.skipped++;
+    } catch (error) {
+      result.failed.push({ file: path.relative(nextDir, file), reason: error instanceof Error ? error.message : String(error) });
     }
   }
   return result;
 }
 
-async function recordFor(metaFile: string, base: string, manifest: { routes: Record<string, PrerenderRoute> }, clock: VolumeClock): Promise<EntryRecord | undefined> {
+const started = new WeakMap<Runtime, Set<string>>();
+
+/**
+ * Opt-in (seed: true): on a handler's first call, one pod seeds the build's
+ * prerendered pages in the background (see Runtime.seedOnce); once per
+ * runtime and build. Runs outside the caller's async context.
+ */
+export function startAutoSeed(runtime: Runtime, serverDistDir: string | undefined): void {
+  if (!runtime.settings.seed || !serverDistDir) return;
+  const seen = started.get(runtime) ?? new Set<string>();
+  if (seen.has(serverDistDir)) return;
+  seen.add(serverDistDir);
+  started.set(runtime, seen);
+  const namespace = runtime.buildNamespaceOf(serverDistDir);
+  if (!namespace) return;
+  detached(() => void runtime.seedOnce(namespace, (writer) => seedFromBuild(writer, path.dirname(serverDistDir))));
+}
+
+async function draftFor(metaFile: string, base: string, manifest: Manifest): Promise<EntryDraft | undefined> {
   const meta = JSON.parse(await readFile(metaFile, 'utf8')) as Meta;
   const key = meta.routeCache?.key;
   const kind = meta.routeCache?.owner?.kind;
   if (typeof key !== 'string' || typeof kind !== 'string') return undefined;
   const stem = metaFile.slice(0, -'.meta'.length);
-  const route = routeOf(path.relative(base, stem));
-  const lifetimes = manifest.routes[route];
+  const lifetimes = manifest.routes[routeOf(path.relative(base, stem))];
   const value = await valueFor(kind, stem, meta);
   if (!value) return undefined;
   const built = (await stat(metaFile)).mtimeMs;
-  // The build's age on this machine's clock, applied to the volume's: an invalidation after the build wins.
-  const writtenAt = clock.now() - Math.max(0, Date.now() - built);
   return {
     key,
     kind: value.kind,
-    writtenAt,
+    // The build's age: an invalidation recorded after the build wins over the seeded copy.
+    ageMs: Math.max(0, Date.now() - built),
     cacheControl: lifetimes ? { revalidate: lifetimes.initialRevalidateSeconds ?? false, expire: lifetimes.initialExpireSeconds } : undefined,
     tags: tagsOf(value, undefined),
     value,

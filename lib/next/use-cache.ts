@@ -1,9 +1,9 @@
-import { resolveOptions, type CacheOptions } from '../config';
-import type { EntryRecord } from '../store/codec';
+import { buffer as bufferOf } from 'node:stream/consumers';
+import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
+import type { EntryDraft, EntryRecord } from '../service/cache-service';
+import { runtimeFor } from '../service/registry';
+import type { Runtime } from '../service/runtime';
 import { USE_CACHE_NAMESPACE } from '../store/layout';
-import { runtimeFor, type Runtime } from '../runtime';
-import { GateError } from '../util/gate';
-import { countMiss } from '../util/metrics';
 
 /**
  * A `'use cache'` handler (Next 16's `cacheHandlers`) on the same volume and
@@ -41,7 +41,10 @@ interface StoredUseCache {
   stale: number;
   expire: number;
   revalidate: number;
-  /** How old the entry already was when it was stored (writer's clock): keeps `timestamp` right across clocks. */
+  /**
+   * How old the entry already was when it was stored. Entries are now stamped with their own
+   * time (the service's `ageMs`), so new ones store 0; entries written by 0.1 stored the age here.
+   */
   ageAtWrite: number;
 }
 
@@ -52,20 +55,23 @@ export function createUseCacheHandler(options: CacheOptions = {}): UseCacheHandl
   return bindUseCacheHandler(() => runtimeFor(resolved));
 }
 
+/** The default export's handler: options from the environment, resolved at its first call (no work at import). */
+export function createEnvUseCacheHandler(): UseCacheHandler {
+  let resolved: ResolvedOptions | undefined;
+  return bindUseCacheHandler(() => runtimeFor((resolved ??= resolveOptions())));
+}
+
 /** The handler over a runtime source; tests pass their own runtime. */
 export function bindUseCacheHandler(runtimeOf: () => Runtime): UseCacheHandler {
   return {
     get: (key, softTags) => getEntry(runtimeOf(), key, softTags),
     set: (key, pending) => setEntry(runtimeOf(), key, pending),
-    refreshTags: async () => {
-      const rt = runtimeOf();
-      if (await rt.ready()) await rt.refreshTagsIfDue();
-    },
+    refreshTags: () => runtimeOf().service.refreshTags(),
     // Infinity tells Next that `get` itself checks the implicit (soft) tags it is given. It does, with
     // the shared tag view, and it can also express "stale" (revalidate -1), which an expiration time
     // cannot. It also costs nothing: no second lookup.
-    getExpiration: async () => Infinity,
-    updateTags: (tags, durations) => runtimeOf().invalidate(tags, durations),
+    getExpiration: () => Promise.resolve(Infinity),
+    updateTags: (tags, durations) => runtimeOf().service.invalidate(tags, durations),
   };
 }
 
@@ -76,49 +82,30 @@ function pendingSets(): Map<string, Promise<void>> {
   return (scope[PENDING] ??= new Map());
 }
 
+function isUseCache(record: EntryRecord): boolean {
+  const stored = record.value as Partial<StoredUseCache> | null;
+  return record.kind === KIND && Buffer.isBuffer(stored?.body) && typeof stored?.expire === 'number';
+}
+
 async function getEntry(rt: Runtime, key: string, softTags: string[] | undefined): Promise<UseCacheEntry | undefined> {
-  rt.metrics.gets++;
-  const miss = (reason: string): undefined => {
-    countMiss(rt.metrics, reason);
-    return undefined;
+  await pendingSets().get(key);
+  const outcome = await rt.service.read(key, USE_CACHE_NAMESPACE, { extraTags: softTags, accept: isUseCache });
+  if (outcome.status === 'miss') return undefined;
+  const stored = outcome.record.value as StoredUseCache;
+  const ageMs = outcome.ageMs + (stored.ageAtWrite || 0);
+  return {
+    value: streamOf(stored.body),
+    tags: outcome.record.tags,
+    stale: stored.stale,
+    timestamp: Date.now() - ageMs,
+    expire: stored.expire,
+    // -1: Next serves it and regenerates in the background.
+    revalidate: outcome.verdict === 'stale' ? -1 : stored.revalidate,
   };
-  try {
-    await pendingSets().get(key);
-    if (!(await rt.ready())) return miss('unavailable');
-    const tagView = rt.tagViewReady(rt.settings.timeoutMs);
-    const outcome = await rt.gate.run(() => rt.store.read(key, USE_CACHE_NAMESPACE));
-    if (!(await tagView)) return miss('tags-loading');
-    if (!outcome.found) {
-      if (outcome.reason !== 'absent') rt.log.onceWarn(`use-cache-${outcome.reason}`, `treating 'use cache' entry ${outcome.hash} as a miss: ${outcome.reason}`);
-      return miss(outcome.reason);
-    }
-    const { record } = outcome;
-    const stored = record.value as StoredUseCache;
-    if (record.kind !== KIND || !Buffer.isBuffer(stored?.body)) return miss('corrupt');
-    const ageMs = Math.max(0, rt.clock.now() - record.writtenAt) + stored.ageAtWrite;
-    if (ageMs > stored.expire * 1000) return miss('expired');
-    const verdict = rt.tags.verdict([...record.tags, ...(softTags ?? [])], record.writtenAt);
-    if (verdict === 'expired') return miss('invalidated');
-    if (verdict === 'stale') rt.metrics.staleServed++;
-    else rt.metrics.hits++;
-    return {
-      value: streamOf(stored.body),
-      tags: record.tags,
-      stale: stored.stale,
-      timestamp: Date.now() - ageMs,
-      expire: stored.expire,
-      // -1: Next serves it and regenerates in the background.
-      revalidate: verdict === 'stale' ? -1 : stored.revalidate,
-    };
-  } catch (error) {
-    rt.reportIoError('use-cache-get', "reading a 'use cache' entry", error);
-    return miss(error instanceof GateError ? error.reason : 'io-error');
-  }
 }
 
 /** Never rejects into Next. A stream that errors mid-way is not stored; `expire: 0` entries are not stored. */
 async function setEntry(rt: Runtime, key: string, pendingEntry: Promise<UseCacheEntry>): Promise<void> {
-  rt.metrics.sets++;
   let done: () => void = () => {};
   const pending = pendingSets();
   const marker = new Promise<void>((resolve) => (done = resolve));
@@ -126,33 +113,22 @@ async function setEntry(rt: Runtime, key: string, pendingEntry: Promise<UseCache
   try {
     const entry = await pendingEntry;
     if (entry.expire === 0) return;
-    const body = await bufferOf(entry.value);
-    if (!(await rt.ready())) {
-      rt.metrics.setFailures++;
-      return;
-    }
-    const value: StoredUseCache = {
-      kind: KIND,
-      body,
-      stale: entry.stale,
-      expire: entry.expire,
-      revalidate: entry.revalidate,
-      ageAtWrite: Math.max(0, Date.now() - entry.timestamp),
-    };
-    const record: EntryRecord = {
+    const body = await bufferOf(entry.value as unknown as AsyncIterable<Uint8Array>);
+    const value: StoredUseCache = { kind: KIND, body, stale: entry.stale, expire: entry.expire, revalidate: entry.revalidate, ageAtWrite: 0 };
+    const draft: EntryDraft = {
       key,
       kind: KIND,
-      writtenAt: rt.clock.now(),
-      // gc deletes entries past `expire` from this.
+      // The entry's own time: an invalidation made while it was being computed applies to it.
+      ageMs: Math.max(0, Date.now() - entry.timestamp),
+      // The service and gc judge `expire` from this.
       cacheControl: { revalidate: entry.revalidate, expire: entry.expire },
       tags: entry.tags.filter((t) => typeof t === 'string'),
       value,
     };
-    const hash = await rt.gate.run(() => rt.store.write(record, USE_CACHE_NAMESPACE));
-    rt.recordMembership({ hash, ns: USE_CACHE_NAMESPACE, tags: record.tags });
+    await rt.service.write(draft, USE_CACHE_NAMESPACE);
   } catch (error) {
-    rt.metrics.setFailures++;
-    rt.reportIoError('use-cache-set', "writing a 'use cache' entry", error);
+    // The entry's own promise or stream failed: nothing to store.
+    rt.service.failedSet("computing a 'use cache' entry", error);
   } finally {
     if (pending.get(key) === marker) pending.delete(key);
     done();
@@ -166,15 +142,4 @@ function streamOf(bytes: Buffer): ReadableStream<Uint8Array> {
       controller.close();
     },
   });
-}
-
-async function bufferOf(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
 }

@@ -1,18 +1,23 @@
 import { checksum } from './hash';
 import { FORMAT_VERSION } from './layout';
+import type { Integrity } from './integrity';
 
 /**
  * One cache entry as one self-describing file:
  *
- *   "NVC" <format byte> | header length (u32 LE) | file length (u64 LE) | header JSON | binary parts... | xxh64 of all before (8 bytes LE)
+ *   "NVC" <format byte> | header length (u32 LE) | file length (u64 LE) | header JSON | binary parts... | xxh64 of all before (8 bytes LE) [| seal]
  *
  * The file length up front lets a reader stop at the end without a final
- * empty read, and tells a truncated file at once.
+ * empty read, tells a truncated file at once, and is checked against the
+ * reader's size cap before any memory is reserved.
  * The header holds the full original key (checked on read, so a hash
  * collision is a miss and never another page), the kind, the write time,
  * cacheControl, tags, and the value as JSON in which every Buffer, every Map
  * and every long string is a reference to a raw part: binary data is stored as
  * is, never base64, and comes back with its runtime type.
+ * With a secret configured, the header says `"seal": 1` and a seal (see
+ * integrity.ts) over the app, the namespace and every byte before it follows
+ * the checksum: a file forged or moved from elsewhere does not verify.
  */
 export interface CacheControl {
   revalidate: number | false;
@@ -30,15 +35,24 @@ export interface EntryRecord {
   value: unknown;
 }
 
-export type DecodeFailure = 'truncated' | 'not-an-entry' | 'foreign-version' | 'corrupt' | 'checksum' | 'key-mismatch';
+export type DecodeFailure = 'truncated' | 'not-an-entry' | 'foreign-version' | 'corrupt' | 'checksum' | 'key-mismatch' | 'unsealed' | 'forged';
 
 export type DecodeResult = { ok: true; record: EntryRecord } | { ok: false; reason: DecodeFailure };
+
+/** What binds a sealed entry to its place: a copy moved to another app or namespace does not verify. */
+export interface SealContext {
+  integrity: Integrity;
+  /** `<app>/<namespace>`. */
+  place: string;
+}
 
 const MAGIC = Buffer.from('NVC', 'latin1');
 const PREFIX_BYTES = 16;
 const CHECKSUM_BYTES = 8;
 /** Strings at least this long go to a raw UTF-8 part instead of being escaped inside JSON. */
 const STRING_PART_MIN = 1024;
+/** More raw parts than any value Next produces (a page's segments are hundreds): a header listing millions is damage. */
+export const MAX_PARTS = 65_536;
 const MARK = '$nvc';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -55,9 +69,11 @@ export interface EntryHeader {
   cacheControl?: CacheControl;
   tags: string[];
   parts: number[];
+  /** 1 when a seal follows the checksum. */
+  seal?: number;
 }
 
-export function encodeEntry(record: EntryRecord): Buffer[] {
+export function encodeEntry(record: EntryRecord, seal?: SealContext): Buffer[] {
   const parts: Buffer[] = [];
   const header: Header = {
     key: record.key,
@@ -67,6 +83,7 @@ export function encodeEntry(record: EntryRecord): Buffer[] {
     tags: record.tags,
     value: pack(record.value, parts),
     parts: [],
+    ...(seal ? { seal: 1 } : {}),
   };
   header.parts = parts.map((p) => p.byteLength);
   const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
@@ -74,10 +91,46 @@ export function encodeEntry(record: EntryRecord): Buffer[] {
   MAGIC.copy(prefix, 0);
   prefix.writeUInt8(FORMAT_VERSION, 3);
   prefix.writeUInt32LE(headerBytes.byteLength, 4);
-  const fileLength = PREFIX_BYTES + headerBytes.byteLength + parts.reduce((n, p) => n + p.byteLength, 0) + CHECKSUM_BYTES;
-  prefix.writeBigUInt64LE(BigInt(fileLength), 8);
+  const bodyLength = PREFIX_BYTES + headerBytes.byteLength + parts.reduce((n, p) => n + p.byteLength, 0) + CHECKSUM_BYTES;
+  prefix.writeBigUInt64LE(BigInt(bodyLength + (seal ? seal.integrity.sealBytes : 0)), 8);
   const body = [prefix, headerBytes, ...parts];
-  return [...body, checksum(body)];
+  const sealed = [...body, checksum(body)];
+  return seal ? [...sealed, seal.integrity.seal(seal.place, sealed)] : sealed;
+}
+
+type Prefix = { ok: true; headerEnd: number; fileLength: number } | { ok: false; reason: DecodeFailure };
+
+/** The fixed 16-byte prefix: magic, format, header length, file length. */
+function readPrefix(bytes: Buffer): Prefix {
+  if (bytes.byteLength >= 3 && !bytes.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
+  if (bytes.byteLength < PREFIX_BYTES) return { ok: false, reason: 'truncated' };
+  if (bytes.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
+  const headerEnd = PREFIX_BYTES + bytes.readUInt32LE(4);
+  const fileLength = Number(bytes.readBigUInt64LE(8));
+  if (fileLength < headerEnd + CHECKSUM_BYTES) return { ok: false, reason: 'corrupt' };
+  return { ok: true, headerEnd, fileLength };
+}
+
+/** The length an entry file declares in its prefix, once its first 16 bytes are read. */
+export function entryDeclaredLength(head: Buffer): number | undefined {
+  const prefix = readPrefix(head);
+  return prefix.ok ? prefix.fileLength : undefined;
+}
+
+/** Bytes needed to decode the header, once the first 16 are known. */
+export function entryHeaderLength(head: Buffer): number | undefined {
+  const prefix = readPrefix(head);
+  return prefix.ok ? prefix.headerEnd : undefined;
+}
+
+function parseHeader(bytes: Buffer, headerEnd: number): Header | undefined {
+  let header: unknown;
+  try {
+    header = JSON.parse(bytes.toString('utf8', PREFIX_BYTES, headerEnd));
+  } catch {
+    return undefined;
+  }
+  return isHeader(header) ? header : undefined;
 }
 
 /**
@@ -85,60 +138,36 @@ export function encodeEntry(record: EntryRecord): Buffer[] {
  * checksum over the whole file is not verified here (that is `verify`'s job).
  */
 export function decodeEntryHeader(head: Buffer): { ok: true; header: EntryHeader; fileLength: number } | { ok: false; reason: DecodeFailure } {
-  if (head.byteLength < PREFIX_BYTES) return { ok: false, reason: head.byteLength >= 3 && !head.subarray(0, 3).equals(MAGIC) ? 'not-an-entry' : 'truncated' };
-  if (!head.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
-  if (head.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
-  const headerEnd = PREFIX_BYTES + head.readUInt32LE(4);
-  if (head.byteLength < headerEnd) return { ok: false, reason: 'truncated' };
-  let header: unknown;
-  try {
-    header = JSON.parse(head.toString('utf8', PREFIX_BYTES, headerEnd));
-  } catch {
-    return { ok: false, reason: 'corrupt' };
-  }
-  if (!isHeader(header)) return { ok: false, reason: 'corrupt' };
-  const { key, kind, writtenAt, cacheControl, tags, parts } = header;
-  return { ok: true, header: { key, kind, writtenAt, cacheControl, tags, parts }, fileLength: Number(head.readBigUInt64LE(8)) };
+  const prefix = readPrefix(head);
+  if (!prefix.ok) return prefix;
+  if (head.byteLength < prefix.headerEnd) return { ok: false, reason: 'truncated' };
+  const header = parseHeader(head, prefix.headerEnd);
+  if (!header) return { ok: false, reason: 'corrupt' };
+  const { key, kind, writtenAt, cacheControl, tags, parts, seal } = header;
+  return { ok: true, header: { key, kind, writtenAt, cacheControl, tags, parts, ...(seal ? { seal } : {}) }, fileLength: prefix.fileLength };
 }
 
-/** Bytes needed to decode the header, once the first 16 are known. */
-export function entryHeaderLength(head: Buffer): number | undefined {
-  if (head.byteLength < PREFIX_BYTES || !head.subarray(0, 3).equals(MAGIC)) return undefined;
-  return PREFIX_BYTES + head.readUInt32LE(4);
-}
-
-/** The length an entry file declares in its prefix, once its first 16 bytes are read. */
-export function entryDeclaredLength(head: Buffer): number | undefined {
-  if (head.byteLength < PREFIX_BYTES || !head.subarray(0, 3).equals(MAGIC)) return undefined;
-  const length = Number(head.readBigUInt64LE(8));
-  return length >= PREFIX_BYTES + CHECKSUM_BYTES ? length : undefined;
-}
-
-export function decodeEntry(file: Buffer, expectedKey: string): DecodeResult {
-  if (file.byteLength < PREFIX_BYTES + CHECKSUM_BYTES) {
-    return { ok: false, reason: file.byteLength >= 3 && !file.subarray(0, 3).equals(MAGIC) ? 'not-an-entry' : 'truncated' };
-  }
-  if (!file.subarray(0, 3).equals(MAGIC)) return { ok: false, reason: 'not-an-entry' };
-  if (file.readUInt8(3) !== FORMAT_VERSION) return { ok: false, reason: 'foreign-version' };
-  const headerLength = file.readUInt32LE(4);
-  const declaredLength = Number(file.readBigUInt64LE(8));
-  if (file.byteLength < declaredLength) return { ok: false, reason: 'truncated' };
-  if (file.byteLength > declaredLength) return { ok: false, reason: 'corrupt' };
-  const headerEnd = PREFIX_BYTES + headerLength;
-  if (headerEnd + CHECKSUM_BYTES > file.byteLength) return { ok: false, reason: 'truncated' };
-  let header: Header;
-  try {
-    header = JSON.parse(file.toString('utf8', PREFIX_BYTES, headerEnd)) as Header;
-  } catch {
-    return { ok: false, reason: 'corrupt' };
-  }
-  if (!isHeader(header)) return { ok: false, reason: 'corrupt' };
-  const expectedLength = headerEnd + header.parts.reduce((a, b) => a + b, 0) + CHECKSUM_BYTES;
-  if (file.byteLength < expectedLength) return { ok: false, reason: 'truncated' };
-  if (file.byteLength > expectedLength) return { ok: false, reason: 'corrupt' };
-  const stored = file.subarray(file.byteLength - CHECKSUM_BYTES);
-  if (!checksum([file.subarray(0, file.byteLength - CHECKSUM_BYTES)]).equals(stored)) {
-    return { ok: false, reason: 'checksum' };
+/**
+ * Decodes a whole entry file. With `seal`, only an entry sealed for that
+ * place with an accepted key decodes; without it, a seal is skipped unread
+ * (a replica without the secret still reads what one with it wrote).
+ */
+export function decodeEntry(file: Buffer, expectedKey: string, seal?: SealContext): DecodeResult {
+  const prefix = readPrefix(file);
+  if (!prefix.ok) return prefix;
+  const { headerEnd, fileLength } = prefix;
+  if (file.byteLength < fileLength) return { ok: false, reason: 'truncated' };
+  if (file.byteLength > fileLength) return { ok: false, reason: 'corrupt' };
+  const header = parseHeader(file, headerEnd);
+  if (!header) return { ok: false, reason: file.byteLength < headerEnd ? 'truncated' : 'corrupt' };
+  const sealBytes = header.seal === 1 ? (seal?.integrity.sealBytes ?? fileLength - headerEnd - sum(header.parts) - CHECKSUM_BYTES) : 0;
+  const bodyEnd = headerEnd + sum(header.parts);
+  if (bodyEnd + CHECKSUM_BYTES + sealBytes !== fileLength || sealBytes < 0) return { ok: false, reason: 'corrupt' };
+  const checksummed = file.subarray(0, bodyEnd);
+  if (!checksum([checksummed]).equals(file.subarray(bodyEnd, bodyEnd + CHECKSUM_BYTES))) return { ok: false, reason: 'checksum' };
+  if (seal) {
+    if (header.seal !== 1) return { ok: false, reason: 'unsealed' };
+    if (!seal.integrity.check(seal.place, [file.subarray(0, bodyEnd + CHECKSUM_BYTES)], file.subarray(bodyEnd + CHECKSUM_BYTES))) return { ok: false, reason: 'forged' };
   }
   if (header.key !== expectedKey) return { ok: false, reason: 'key-mismatch' };
   const parts: Buffer[] = [];
@@ -153,17 +182,13 @@ export function decodeEntry(file: Buffer, expectedKey: string): DecodeResult {
   } catch {
     return { ok: false, reason: 'corrupt' };
   }
-  return {
-    ok: true,
-    record: {
-      key: header.key,
-      kind: header.kind,
-      writtenAt: header.writtenAt,
-      cacheControl: header.cacheControl,
-      tags: header.tags,
-      value,
-    },
-  };
+  return { ok: true, record: { key: header.key, kind: header.kind, writtenAt: header.writtenAt, cacheControl: header.cacheControl, tags: header.tags, value } };
+}
+
+function sum(numbers: number[]): number {
+  let total = 0;
+  for (const n of numbers) total += n;
+  return total;
 }
 
 export function isHeader(h: unknown): h is Header {
@@ -173,10 +198,13 @@ export function isHeader(h: unknown): h is Header {
     typeof o.key === 'string' &&
     typeof o.kind === 'string' &&
     typeof o.writtenAt === 'number' &&
+    Number.isFinite(o.writtenAt) &&
     Array.isArray(o.tags) &&
     o.tags.every((t) => typeof t === 'string') &&
     Array.isArray(o.parts) &&
-    o.parts.every((n) => Number.isInteger(n) && (n as number) >= 0)
+    o.parts.length <= MAX_PARTS &&
+    o.parts.every((n) => Number.isSafeInteger(n) && (n as number) >= 0) &&
+    (o.seal === undefined || o.seal === 1)
   );
 }
 
@@ -224,10 +252,12 @@ function unpack(json: Json, parts: Buffer[]): unknown {
       return partAt(parts, json.i);
     case 'm': {
       if (!Array.isArray(json.e)) throw new Error('bad map');
-      return new Map(json.e.map((pair) => {
-        if (!Array.isArray(pair) || pair.length !== 2) throw new Error('bad map entry');
-        return [unpack(pair[0]!, parts), unpack(pair[1]!, parts)];
-      }));
+      return new Map(
+        json.e.map((pair) => {
+          if (!Array.isArray(pair) || pair.length !== 2) throw new Error('bad map entry');
+          return [unpack(pair[0]!, parts), unpack(pair[1]!, parts)];
+        }),
+      );
     }
     case 'o': {
       const inner = json.v;

@@ -1,20 +1,32 @@
-import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord } from './codec';
-import { errorCode, readWhole, type VolumeFs } from './fs';
+import type { Stats } from 'node:fs';
+import { errorCode } from '../util/errors';
+import { readFailure, type ConfinedFs } from '../fs/confined';
+import { readOpened } from '../fs/read';
+import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord, type SealContext } from './codec';
 import { hashKey } from './hash';
-import { Layout, SHARED_NAMESPACE } from './layout';
-import { writeAtomic } from './atomic';
-import path from 'node:path';
-import { ShardGuard, UnsafePathError } from './shard-guard';
+import type { Integrity } from './integrity';
+import { SHARD_DEPTH, type Layout } from './layout';
+import { RememberedFailures } from './remembered-failures';
 
-export type MissReason = 'absent' | DecodeFailure | 'not-a-file';
+export type MissReason = 'absent' | DecodeFailure | 'not-a-file' | 'too-large';
 
-export type ReadOutcome = { found: true; record: EntryRecord; hash: string } | { found: false; reason: MissReason; hash: string };
+export type ReadOutcome =
+  | { found: true; record: EntryRecord; hash: string; identity: FileIdentity }
+  | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
+
+/** What tells one version of a file from another without reading it. */
+export interface FileIdentity {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
 
 export interface EntryStoreOptions {
-  writer: string;
-  fsync: boolean;
-  mode?: number | undefined;
-  dirMode?: number | undefined;
+  app: string;
+  /** Largest entry file read; a larger one (or one declaring more) is a miss before any memory is reserved for it. */
+  maxEntryBytes: number;
+  /** With a secret: only entries sealed for their app and namespace are read. */
+  integrity?: Integrity | undefined;
 }
 
 /**
@@ -22,68 +34,77 @@ export interface EntryStoreOptions {
  * hash, published atomically. It knows nothing about Next.js or tags.
  */
 export class EntryStore {
-  private readonly guard: ShardGuard;
+  private readonly failures = new RememberedFailures<MissReason>();
 
   constructor(
-    private readonly fs: VolumeFs,
+    private readonly fs: ConfinedFs,
     readonly layout: Layout,
     private readonly options: EntryStoreOptions,
-  ) {
-    this.guard = new ShardGuard(fs);
-  }
+  ) {}
 
-  /** Errors other than "absent" and "not a regular file" propagate: the caller decides how to degrade. */
-  async read(key: string, namespace: string = SHARED_NAMESPACE): Promise<ReadOutcome> {
+  /**
+   * Reads and decodes the entry for `key`. Absent, not a regular file, too
+   * large, damaged or forged: a miss with its reason. A file that failed is
+   * remembered by identity for a while, so that a damaged file is not read
+   * again on every get. Other errors (EIO, a hung mount) propagate: the
+   * caller decides how to degrade.
+   */
+  async read(key: string, namespace: string): Promise<ReadOutcome> {
     const hash = hashKey(key);
     const file = this.layout.entryPath(hash, namespace);
-    let bytes: Buffer;
-    try {
-      bytes = await readRetryingStale(this.fs, file);
-    } catch (error) {
-      const code = errorCode(error);
-      if (code === 'ENOENT' || code === 'ENOTDIR') return { found: false, reason: 'absent', hash };
-      // O_NOFOLLOW refuses a planted symlink with ELOOP; a directory gives EISDIR on read.
-      if (code === 'ELOOP' || code === 'EISDIR') return { found: false, reason: 'not-a-file', hash };
-      throw error;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.readOnce(file, key, hash, namespace);
+      } catch (error) {
+        // ESTALE: on NFS a handle whose file another client replaced by rename goes stale.
+        // Reopening by path finds the new file; a second ESTALE propagates.
+        if (errorCode(error) === 'ESTALE' && attempt === 1) continue;
+        const failure = readFailure(error);
+        if (failure) return { found: false, reason: failure, hash };
+        throw error;
+      }
     }
-    const decoded = decodeEntry(bytes, key);
-    if (!decoded.ok) return { found: false, reason: decoded.reason, hash };
-    // Checked after a successful read (once per shard folder and process), so misses cost nothing extra.
-    if (!(await this.guard.isSafe(path.dirname(file), SHARD_DEPTH))) return { found: false, reason: 'not-a-file', hash };
-    return { found: true, record: decoded.record, hash };
   }
 
-  async write(record: EntryRecord, namespace: string = SHARED_NAMESPACE): Promise<string> {
+  async write(record: EntryRecord, namespace: string): Promise<string> {
     const hash = hashKey(record.key);
-    await writeAtomic(this.fs, await this.safePath(hash, namespace), encodeEntry(record), this.options);
+    await this.fs.writeAtomic(this.layout.entryPath(hash, namespace), encodeEntry(record, this.sealFor(namespace)), { createParents: SHARD_DEPTH });
     return hash;
   }
 
   /** Writes only if no entry exists for the key (seeding never overwrites a runtime render): true if written. */
-  async writeIfAbsent(record: EntryRecord, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
-    return writeAtomic(this.fs, await this.safePath(hashKey(record.key), namespace), encodeEntry(record), { ...this.options, ifAbsent: true });
+  writeIfAbsent(record: EntryRecord, namespace: string): Promise<boolean> {
+    const file = this.layout.entryPath(hashKey(record.key), namespace);
+    return this.fs.writeAtomic(file, encodeEntry(record, this.sealFor(namespace)), { ifAbsent: true, createParents: SHARD_DEPTH });
   }
 
-  private async safePath(hash: string, namespace: string): Promise<string> {
-    const file = this.layout.entryPath(hash, namespace);
-    if (!(await this.guard.isSafe(path.dirname(file), SHARD_DEPTH))) throw new UnsafePathError(path.dirname(file));
-    return file;
+  /** How entries of a namespace are sealed and checked (undefined without a secret). */
+  sealFor(namespace: string): SealContext | undefined {
+    return this.options.integrity ? { integrity: this.options.integrity, place: `${this.options.app}/${namespace}` } : undefined;
   }
 
+  private async readOnce(file: string, key: string, hash: string, namespace: string): Promise<ReadOutcome> {
+    const opened = await this.fs.openFile(file);
+    let bytes: Buffer;
+    try {
+      const known = this.failures.recall(file, opened.stats);
+      if (known) return { found: false, reason: known, hash, remembered: true };
+      bytes = await readOpened(opened.handle, opened.stats, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength });
+    } catch (error) {
+      if (errorCode(error) === 'EFBIG') this.failures.remember(file, opened.stats, 'too-large');
+      throw error;
+    } finally {
+      await opened.handle.close();
+    }
+    const decoded = decodeEntry(bytes, key, this.sealFor(namespace));
+    if (!decoded.ok) {
+      this.failures.remember(file, opened.stats, decoded.reason);
+      return { found: false, reason: decoded.reason, hash };
+    }
+    return { found: true, record: decoded.record, hash, identity: identityOf(opened.stats) };
+  }
 }
 
-/** A namespace folder and two shard levels sit between the area root and an entry. */
-const SHARD_DEPTH = 3;
-
-/**
- * ESTALE: on NFS a handle whose file another client replaced by rename goes
- * stale. Reopening by path finds the new file; a second ESTALE propagates.
- */
-export async function readRetryingStale(fs: VolumeFs, file: string): Promise<Buffer> {
-  try {
-    return await readWhole(fs, file, 0, entryDeclaredLength);
-  } catch (error) {
-    if (errorCode(error) !== 'ESTALE') throw error;
-    return await readWhole(fs, file, 0, entryDeclaredLength);
-  }
+export function identityOf(stats: Stats): FileIdentity {
+  return { ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }

@@ -1,10 +1,10 @@
-import path from 'node:path';
-import { writeAtomic } from './atomic';
+import { readFailure, type ConfinedFs } from '../fs/confined';
+import { readOpened } from '../fs/read';
 import type { CacheControl } from './codec';
-import { errorCode, readWhole, unlinkIfExists, type VolumeFs } from './fs';
 import { contentHash, hashKey } from './hash';
-import { SHARED_NAMESPACE, type Layout } from './layout';
-import { ShardGuard, UnsafePathError } from './shard-guard';
+import type { Integrity } from './integrity';
+import { SHARD_DEPTH, type Layout } from './layout';
+import { RememberedFailures } from './remembered-failures';
 
 /**
  * Optimized images as plain files: `<hash>.<content hash>.<ext>` holds the
@@ -45,9 +45,11 @@ export interface ImageSidecar {
   file: string;
   /** xxh64 of the bytes, 16 hex digits (also part of the file name). */
   checksum: string;
+  /** With a secret: base64 seal over the app, the namespace, this sidecar (without `seal`) and the raw bytes. */
+  seal?: string;
 }
 
-export type ImageMiss = 'absent' | 'bad-sidecar' | 'key-mismatch' | 'raw-missing' | 'raw-size' | 'raw-checksum' | 'not-a-file';
+export type ImageMiss = 'absent' | 'bad-sidecar' | 'key-mismatch' | 'raw-missing' | 'raw-size' | 'raw-checksum' | 'not-a-file' | 'too-large' | 'unsealed' | 'forged';
 
 export type ImageRead = { found: true; sidecar: ImageSidecar; buffer: Buffer; hash: string; rawPath: string } | { found: false; reason: ImageMiss; hash: string };
 
@@ -67,7 +69,6 @@ const CONTENT_TYPES: Record<string, string> = {
   heic: 'image/heic',
 };
 
-export const SIDECAR_SUFFIX = '.json';
 const RAW_NAME = /^([0-9a-f]{16})\.([0-9a-f]{16})\.([a-z0-9]{1,10})$/;
 
 export function safeExtension(extension: unknown): string {
@@ -80,66 +81,72 @@ export function parseRawName(name: string): { hash: string; checksum: string; ex
   return m ? { hash: m[1]!, checksum: m[2]!, extension: m[3]! } : undefined;
 }
 
+/** A sidecar is a few hundred bytes; a larger one is damage, refused before it is read. */
+const MAX_SIDECAR_BYTES = 64 * 1024;
+
+export interface ImageStoreOptions {
+  app: string;
+  /** Largest raw image file read (the entry cap): a sidecar declaring more is a miss before any allocation. */
+  maxEntryBytes: number;
+  integrity?: Integrity | undefined;
+}
+
 export class ImageStore {
-  private readonly guard: ShardGuard;
+  private readonly failures = new RememberedFailures<ImageMiss>();
 
   constructor(
-    private readonly fs: VolumeFs,
+    private readonly fs: ConfinedFs,
     private readonly layout: Layout,
-    private readonly options: { writer: string; fsync: boolean; mode?: number | undefined; dirMode?: number | undefined },
-  ) {
-    this.guard = new ShardGuard(fs);
-  }
+    private readonly options: ImageStoreOptions,
+  ) {}
 
-  dirOf(hash: string, namespace: string = SHARED_NAMESPACE): string {
-    return this.layout.shardDir(this.layout.imagesDir(namespace), hash);
-  }
-
-  sidecarPath(hash: string, namespace: string = SHARED_NAMESPACE): string {
-    return path.join(this.dirOf(hash, namespace), hash + SIDECAR_SUFFIX);
-  }
-
-  async read(key: string, namespace: string = SHARED_NAMESPACE): Promise<ImageRead> {
+  async read(key: string, namespace: string): Promise<ImageRead> {
     const hash = hashKey(key);
     let sidecar: ImageSidecar | undefined;
     try {
-      sidecar = parseSidecar(await readWhole(this.fs, this.sidecarPath(hash, namespace), 0, undefined, 4096), hash);
+      sidecar = parseSidecar(await this.fs.readFile(this.layout.sidecarPath(hash, namespace), { maxBytes: MAX_SIDECAR_BYTES, firstRead: 4096 }), hash);
     } catch (error) {
-      const code = errorCode(error);
-      if (code === 'ENOENT' || code === 'ENOTDIR') return { found: false, reason: 'absent', hash };
-      if (code === 'ELOOP' || code === 'EISDIR') return { found: false, reason: 'not-a-file', hash };
+      const failure = readFailure(error);
+      if (failure === 'too-large') return { found: false, reason: 'bad-sidecar', hash };
+      if (failure) return { found: false, reason: failure, hash };
       throw error;
     }
     if (!sidecar) return { found: false, reason: 'bad-sidecar', hash };
     if (sidecar.key !== key) return { found: false, reason: 'key-mismatch', hash };
-    if (!(await this.guard.isSafe(this.dirOf(hash, namespace), 3))) return { found: false, reason: 'not-a-file', hash };
-    const rawPath = path.join(this.dirOf(hash, namespace), sidecar.file);
-    let buffer: Buffer;
+    if (sidecar.size > this.options.maxEntryBytes) return { found: false, reason: 'too-large', hash };
+    const rawPath = this.layout.rawImagePath(hash, namespace, sidecar.file);
     try {
-      buffer = await readWhole(this.fs, rawPath, 0, () => sidecar.size, Math.max(1, sidecar.size));
+      const problem = await this.readRaw(rawPath, sidecar, namespace);
+      return typeof problem === 'string' ? { found: false, reason: problem, hash } : { found: true, sidecar, buffer: problem, hash, rawPath };
     } catch (error) {
-      const code = errorCode(error);
-      if (code === 'ENOENT') return { found: false, reason: 'raw-missing', hash };
-      if (code === 'ELOOP' || code === 'EISDIR') return { found: false, reason: 'not-a-file', hash };
+      const failure = readFailure(error);
+      if (failure === 'absent') return { found: false, reason: 'raw-missing', hash };
+      if (failure) return { found: false, reason: failure, hash };
       throw error;
     }
-    if (buffer.length !== sidecar.size) return { found: false, reason: 'raw-size', hash };
-    if (contentHash(buffer) !== sidecar.checksum) {
-      return { found: false, reason: 'raw-checksum', hash };
-    }
-    return { found: true, sidecar, buffer, hash, rawPath };
   }
 
-  async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number, namespace: string = SHARED_NAMESPACE): Promise<string> {
+  /** Whether raw bytes are the ones a sidecar names (size, checksum, and its seal with a secret). */
+  judgeRaw(sidecar: ImageSidecar, buffer: Buffer, namespace: string): ImageMiss | undefined {
+    if (buffer.length !== sidecar.size) return 'raw-size';
+    if (contentHash(buffer) !== sidecar.checksum) return 'raw-checksum';
+    const integrity = this.options.integrity;
+    if (integrity) {
+      if (typeof sidecar.seal !== 'string') return 'unsealed';
+      if (!integrity.check(this.place(namespace), sealedParts(sidecar, buffer), Buffer.from(sidecar.seal, 'base64'))) return 'forged';
+    }
+    return undefined;
+  }
+
+  async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number, namespace: string): Promise<string> {
     const hash = hashKey(key);
     const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer as Uint8Array);
     const sum = contentHash(buffer);
     const extension = safeExtension(value.extension);
     const file = `${hash}.${sum}.${extension}`;
-    const dir = this.dirOf(hash, namespace);
-    if (!(await this.guard.isSafe(dir, 3))) throw new UnsafePathError(dir);
     const previous = await this.currentFile(hash, namespace);
-    await writeAtomic(this.fs, path.join(dir, file), [buffer], this.options);
+    const rawPath = this.layout.rawImagePath(hash, namespace, file);
+    await this.fs.writeAtomic(rawPath, [buffer], { createParents: SHARD_DEPTH });
     const sidecar: ImageSidecar = {
       v: 1,
       key,
@@ -154,38 +161,66 @@ export class ImageStore {
       file,
       checksum: sum,
     };
+    if (this.options.integrity) sidecar.seal = this.options.integrity.seal(this.place(namespace), sealedParts(sidecar, buffer)).toString('base64');
     try {
-      await writeAtomic(this.fs, this.sidecarPath(hash, namespace), [Buffer.from(JSON.stringify(sidecar) + '\n')], this.options);
+      await this.fs.writeAtomic(this.layout.sidecarPath(hash, namespace), [Buffer.from(JSON.stringify(sidecar) + '\n')]);
     } catch (error) {
       // The pair was not published: the raw file just written would only be an orphan.
-      if (previous !== file) await unlinkIfExists(this.fs, path.join(dir, file)).catch(() => undefined);
+      if (previous !== file) await this.fs.unlink(rawPath).catch(() => undefined);
       throw error;
     }
-    if (previous && previous !== file) await unlinkIfExists(this.fs, path.join(dir, previous));
+    if (previous && previous !== file) await this.fs.unlink(this.layout.rawImagePath(hash, namespace, previous));
     return hash;
   }
 
   /** Removes the sidecar first (the commit point), then the raw file it names. */
-  async remove(hash: string, namespace: string = SHARED_NAMESPACE): Promise<boolean> {
+  async remove(hash: string, namespace: string): Promise<boolean> {
     const file = await this.currentFile(hash, namespace);
-    const removed = await unlinkIfExists(this.fs, this.sidecarPath(hash, namespace));
-    if (file) await unlinkIfExists(this.fs, path.join(this.dirOf(hash, namespace), file));
+    const removed = await this.fs.unlink(this.layout.sidecarPath(hash, namespace));
+    if (file) await this.fs.unlink(this.layout.rawImagePath(hash, namespace, file));
     return removed;
   }
 
   /** Marks a raw file as used now (its mtime, on the volume clock): what image eviction orders by. */
-  async touch(rawPath: string, volumeNowMs: number): Promise<void> {
-    const seconds = volumeNowMs / 1000;
-    await this.fs.utimes(rawPath, seconds, seconds);
+  touch(rawPath: string, volumeNowMs: number): Promise<void> {
+    return this.fs.touch(rawPath, volumeNowMs);
+  }
+
+  /** The raw bytes, or why they are not the ones the sidecar names (remembered for this version of the file). */
+  private async readRaw(rawPath: string, sidecar: ImageSidecar, namespace: string): Promise<Buffer | ImageMiss> {
+    const opened = await this.fs.openFile(rawPath);
+    try {
+      // A size other than the sidecar's is a broken pair: no need to read it (nor to allocate what a sidecar claims).
+      if (opened.stats.size !== sidecar.size) return 'raw-size';
+      const known = this.failures.recall(rawPath, opened.stats);
+      if (known) return known;
+      const buffer = await readOpened(opened.handle, opened.stats, { maxBytes: this.options.maxEntryBytes, declared: () => sidecar.size, firstRead: Math.max(1, Math.min(sidecar.size, 64 * 1024)) });
+      const problem = this.judgeRaw(sidecar, buffer, namespace);
+      if (problem) this.failures.remember(rawPath, opened.stats, problem);
+      return problem ?? buffer;
+    } finally {
+      await opened.handle.close();
+    }
+  }
+
+  private place(namespace: string): string {
+    return `${this.options.app}/images/${namespace}`;
   }
 
   private async currentFile(hash: string, namespace: string): Promise<string | undefined> {
     try {
-      return parseSidecar(await readWhole(this.fs, this.sidecarPath(hash, namespace), 0, undefined, 4096), hash)?.file;
+      return parseSidecar(await this.fs.readFile(this.layout.sidecarPath(hash, namespace), { maxBytes: MAX_SIDECAR_BYTES, firstRead: 4096 }), hash)?.file;
     } catch {
+      // Unreadable or damaged: the new pair replaces it; nothing to remove but what a good sidecar names.
       return undefined;
     }
   }
+}
+
+/** The bytes a sidecar's seal covers: the sidecar's JSON without its seal, then the raw bytes. */
+function sealedParts(sidecar: ImageSidecar, buffer: Buffer): Buffer[] {
+  const { seal: _seal, ...unsealed } = sidecar;
+  return [Buffer.from(JSON.stringify(unsealed)), buffer];
 }
 
 /**
@@ -201,8 +236,9 @@ export function parseSidecar(bytes: Buffer, hash: string): ImageSidecar | undefi
   }
   if (s === null || typeof s !== 'object' || s.v !== 1) return undefined;
   if (typeof s.key !== 'string' || typeof s.etag !== 'string' || typeof s.upstreamEtag !== 'string' || typeof s.extension !== 'string') return undefined;
-  if (typeof s.revalidate !== 'number' || typeof s.lastModified !== 'number' || !Number.isInteger(s.size) || (s.size as number) < 0) return undefined;
+  if (typeof s.revalidate !== 'number' || typeof s.lastModified !== 'number' || !Number.isSafeInteger(s.size) || (s.size as number) < 0) return undefined;
   if (typeof s.checksum !== 'string' || !/^[0-9a-f]{16}$/.test(s.checksum)) return undefined;
+  if (s.seal !== undefined && typeof s.seal !== 'string') return undefined;
   if (s.file !== `${hash}.${s.checksum}.${safeExtension(s.extension)}`) return undefined;
   return s as ImageSidecar;
 }

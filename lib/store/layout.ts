@@ -1,39 +1,65 @@
 import path from 'node:path';
+import { codedError } from '../util/errors';
+import { TEMP_PREFIX } from '../fs/confined';
 
 /**
- * Where everything lives on the volume. Every path the library builds comes
- * from here, out of the configured root plus names it validated or made
- * itself (hex hashes, writer ids); a key or a tag never becomes a path.
+ * Where everything lives on the volume: the only place a path is spelled.
+ * Every path comes from the configured root plus names the library validated
+ * or made itself (hex hashes, writer ids); a key or a tag never becomes a path.
  *
  *   <root>/next-volume-cache.json                 marker: format version (also tells the CLI this is a cache root)
  *   <root>/apps/<app>/entries/<ns>/<aa>/<bb>/<hash>.entry   one file per entry (<ns>: "shared", "use-cache" or "build-<BUILD_ID>")
- *   <root>/apps/<app>/images/<ns>/<aa>/<bb>/...   optimized images (raw file + JSON sidecar)
+ *   <root>/apps/<app>/images/<ns>/<aa>/<bb>/<hash>.json     an optimized image's sidecar ...
+ *   <root>/apps/<app>/images/<ns>/<aa>/<bb>/<hash>.<content hash>.<ext>   ... and its raw bytes
  *   <root>/apps/<app>/builds/<ns>                 rewritten while a build is served (gc --keep-builds)
+ *   <root>/apps/<app>/seeded/<ns>                 written once a build's prerendered pages were seeded
  *   <root>/apps/<app>/tags/head                   change marker, rewritten after every invalidation
  *   <root>/apps/<app>/tags/snapshot               compacted tag state
+ *   <root>/apps/<app>/tags/watermark              gc's watermark: tag marks older than it judge no entry
+ *   <root>/apps/<app>/tags/members.snapshot       the compacted tag index
  *   <root>/apps/<app>/tags/inval/<writer>.<gen>.log     invalidations, one file per writing process
  *   <root>/apps/<app>/tags/members/<writer>.<gen>.log   tag membership of entries (the tag index)
  *   <root>/apps/<app>/writers/<writer>            a process's lease (heartbeat) and clock probe
- *   <root>/apps/<app>/locks/                      maintenance locks (proper-lockfile)
+ *   <root>/apps/<app>/locks/<name>.lock           maintenance locks (proper-lockfile)
+ *   <root>/apps/<app>/quarantine/                 files `verify --repair` found that the library did not write
  *
- * Temp files sit beside their target and start with TEMP_PREFIX.
+ * Temp files sit beside their target and start with TEMP_PREFIX (".tmp.").
  */
 export const FORMAT_VERSION = 1;
 export const MARKER_FILE = 'next-volume-cache.json';
-export const TEMP_PREFIX = '.tmp.';
+export { TEMP_PREFIX };
 export const ENTRY_SUFFIX = '.entry';
+export const SIDECAR_SUFFIX = '.json';
 export const SHARED_NAMESPACE = 'shared';
 /** Entries of the 'use cache' handler (their keys already carry the build id). */
 export const USE_CACHE_NAMESPACE = 'use-cache';
 export const BUILD_PREFIX = 'build-';
+/** `.nfsXXXX`: a file an NFS client silly-renamed because it is still open somewhere. Never ours to touch. */
+export const NFS_SILLY_PREFIX = '.nfs';
+/** Folders between an area (entries/, images/) and a file: the namespace and two shard levels. */
+export const SHARD_DEPTH = 3;
+
+const HASH = /^[0-9a-f]{16}$/;
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SHARD = /^[0-9a-f]{2}$/;
 
 /** The namespace of a Next build: `build-<BUILD_ID>`, or a hash of an id that is not a safe name. */
 export function buildNamespace(buildId: string, hash: (text: string) => string): string {
   return SAFE_NAME.test(buildId) && buildId.length <= 100 ? BUILD_PREFIX + buildId : BUILD_PREFIX + hash(buildId);
 }
 
-const HASH = /^[0-9a-f]{16}$/;
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A name the library could have made (app, namespace, writer): anything else found on the volume is a stranger. */
+export function isSafeName(name: string): boolean {
+  return SAFE_NAME.test(name);
+}
+
+export function isKeyHash(name: string): boolean {
+  return HASH.test(name);
+}
+
+export function isShardName(name: string): boolean {
+  return SHARD.test(name);
+}
 
 export class Layout {
   readonly appDir: string;
@@ -47,16 +73,27 @@ export class Layout {
 
   /** The folders every process may assume, parents first (created at open, never on the request path). */
   skeleton(): string[] {
-    const entries = path.dirname(this.entriesDir());
-    return [path.dirname(this.appDir), this.appDir, entries, this.entriesDir(), this.imagesRoot, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.buildsDir, this.locksDir];
+    return [this.appsDir, this.appDir, this.entriesRoot, this.entriesDir(), this.imagesRoot, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.buildsDir, this.locksDir];
   }
 
   get marker(): string {
     return path.join(this.root, MARKER_FILE);
   }
 
+  get appsDir(): string {
+    return this.inside(this.root, 'apps');
+  }
+
+  appDirOf(app: string): string {
+    return this.inside(this.appsDir, safeName(app));
+  }
+
+  get entriesRoot(): string {
+    return this.inside(this.appDir, 'entries');
+  }
+
   entriesDir(namespace: string = SHARED_NAMESPACE): string {
-    return this.inside(this.appDir, 'entries', safeName(namespace));
+    return this.inside(this.entriesRoot, safeName(namespace));
   }
 
   entryPath(hash: string, namespace: string = SHARED_NAMESPACE): string {
@@ -71,6 +108,19 @@ export class Layout {
     return this.inside(this.imagesRoot, safeName(namespace));
   }
 
+  imageDir(hash: string, namespace: string = SHARED_NAMESPACE): string {
+    return this.shardDir(this.imagesDir(namespace), hash);
+  }
+
+  sidecarPath(hash: string, namespace: string = SHARED_NAMESPACE): string {
+    return path.join(this.imageDir(hash, namespace), hash + SIDECAR_SUFFIX);
+  }
+
+  /** A raw image file named by its sidecar (a name parseRawName accepted). */
+  rawImagePath(hash: string, namespace: string, file: string): string {
+    return path.join(this.imageDir(hash, namespace), safeName(file));
+  }
+
   /** `builds/<namespace>`: rewritten by every process serving that build (what `gc --keep-builds` orders by). */
   get buildsDir(): string {
     return this.inside(this.appDir, 'builds');
@@ -78,9 +128,12 @@ export class Layout {
   buildMarker(namespace: string): string {
     return path.join(this.buildsDir, safeName(namespace));
   }
+  get seededDir(): string {
+    return this.inside(this.appDir, 'seeded');
+  }
   /** `seeded/<namespace>`: written once a build's prerendered pages were seeded. */
   seededMarker(namespace: string): string {
-    return path.join(this.inside(this.appDir, 'seeded'), safeName(namespace));
+    return path.join(this.seededDir, safeName(namespace));
   }
 
   get tagsDir(): string {
@@ -92,6 +145,9 @@ export class Layout {
   get tagSnapshot(): string {
     return path.join(this.tagsDir, 'snapshot');
   }
+  get watermark(): string {
+    return path.join(this.tagsDir, 'watermark');
+  }
   get invalidationsDir(): string {
     return path.join(this.tagsDir, 'inval');
   }
@@ -101,8 +157,10 @@ export class Layout {
   get membersSnapshot(): string {
     return path.join(this.tagsDir, 'members.snapshot');
   }
-  segmentPath(dir: string, writer: string, generation: number): string {
-    return path.join(dir, segmentName(writer, generation));
+  /** A segment file named by parseSegmentName or segmentName. */
+  segmentPath(dir: string, name: string): string {
+    if (!parseSegmentName(name)) throw codedError('EINVAL', `not a segment name: ${JSON.stringify(name)}`);
+    return path.join(dir, name);
   }
 
   get writersDir(): string {
@@ -115,10 +173,33 @@ export class Layout {
   get locksDir(): string {
     return this.inside(this.appDir, 'locks');
   }
+  /** The lock target `locks/<name>` (proper-lockfile adds `.lock`). */
+  lock(name: string): string {
+    return path.join(this.locksDir, safeName(name));
+  }
 
-  /** Two levels of 256 directories: 10 million entries put ~150 files in each. */
+  get quarantineDir(): string {
+    return this.inside(this.appDir, 'quarantine');
+  }
+
+  /** A clock probe in the root, for a process that has no app folder to keep a lease in. */
+  clockProbe(writer: string): string {
+    return path.join(this.root, `${TEMP_PREFIX}clock.${safeName(writer)}`);
+  }
+
+  /** A start-up check's probe file in the root. */
+  checkProbe(writer: string): string {
+    return path.join(this.root, `${TEMP_PREFIX}check.${safeName(writer)}`);
+  }
+
+  /** The small metadata folders whose temp files maintenance sweeps (the shard trees have their own walk). */
+  metadataDirs(): string[] {
+    return [this.root, this.appDir, this.tagsDir, this.buildsDir, this.seededDir, this.writersDir];
+  }
+
+  /** Two levels of 256 folders: 10 million entries put ~150 files in each. */
   shardDir(base: string, hash: string): string {
-    if (!HASH.test(hash)) throw new Error(`next-volume-cache: not a key hash: ${JSON.stringify(hash)}`);
+    if (!HASH.test(hash)) throw codedError('EINVAL', `not a key hash: ${JSON.stringify(hash)}`);
     return path.join(base, hash.slice(0, 2), hash.slice(2, 4));
   }
 
@@ -126,14 +207,14 @@ export class Layout {
   private inside(base: string, ...parts: string[]): string {
     const joined = path.resolve(base, ...parts);
     if (joined !== base && !joined.startsWith(base + path.sep)) {
-      throw new Error(`next-volume-cache: refusing a path outside the cache root: ${joined}`);
+      throw codedError('EOUTSIDE', `refusing a path outside the cache root: ${joined}`);
     }
     return joined;
   }
 }
 
 export function safeName(name: string): string {
-  if (!SAFE_NAME.test(name)) throw new Error(`next-volume-cache: unsafe name ${JSON.stringify(name)}`);
+  if (!SAFE_NAME.test(name)) throw codedError('EINVAL', `unsafe name ${JSON.stringify(name)}`);
   return name;
 }
 
@@ -143,13 +224,7 @@ export function segmentName(writer: string, generation: number): string {
 
 /** Parses `<writer>.<gen>.log`; anything else is not a segment we wrote. */
 export function parseSegmentName(name: string): { writer: string; generation: number } | undefined {
-  const match = /^([A-Za-z0-9][A-Za-z0-9._-]*)\.(\d{6,})\.log$/.exec(name);
+  const match = /^([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.(\d{6,15})\.log$/.exec(name);
   if (!match) return undefined;
   return { writer: match[1]!, generation: Number(match[2]) };
-}
-
-/** A unique temp name beside `target`, in the same directory so that rename stays atomic. */
-export function tempPathFor(target: string, writer: string): string {
-  const random = Math.random().toString(36).slice(2, 10);
-  return path.join(path.dirname(target), `${TEMP_PREFIX}${path.basename(target)}.${writer}.${random}`);
 }

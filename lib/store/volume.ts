@@ -1,12 +1,13 @@
 import os from 'node:os';
-import path from 'node:path';
-import { constants } from 'node:fs';
-import { writeAtomic } from './atomic';
-import { errorCode, readWhole, READ_FLAGS, type VolumeFs } from './fs';
-import { FORMAT_VERSION, Layout, TEMP_PREFIX } from './layout';
+import { randomBytes } from 'node:crypto';
+import { errorCode } from '../util/errors';
+import type { ConfinedFs } from '../fs/confined';
+import { FORMAT_VERSION, Layout } from './layout';
 import type { VolumeClock } from './clock';
 
 const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
+/** The marker is a few dozen bytes. */
+const MAX_MARKER_BYTES = 4096;
 
 export class VolumeError extends Error {
   constructor(
@@ -26,8 +27,7 @@ export interface MarkerFile {
 /** A unique id for this process: the name of its lease, log segments and temp files. */
 export function newWriterId(): string {
   const host = os.hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40) || 'host';
-  const random = Math.random().toString(36).slice(2, 8).padEnd(6, '0');
-  return `${host}-${process.pid}-${random}`;
+  return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
 /**
@@ -36,13 +36,18 @@ export function newWriterId(): string {
  * tells the compactor this writer is alive).
  */
 export class Volume {
+  /** false when the lease could not be written at open: reads only, clock uncalibrated. */
+  writable = true;
+
   constructor(
-    private readonly fs: VolumeFs,
+    readonly fs: ConfinedFs,
     readonly layout: Layout,
-    readonly writer: string,
-    private readonly clock: VolumeClock,
-    private readonly modes: { fileMode?: number | undefined; dirMode?: number | undefined } = {},
+    readonly clock: VolumeClock,
   ) {}
+
+  get writer(): string {
+    return this.fs.writes.writer;
+  }
 
   /**
    * Creates the root and the app's folders if needed, and checks the format
@@ -51,12 +56,9 @@ export class Volume {
    * configured mount point that is missing means the volume is not there.
    */
   async open(createParents: boolean): Promise<void> {
-    if (createParents) await this.fs.mkdir(this.layout.root, { recursive: true });
-    else await this.ensureDir(this.layout.root);
+    await this.fs.ensureRoot(createParents);
     await this.ensureMarker();
-    for (const dir of this.layout.skeleton()) {
-      await this.ensureDir(dir);
-    }
+    for (const dir of this.layout.skeleton()) await this.fs.mkdir(dir);
     try {
       await this.renewLease();
     } catch (error) {
@@ -67,17 +69,14 @@ export class Volume {
     }
   }
 
-  /** false when the lease could not be written at open: reads only, clock uncalibrated. */
-  writable = true;
-
   /** Reads the marker; a folder without one is not a cache root (the CLI refuses to touch it). */
   async readMarker(): Promise<MarkerFile | undefined> {
     let bytes: Buffer;
     try {
-      bytes = await readWhole(this.fs, this.layout.marker);
+      bytes = await this.fs.readFile(this.layout.marker, { maxBytes: MAX_MARKER_BYTES });
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return undefined;
-      throw error;
+      throw new VolumeError(`${this.layout.marker} cannot be read: ${(error as Error).message}`, 'not-a-cache-root');
     }
     let parsed: unknown;
     try {
@@ -85,8 +84,8 @@ export class Volume {
     } catch {
       throw new VolumeError(`${this.layout.marker} is not valid JSON`, 'not-a-cache-root');
     }
-    const marker = parsed as Partial<MarkerFile>;
-    if (typeof marker.format !== 'number') {
+    const marker = parsed as Partial<MarkerFile> | null;
+    if (typeof marker?.format !== 'number') {
       throw new VolumeError(`${this.layout.marker} has no format number`, 'not-a-cache-root');
     }
     return marker as MarkerFile;
@@ -100,22 +99,7 @@ export class Volume {
   async renewLease(): Promise<void> {
     const lease = this.layout.writerLease(this.writer);
     const body = Buffer.from(JSON.stringify({ pid: process.pid, host: os.hostname(), format: FORMAT_VERSION }) + '\n');
-    const before = Date.now();
-    const handle = await this.fs.open(lease, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o666);
-    try {
-      if (this.modes.fileMode !== undefined) await handle.chmod(this.modes.fileMode);
-      await handle.write(body, 0, body.length, 0);
-    } finally {
-      await handle.close();
-    }
-    const after = Date.now();
-    const reopened = await this.fs.open(lease, READ_FLAGS);
-    try {
-      const stats = await reopened.stat();
-      this.clock.calibrate(before, after, stats.mtimeMs);
-    } finally {
-      await reopened.close();
-    }
+    await this.calibrateOn(lease, () => this.fs.rewrite(lease, body));
   }
 
   /**
@@ -124,45 +108,33 @@ export class Volume {
    * lease in.
    */
   async calibrateWithProbe(): Promise<void> {
-    const probe = path.join(this.layout.root, `${TEMP_PREFIX}clock.${this.writer}`);
-    const before = Date.now();
-    const handle = await this.fs.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o666);
+    const probe = this.layout.clockProbe(this.writer);
     try {
-      await handle.write(Buffer.from('clock\n'), 0, 6, 0);
-    } finally {
-      await handle.close();
-    }
-    const after = Date.now();
-    try {
-      const reopened = await this.fs.open(probe, READ_FLAGS);
-      try {
-        this.clock.calibrate(before, after, (await reopened.stat()).mtimeMs);
-      } finally {
-        await reopened.close();
-      }
+      await this.calibrateOn(probe, () => this.fs.rewrite(probe, Buffer.from('clock\n')));
     } finally {
       await this.fs.unlink(probe).catch(() => undefined);
     }
+  }
+
+  private async calibrateOn(file: string, write: () => Promise<void>): Promise<void> {
+    const before = Date.now();
+    await write();
+    const after = Date.now();
+    const { handle, stats } = await this.fs.openFile(file);
+    await handle.close();
+    this.clock.calibrate(before, after, stats.mtimeMs);
   }
 
   private async ensureMarker(): Promise<void> {
     const marker = await this.readMarker();
     if (marker === undefined) {
       const body: MarkerFile = { format: FORMAT_VERSION, createdBy: 'next-volume-cache' };
-      await writeAtomic(this.fs, this.layout.marker, [Buffer.from(JSON.stringify(body, null, 2) + '\n')], { writer: this.writer, fsync: true, mode: this.modes.fileMode });
+      // Set-if-absent: two first pods racing never overwrite each other's marker.
+      await this.fs.writeAtomic(this.layout.marker, [Buffer.from(JSON.stringify(body, null, 2) + '\n')], { fsync: true, ifAbsent: true });
       return;
     }
     if (marker.format !== FORMAT_VERSION) {
       throw new VolumeError(`${this.layout.root} holds cache format ${marker.format}; this version reads format ${FORMAT_VERSION}`, 'foreign-format');
-    }
-  }
-
-  private async ensureDir(dir: string): Promise<void> {
-    try {
-      await this.fs.mkdir(dir, { recursive: false });
-      if (this.modes.dirMode !== undefined) await this.fs.chmod(dir, this.modes.dirMode);
-    } catch (error) {
-      if (errorCode(error) !== 'EEXIST') throw error;
     }
   }
 }

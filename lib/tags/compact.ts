@@ -1,22 +1,37 @@
-import path from 'node:path';
-import { writeAtomic } from '../store/atomic';
-import { errorCode, exists, listDir, READ_FLAGS, readWhole, unlinkIfExists, type VolumeFs } from '../store/fs';
-import { parseSegmentName, type Layout } from '../store/layout';
-import type { Maintenance } from '../maintenance/context';
-import type { LockGuard } from '../maintenance/lock';
-import { parseInvalidations, parseMemberships } from './record';
-import { decodeSnapshot, encodeSnapshot, type TagSnapshot } from './snapshot';
-import { TagState } from './tag-state';
+import { randomBytes } from 'node:crypto';
+import { errorCode } from '../util/errors';
+import type { ConfinedFs } from '../fs/confined';
+import type { LockGuard } from '../fs/lock';
+import type { VolumeClock } from '../store/clock';
+import { isKeyHash, isSafeName, parseSegmentName, type Layout } from '../store/layout';
+import { freshMtime, listNames, listSegments, MAX_SNAPSHOT_BYTES, readMembersSnapshot, readSegment, readSnapshot, readWatermark, type TagSeals } from './files';
+import { emptyMembers, encodeMembers, foldMemberships, type MemberIndex } from './members';
+import { parseInvalidation, parseMembership } from './record';
+import { encodeSnapshot, type TagSnapshot } from './snapshot';
 import { bumpHead } from './tag-log';
-import { decodeMembers, encodeMembers, type MemberIndex } from './members';
+import { ALL_ENTRIES, TagState } from './tag-state';
+
+export interface CompactContext {
+  fs: ConfinedFs;
+  layout: Layout;
+  clock: VolumeClock;
+  seals: TagSeals;
+  settings: { leaseTimeoutMs: number };
+}
 
 export interface CompactResult {
   segmentsRead: number;
   recordsFolded: number;
   linesSkipped: number;
   segmentsDeleted: number;
+  /** Segments that could not be read (left in place, never deleted). */
+  segmentsUnreadable: number;
+  /** Names in the segment folders the library did not write (left alone). */
+  strangers: number;
   tags: number;
   tagsDropped: number;
+  /** The previous snapshot could not be used: entries older than it are expired by the new one. */
+  snapshotReplaced: boolean;
   memberSegmentsRead: number;
   memberSegmentsDeleted: number;
   members: number;
@@ -37,89 +52,105 @@ export interface CompactResult {
  *    published, and only if its writer can no longer append to it: it is not
  *    the writer's newest generation, or the writer's lease had expired
  *    before the segment was read (see SegmentWriter for the writer's half of
- *    that rule);
+ *    that rule). Only a lease known absent or known expired counts: an
+ *    unreadable lease is a live writer;
  *  - readers re-check the head after listing (see TagLog.refresh), and the
- *    head is bumped after the snapshot is published and before any deletion.
+ *    head is bumped after the snapshot is published and before any deletion;
+ *  - a previous snapshot that cannot be used (damaged, over its cap, forged)
+ *    may have held invalidations whose segments are gone: the new snapshot
+ *    expires every entry older than it, so nothing it hid is served again.
  */
-export async function compactTags(m: Maintenance, guard: LockGuard): Promise<CompactResult> {
+export async function compactTags(c: CompactContext, guard: LockGuard): Promise<CompactResult> {
   const result: CompactResult = {
     segmentsRead: 0,
     recordsFolded: 0,
     linesSkipped: 0,
     segmentsDeleted: 0,
+    segmentsUnreadable: 0,
+    strangers: 0,
     tags: 0,
     tagsDropped: 0,
+    snapshotReplaced: false,
     memberSegmentsRead: 0,
     memberSegmentsDeleted: 0,
     members: 0,
     membersDropped: 0,
     leasesRemoved: 0,
   };
-  const { fs, layout } = m;
+  const { fs, layout, clock } = c;
   // Order matters: list, then judge leases, then read. A writer judged gone
   // rotates before its next append, so the listed segments are complete when read.
   const listed = await listSegments(fs, layout.invalidationsDir);
   const memberListed = await listSegments(fs, layout.membersDir);
-  const gone = await goneWriters(m, [...listed, ...memberListed]);
+  result.strangers = listed.strangers.length + memberListed.strangers.length;
+  const gone = await goneWriters(c, [...listed.segments, ...memberListed.segments]);
 
-  const previous = (await readSnapshot(fs, layout, m.clock.now())) ?? emptySnapshot(m.clock.now());
+  const previous = await previousSnapshot(c, result);
   const state = new TagState();
-  state.merge(previous.state, m.clock.now());
+  state.merge(previous.state, clock.now());
   const folded = new Map<string, number>();
   let records = previous.records;
-  for (const name of listed) {
-    const start = previous.folded.get(name) ?? 0;
-    const bytes = await readFrom(fs, path.join(layout.invalidationsDir, name), start);
-    if (bytes === undefined) continue;
-    const parsed = parseInvalidations(bytes);
-    for (const record of parsed.records) state.apply(record, m.clock.now());
-    folded.set(name, start + parsed.consumed);
-    records += parsed.records.length;
+  for (const name of listed.segments) {
+    const read = await readSegment(c, layout.invalidationsDir, name, previous.folded.get(name) ?? 0, (line) => parseInvalidation(line, c.seals.invalidations));
+    if (read.status !== 'ok') {
+      if (read.status === 'damaged') result.segmentsUnreadable++;
+      continue;
+    }
+    for (const record of read.records) state.apply(record, clock.now());
+    folded.set(name, read.consumed);
+    records += read.records.length;
     result.segmentsRead++;
-    result.recordsFolded += parsed.records.length;
-    result.linesSkipped += parsed.skipped;
+    result.recordsFolded += read.records.length;
+    result.linesSkipped += read.skipped;
   }
-  const watermark = await readWatermark(fs, layout);
-  if (watermark !== undefined) result.tagsDropped = state.dropOlderThan(watermark, m.clock.now());
+  const watermark = await readWatermark(c);
+  if (watermark !== undefined) result.tagsDropped = state.dropOlderThan(watermark, clock.now());
 
-  const deletable = listed.filter((name) => folded.has(name) && isClosed(name, listed, gone));
+  const deletable = listed.segments.filter((name) => folded.has(name) && isClosed(name, listed.segments, gone));
   for (const name of deletable) folded.delete(name);
   guard.check();
-  const written = await publishSnapshot(m, previous.id, { id: randomId(), createdAt: m.clock.now(), state, folded, records });
+  const written = await publishSnapshot(c, previous.id, { id: randomId(), createdAt: clock.now(), state, folded, records });
   result.tags = written.state.size;
-  await bumpHead(m.fs, m.layout, m.writer, m.settings.fileMode);
+  await bumpHead(fs, layout);
   guard.check();
   for (const name of deletable) {
-    if (await unlinkIfExists(fs, path.join(layout.invalidationsDir, name))) result.segmentsDeleted++;
+    if (await fs.unlink(layout.segmentPath(layout.invalidationsDir, name))) result.segmentsDeleted++;
   }
 
-  await compactMembers(m, guard, memberListed, gone, result);
-  result.leasesRemoved = await removeDeadLeases(m, gone, [...listed, ...memberListed], deletable);
+  await compactMembers(c, guard, memberListed.segments, gone, result);
+  result.leasesRemoved = await removeDeadLeases(c, gone, [...listed.segments, ...memberListed.segments], deletable);
   return result;
 }
 
-async function compactMembers(m: Maintenance, guard: LockGuard, listed: string[], gone: Set<string>, result: CompactResult): Promise<void> {
-  const { fs, layout } = m;
-  const index: MemberIndex = (await readMembers(fs, layout)) ?? { members: new Map(), folded: new Map() };
+async function previousSnapshot(c: CompactContext, result: CompactResult): Promise<TagSnapshot> {
+  const now = c.clock.now();
+  const read = await readSnapshot(c, now);
+  if (read.status === 'ok') return read.snapshot;
+  const empty: TagSnapshot = { id: 'empty', createdAt: now, state: new TagState(), folded: new Map(), records: 0 };
+  if (read.status === 'damaged') {
+    result.snapshotReplaced = true;
+    const upTo = Math.min(read.mtimeMs ?? now, now);
+    empty.state.apply({ tags: [ALL_ENTRIES], stale: upTo, expired: upTo }, now);
+  }
+  return empty;
+}
+
+async function compactMembers(c: CompactContext, guard: LockGuard, listed: string[], gone: Set<string>, result: CompactResult): Promise<void> {
+  const { fs, layout } = c;
+  const previous = await readMembersSnapshot(c);
+  const index: MemberIndex = previous.status === 'ok' ? previous.index : emptyMembers();
   const folded = new Map<string, number>();
   for (const name of listed) {
-    const start = index.folded.get(name) ?? 0;
-    const bytes = await readFrom(fs, path.join(layout.membersDir, name), start);
-    if (bytes === undefined) continue;
-    const parsed = parseMemberships(bytes);
-    for (const record of parsed.records) {
-      const id = `${record.ns}/${record.hash}`;
-      const tags = index.members.get(id) ?? new Set<string>();
-      for (const tag of record.tags) tags.add(tag);
-      index.members.set(id, tags);
-    }
-    folded.set(name, start + parsed.consumed);
+    const read = await readSegment(c, layout.membersDir, name, index.folded.get(name) ?? 0, (line) => parseMembership(line, c.seals.memberships));
+    if (read.status !== 'ok') continue;
+    foldMemberships(index, read.records);
+    folded.set(name, read.consumed);
     result.memberSegmentsRead++;
   }
-  // Membership of entries that no longer exist is dropped: the index stays the size of the store.
+  // Membership of entries known to be gone is dropped: the index stays the size of the store.
   for (const id of [...index.members.keys()]) {
     const [ns, hash] = id.split('/') as [string, string];
-    if (!(await exists(fs, layout.entryPath(hash, ns)))) {
+    if (isSafeName(ns) && isKeyHash(hash) && (await isKnownAbsent(fs, layout.entryPath(hash, ns)))) {
       index.members.delete(id);
       result.membersDropped++;
     }
@@ -127,47 +158,48 @@ async function compactMembers(m: Maintenance, guard: LockGuard, listed: string[]
   const deletable = listed.filter((name) => folded.has(name) && isClosed(name, listed, gone));
   for (const name of deletable) folded.delete(name);
   guard.check();
-  const current = await readMembers(fs, layout);
-  if (current) {
+  const current = await readMembersSnapshot(c);
+  if (current.status === 'ok') {
     // A concurrent compactor's additions are kept (the index is advisory, a union is always safe).
-    for (const [id, tags] of current.members) if (!index.members.has(id)) index.members.set(id, tags);
-    for (const [name, offset] of current.folded) if (offset > (folded.get(name) ?? -1) && listed.includes(name) && !deletable.includes(name)) folded.set(name, offset);
+    for (const [id, tags] of current.index.members) if (!index.members.has(id)) index.members.set(id, tags);
+    for (const [name, offset] of current.index.folded) if (offset > (folded.get(name) ?? -1) && listed.includes(name) && !deletable.includes(name)) folded.set(name, offset);
   }
-  await writeAtomic(fs, layout.membersSnapshot, [encodeMembers({ members: index.members, folded })], { writer: m.writer, fsync: true });
+  await fs.writeAtomic(layout.membersSnapshot, [encodeMembers({ members: index.members, folded }, c.seals.membersSnapshot)], { fsync: true });
   result.members = index.members.size;
   guard.check();
   for (const name of deletable) {
-    if (await unlinkIfExists(fs, path.join(layout.membersDir, name))) result.memberSegmentsDeleted++;
+    if (await fs.unlink(layout.segmentPath(layout.membersDir, name))) result.memberSegmentsDeleted++;
+  }
+}
+
+/** true only when lstat says ENOENT: any other answer (a file, EACCES, EIO) is not proof of absence. */
+async function isKnownAbsent(fs: ConfinedFs, file: string): Promise<boolean> {
+  try {
+    await fs.lstat(file);
+    return false;
+  } catch (error) {
+    return errorCode(error) === 'ENOENT';
   }
 }
 
 /**
  * Replaces the snapshot. If another compactor replaced it since we read it,
  * its state is merged in first so that nothing it folded (and may already
- * have deleted the segments of) is lost.
+ * have deleted the segments of) is lost. A snapshot readers would refuse as
+ * too large is not published: the segments stay, nothing is lost.
  */
-async function publishSnapshot(m: Maintenance, previousId: string, next: TagSnapshot): Promise<TagSnapshot> {
-  const current = await readSnapshot(m.fs, m.layout, m.clock.now());
-  if (current && current.id !== previousId) {
-    next.state.merge(current.state, m.clock.now());
-    next.records = Math.max(next.records, current.records);
+async function publishSnapshot(c: CompactContext, previousId: string, next: TagSnapshot): Promise<TagSnapshot> {
+  const current = await readSnapshot(c, c.clock.now());
+  if (current.status === 'ok' && current.snapshot.id !== previousId) {
+    next.state.merge(current.snapshot.state, c.clock.now());
+    next.records = Math.max(next.records, current.snapshot.records);
   }
-  await writeAtomic(m.fs, m.layout.tagSnapshot, [encodeSnapshot(next)], { writer: m.writer, fsync: true });
+  const bytes = encodeSnapshot(next, c.seals.snapshot);
+  if (bytes.length > MAX_SNAPSHOT_BYTES) {
+    throw Object.assign(new Error(`the compacted tag state would be ${bytes.length} bytes, over the ${MAX_SNAPSHOT_BYTES} readers accept; run gc first (its watermark lets compaction drop old tags)`), { code: 'EFBIG' });
+  }
+  await c.fs.writeAtomic(c.layout.tagSnapshot, [bytes], { fsync: true });
   return next;
-}
-
-export async function readSnapshot(fs: VolumeFs, layout: Layout, now: number): Promise<TagSnapshot | undefined> {
-  const bytes = await readFrom(fs, layout.tagSnapshot, 0);
-  return bytes === undefined ? undefined : decodeSnapshot(bytes, now);
-}
-
-export async function readMembers(fs: VolumeFs, layout: Layout): Promise<MemberIndex | undefined> {
-  const bytes = await readFrom(fs, layout.membersSnapshot, 0);
-  return bytes === undefined ? undefined : decodeMembers(bytes);
-}
-
-function emptySnapshot(now: number): TagSnapshot {
-  return { id: 'empty', createdAt: now, state: new TagState(), folded: new Map(), records: 0 };
 }
 
 /** A segment no one will append to again: not its writer's newest generation, or its writer is gone. */
@@ -184,69 +216,35 @@ function isClosed(name: string, listed: string[], gone: Set<string>): boolean {
  * Writers whose lease (a file they rewrite every lease/10) is older than the
  * lease timeout on the volume clock, or missing. Judged by the volume's own
  * mtimes against this process's calibrated volume clock: no replica's local
- * clock is trusted.
+ * clock is trusted. A lease that cannot be read is a live writer.
  */
-async function goneWriters(m: Maintenance, segments: string[]): Promise<Set<string>> {
+async function goneWriters(c: CompactContext, segments: string[]): Promise<Set<string>> {
   const writers = new Set(segments.map((name) => parseSegmentName(name)!.writer));
   const gone = new Set<string>();
   for (const writer of writers) {
-    if (writer === m.writer) continue;
-    const mtime = await leaseMtime(m.fs, m.layout.writerLease(writer));
-    if (mtime === undefined || m.clock.now() - mtime > m.settings.leaseTimeoutMs) gone.add(writer);
+    if (writer === c.fs.writes.writer) continue;
+    const mtime = await freshMtime(c.fs, c.layout.writerLease(writer)).then(
+      (m) => m ?? 'absent',
+      () => 'unknown' as const,
+    );
+    if (mtime === 'absent' || (mtime !== 'unknown' && c.clock.now() - mtime > c.settings.leaseTimeoutMs)) gone.add(writer);
   }
   return gone;
 }
 
-/** Open then fstat: a fresh open revalidates attributes on NFS, a bare stat may not. */
-export async function leaseMtime(fs: VolumeFs, file: string): Promise<number | undefined> {
-  let handle;
-  try {
-    handle = await fs.open(file, READ_FLAGS);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return undefined;
-    throw error;
-  }
-  try {
-    return (await handle.stat()).mtimeMs;
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Removes the leases of gone writers that have no segment left. */
-async function removeDeadLeases(m: Maintenance, gone: Set<string>, listed: string[], deleted: string[]): Promise<number> {
+async function removeDeadLeases(c: CompactContext, gone: Set<string>, listed: string[], deleted: string[]): Promise<number> {
   let removed = 0;
-  const names = await listDir(m.fs, m.layout.writersDir).catch(() => [] as string[]);
   const stillHasSegments = new Set(listed.filter((n) => !deleted.includes(n)).map((n) => parseSegmentName(n)!.writer));
-  for (const writer of names) {
-    if (writer === m.writer || stillHasSegments.has(writer)) continue;
-    const mtime = await leaseMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
-    const expired = mtime !== undefined && m.clock.now() - mtime > m.settings.leaseTimeoutMs;
-    if ((gone.has(writer) || expired) && (await unlinkIfExists(m.fs, m.layout.writerLease(writer)))) removed++;
+  for (const writer of await listNames(c.fs, c.layout.writersDir)) {
+    if (!isSafeName(writer) || writer === c.fs.writes.writer || stillHasSegments.has(writer)) continue;
+    const mtime = await freshMtime(c.fs, c.layout.writerLease(writer)).catch(() => undefined);
+    const expired = mtime !== undefined && c.clock.now() - mtime > c.settings.leaseTimeoutMs;
+    if ((gone.has(writer) || expired) && (await c.fs.unlink(c.layout.writerLease(writer)))) removed++;
   }
   return removed;
 }
 
-async function listSegments(fs: VolumeFs, dir: string): Promise<string[]> {
-  return (await listDir(fs, dir)).filter((name) => parseSegmentName(name) !== undefined).sort();
-}
-
-async function readFrom(fs: VolumeFs, file: string, position: number): Promise<Buffer | undefined> {
-  try {
-    return await readWhole(fs, file, position);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
-async function readWatermark(fs: VolumeFs, layout: Layout): Promise<number | undefined> {
-  const bytes = await readFrom(fs, path.join(layout.tagsDir, 'watermark'), 0);
-  if (!bytes) return undefined;
-  const value = Number(bytes.toString('utf8').trim());
-  return Number.isFinite(value) && value > 0 ? value : undefined;
-}
-
 function randomId(): string {
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  return `${Date.now().toString(36)}-${randomBytes(5).toString('hex')}`;
 }

@@ -1,4 +1,5 @@
-import { checksummedLine, verifiedLine } from './record';
+import { decodeSingleLine, encodeLine, type LineSeal } from './lines';
+import type { Membership } from './record';
 
 /**
  * The folded tag index: for each entry (`<namespace>/<key hash>`), the tags
@@ -10,15 +11,14 @@ export interface MemberIndex {
   folded: Map<string, number>;
 }
 
-export function encodeMembers(index: MemberIndex): Buffer {
+export function encodeMembers(index: MemberIndex, seal?: LineSeal): Buffer {
   const members: Record<string, string[]> = {};
   for (const [id, tags] of index.members) members[id] = [...tags];
-  return Buffer.from(checksummedLine(JSON.stringify({ v: 1, members, folded: Object.fromEntries(index.folded) })), 'utf8');
+  return Buffer.from(encodeLine(JSON.stringify({ v: 1, members, folded: Object.fromEntries(index.folded) }), seal), 'utf8');
 }
 
-export function decodeMembers(bytes: Buffer): MemberIndex | undefined {
-  const text = bytes.toString('utf8');
-  const json = text.endsWith('\n') ? verifiedLine(text.slice(0, -1)) : undefined;
+export function decodeMembers(bytes: Buffer, seal?: LineSeal): MemberIndex | undefined {
+  const json = decodeSingleLine(bytes, seal);
   if (json === undefined) return undefined;
   let body: { v?: unknown; members?: unknown; folded?: unknown };
   try {
@@ -53,4 +53,18 @@ export function entriesWithTags(index: MemberIndex, tags: readonly string[]): st
     }
   }
   return out;
+}
+
+export function emptyMembers(): MemberIndex {
+  return { members: new Map(), folded: new Map() };
+}
+
+/** Adds membership records to an index (a union: the index only grows until compaction prunes it). */
+export function foldMemberships(index: MemberIndex, records: Iterable<Membership>): void {
+  for (const record of records) {
+    const id = `${record.ns}/${record.hash}`;
+    const tags = index.members.get(id) ?? new Set<string>();
+    for (const tag of record.tags) tags.add(tag);
+    index.members.set(id, tags);
+  }
 }

@@ -1,14 +1,13 @@
-import { lineChecksum } from '../store/hash';
 import type { Invalidation } from './tag-state';
+import { decodeLine, encodeLine, type LineSeal } from './lines';
 
 /**
- * One log record per line: `<xxh32 of the JSON, 8 hex> <JSON>\n`, as npm's
- * cacache does in its index buckets. A torn, garbage or foreign line fails its
- * checksum or its shape check and is skipped and counted, never misread.
+ * The records of the tag logs, one per line (see lines.ts for the line
+ * format): invalidations, and memberships (which entries carry which tags,
+ * for the CLI's tag index). A line whose JSON has the wrong shape or version
+ * is skipped and counted like a damaged one.
  */
 export const RECORD_VERSION = 1;
-/** A longer unterminated tail than this is garbage, not a record still being written. */
-export const MAX_LINE_BYTES = 1024 * 1024;
 
 export interface Membership {
   /** Key hash of the entry. */
@@ -18,68 +17,24 @@ export interface Membership {
   tags: string[];
 }
 
-export function encodeInvalidation(record: Invalidation): string {
-  return encodeLine({ v: RECORD_VERSION, tags: record.tags, s: record.stale ?? null, e: record.expired });
+export function encodeInvalidation(record: Invalidation, seal?: LineSeal): string {
+  return encodeLine(JSON.stringify({ v: RECORD_VERSION, tags: record.tags, s: record.stale ?? null, e: record.expired }), seal);
 }
 
-export function encodeMembership(record: Membership): string {
-  return encodeLine({ v: RECORD_VERSION, h: record.hash, n: record.ns, tags: record.tags });
+export function encodeMembership(record: Membership, seal?: LineSeal): string {
+  return encodeLine(JSON.stringify({ v: RECORD_VERSION, h: record.hash, n: record.ns, tags: record.tags }), seal);
 }
 
-function encodeLine(body: object): string {
-  return checksummedLine(JSON.stringify(body));
+export function parseInvalidation(line: string, seal?: LineSeal): Invalidation | undefined {
+  return parseRecord(line, seal, toInvalidation);
 }
 
-/** `<xxh32 of text, 8 hex> <text>\n`: the one line format of segments, snapshots and the tag index. */
-export function checksummedLine(text: string): string {
-  return `${lineChecksum(text)} ${text}\n`;
+export function parseMembership(line: string, seal?: LineSeal): Membership | undefined {
+  return parseRecord(line, seal, toMembership);
 }
 
-/** The text of one checksummed line (without its newline), or undefined if it fails its checksum. */
-export function verifiedLine(line: string): string | undefined {
-  if (line.length < 9 || line[8] !== ' ') return undefined;
-  const text = line.slice(9);
-  return lineChecksum(text) === line.slice(0, 8) ? text : undefined;
-}
-
-export interface ParsedLines<T> {
-  records: T[];
-  /** Bytes up to and including the last complete line (or skipped garbage): where the next read starts. */
-  consumed: number;
-  skipped: number;
-}
-
-export function parseInvalidations(bytes: Buffer): ParsedLines<Invalidation> {
-  return parseLines(bytes, toInvalidation);
-}
-
-export function parseMemberships(bytes: Buffer): ParsedLines<Membership> {
-  return parseLines(bytes, toMembership);
-}
-
-function parseLines<T>(bytes: Buffer, shape: (body: Record<string, unknown>) => T | undefined): ParsedLines<T> {
-  const records: T[] = [];
-  let skipped = 0;
-  let start = 0;
-  for (;;) {
-    const end = bytes.indexOf(0x0a, start);
-    if (end === -1) break;
-    if (end > start) {
-      const record = parseLine(bytes.toString('utf8', start, end), shape);
-      if (record === undefined) skipped++;
-      else records.push(record);
-    }
-    start = end + 1;
-  }
-  if (bytes.length - start > MAX_LINE_BYTES) {
-    skipped++;
-    start = bytes.length;
-  }
-  return { records, consumed: start, skipped };
-}
-
-function parseLine<T>(line: string, shape: (body: Record<string, unknown>) => T | undefined): T | undefined {
-  const json = verifiedLine(line);
+function parseRecord<T>(line: string, seal: LineSeal | undefined, shape: (body: Record<string, unknown>) => T | undefined): T | undefined {
+  const json = decodeLine(line, seal);
   if (json === undefined) return undefined;
   let body: unknown;
   try {
@@ -97,7 +52,7 @@ function isTagList(value: unknown): value is string[] {
 
 function toInvalidation(body: Record<string, unknown>): Invalidation | undefined {
   const { tags, s, e } = body;
-  if (!isTagList(tags) || typeof e !== 'number' || !(s === null || typeof s === 'number')) return undefined;
+  if (!isTagList(tags) || typeof e !== 'number' || !Number.isFinite(e) || !(s === null || (typeof s === 'number' && Number.isFinite(s)))) return undefined;
   return { tags, stale: s ?? undefined, expired: e };
 }
 

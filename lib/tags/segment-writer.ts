@@ -1,14 +1,27 @@
-import { CREATE_EXCLUSIVE_FLAGS, type VolumeFile, type VolumeFs } from '../store/fs';
+import type { ConfinedFs } from '../fs/confined';
+import type { VolumeFile } from '../fs/syscalls';
+import { codedError, errorCode } from '../util/errors';
 import { segmentName } from '../store/layout';
 import path from 'node:path';
 
 /** Past this size a writer starts its next segment, so the compactor can fold and delete the old one. */
 export const ROTATE_BYTES = 4 * 1024 * 1024;
+/** Segment names found taken before a writer gives up (each is skipped for the next generation). */
+const MAX_TAKEN_NAMES = 16;
 
 export interface Lease {
   /** ms, on this process's monotonic clock, since the start of the last successful renewal. */
   age(): number;
   renew(): Promise<void>;
+}
+
+export interface SegmentWriterOptions {
+  fs: ConfinedFs;
+  dir: string;
+  lease: Lease;
+  leaseTimeoutMs: number;
+  /** fsync after each append (invalidations: an acknowledged one must survive a crash). */
+  durable: boolean;
 }
 
 /**
@@ -28,33 +41,32 @@ export interface Lease {
 export class SegmentWriter {
   private current: { handle: VolumeFile; size: number } | undefined;
   private generation = 0;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** The last append in the queue, only while one is pending: a settled tail would keep its caller's context alive. */
+  private tail: Promise<unknown> | undefined;
 
-  constructor(
-    private readonly fs: VolumeFs,
-    private readonly dir: string,
-    private readonly writer: string,
-    private readonly lease: Lease,
-    private readonly leaseTimeoutMs: number,
-    private readonly durable: boolean,
-    private readonly fileMode?: number | undefined,
-  ) {}
+  constructor(private readonly options: SegmentWriterOptions) {}
 
   /** Appends one line; resolves once written (and synced when durable). Appends run one at a time. */
   append(line: string): Promise<void> {
-    const run = this.queue.then(() => this.appendNow(Buffer.from(line, 'utf8')));
-    this.queue = run.catch(() => undefined);
+    const bytes = Buffer.from(line, 'utf8');
+    const run = this.tail ? this.tail.then(() => this.appendNow(bytes)) : this.appendNow(bytes);
+    const tail = run.catch(() => undefined);
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = undefined;
+    });
     return run;
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    await this.tail;
     await this.closeCurrent();
   }
 
   private async appendNow(line: Buffer): Promise<void> {
-    if (this.lease.age() > this.leaseTimeoutMs / 2) {
-      await this.lease.renew();
+    const { lease, leaseTimeoutMs } = this.options;
+    if (lease.age() > leaseTimeoutMs / 2) {
+      await lease.renew();
       await this.rotate();
     }
     if (this.current && this.current.size + line.length > ROTATE_BYTES) await this.rotate();
@@ -65,10 +77,10 @@ export class SegmentWriter {
         // Positional writes at our own offset, never O_APPEND: we are the file's only writer, and
         // O_APPEND through a write-back cache (FUSE, some NFS clients) duplicates or tears data.
         const { bytesWritten } = await segment.handle.write(line, written, line.length - written, segment.size + written);
-        if (bytesWritten === 0) throw Object.assign(new Error('append made no progress'), { code: 'EIO' });
+        if (bytesWritten === 0) throw codedError('EIO', 'append made no progress');
         written += bytesWritten;
       }
-      if (this.durable) await segment.handle.sync();
+      if (this.options.durable) await segment.handle.sync();
       segment.size += line.length;
     } catch (error) {
       await this.rotate().catch(() => undefined);
@@ -87,12 +99,21 @@ export class SegmentWriter {
     if (current) await current.handle.close().catch(() => undefined);
   }
 
+  /**
+   * Exclusive create: a generation is never reopened. A name that exists
+   * already (something planted there) is skipped for the next generation.
+   */
   private async openNext(): Promise<{ handle: VolumeFile; size: number }> {
-    const file = path.join(this.dir, segmentName(this.writer, this.generation));
-    // Exclusive create: a generation is never reopened, so a name that exists is a bug or a clash.
-    const handle = await this.fs.open(file, CREATE_EXCLUSIVE_FLAGS, 0o666);
-    if (this.fileMode !== undefined) await handle.chmod(this.fileMode);
-    this.current = { handle, size: 0 };
-    return this.current;
+    const { fs, dir } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const handle = await fs.createExclusive(path.join(dir, segmentName(fs.writes.writer, this.generation)));
+        this.current = { handle, size: 0 };
+        return this.current;
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST' || attempt >= MAX_TAKEN_NAMES) throw error;
+        this.generation++;
+      }
+    }
   }
 }

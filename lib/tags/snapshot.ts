@@ -1,4 +1,4 @@
-import { checksummedLine, verifiedLine } from './record';
+import { decodeSingleLine, encodeLine, type LineSeal } from './lines';
 import { TagState, type TagStateJson } from './tag-state';
 
 /**
@@ -6,7 +6,7 @@ import { TagState, type TagStateJson } from './tag-state';
  * bytes of it are already folded in. A process starting up reads the
  * snapshot and only the segment bytes after those offsets, so start-up cost
  * is bounded by what was written since the last compaction.
- * Stored as one checksummed line, replaced atomically by rename.
+ * Stored as one checksummed (or sealed) line, replaced atomically by rename.
  */
 export interface TagSnapshot {
   id: string;
@@ -27,7 +27,7 @@ interface SnapshotJson {
   records: number;
 }
 
-export function encodeSnapshot(snapshot: TagSnapshot): Buffer {
+export function encodeSnapshot(snapshot: TagSnapshot, seal?: LineSeal): Buffer {
   const body: SnapshotJson = {
     v: 1,
     id: snapshot.id,
@@ -36,13 +36,12 @@ export function encodeSnapshot(snapshot: TagSnapshot): Buffer {
     folded: Object.fromEntries(snapshot.folded),
     records: snapshot.records,
   };
-  return Buffer.from(checksummedLine(JSON.stringify(body)), 'utf8');
+  return Buffer.from(encodeLine(JSON.stringify(body), seal), 'utf8');
 }
 
 /** undefined for anything that is not an intact snapshot of this version. */
-export function decodeSnapshot(bytes: Buffer, now: number): TagSnapshot | undefined {
-  const text = bytes.toString('utf8');
-  const json = text.endsWith('\n') ? verifiedLine(text.slice(0, -1)) : undefined;
+export function decodeSnapshot(bytes: Buffer, now: number, seal?: LineSeal): TagSnapshot | undefined {
+  const json = decodeSingleLine(bytes, seal);
   if (json === undefined) return undefined;
   let body: Partial<SnapshotJson>;
   try {

@@ -1,28 +1,39 @@
-import path from 'node:path';
-import { errorCode, listDir, READ_FLAGS, readToEnd, readWhole, type VolumeFs } from '../store/fs';
-import { parseSegmentName, type Layout } from '../store/layout';
-import { writeAtomic } from '../store/atomic';
+import type { ConfinedFs } from '../fs/confined';
 import type { VolumeClock } from '../store/clock';
+import type { Layout } from '../store/layout';
+import { describe, errorCode } from '../util/errors';
 import type { CacheLog } from '../util/log';
 import type { Metrics } from '../util/metrics';
-import { encodeInvalidation, encodeMembership, MAX_LINE_BYTES, parseInvalidations, type Membership } from './record';
+import { MAX_LINE_BYTES } from './lines';
+import { listSegments, readSegment, readSnapshot, type Damage, type TagSeals } from './files';
+import { encodeInvalidation, encodeMembership, parseInvalidation, type Membership } from './record';
 import { SegmentWriter, type Lease } from './segment-writer';
-import { decodeSnapshot } from './snapshot';
-import { TagState, type Invalidation, type Verdict } from './tag-state';
+import { ALL_ENTRIES, TagState, type Invalidation, type Verdict } from './tag-state';
+import { randomBytes } from 'node:crypto';
 
 /** Even when the change marker says nothing changed, re-list the segments this often (a lost marker bump heals). */
 const FULL_SCAN_MS = 30_000;
 /** Identical invalidations closer than this share one record. */
 const DEDUPE_MS = 100;
+/** The head is one short line. */
+const MAX_HEAD_BYTES = 256;
+
 /** `revalidateTag(tags, {expire})` takes seconds; Next's 'max' profile is one year. */
 export interface Durations {
   expire?: number | undefined;
 }
 
 export interface TagLogOptions {
-  writer: string;
+  fs: ConfinedFs;
+  layout: Layout;
+  clock: VolumeClock;
+  log: CacheLog;
+  metrics: Metrics;
+  lease: Lease;
   leaseTimeoutMs: number;
-  fileMode?: number | undefined;
+  /** A record stamped later than the volume's now plus this is clamped to it (a bad clock cannot make marks that outlive it). */
+  maxClockSkewMs: number;
+  seals: TagSeals;
 }
 
 /**
@@ -33,6 +44,18 @@ export interface TagLogOptions {
  * it is unchanged, that is the whole refresh, whatever the number of writers.
  * If it changed: reload the snapshot when the compactor replaced it, list the
  * segments and read only the bytes appended since the last read of each.
+ *
+ * What it cannot use, it does not let stop the rest:
+ *  - a name in the segment folder that is not a segment, or a segment that
+ *    is not a regular file (a link, a folder, a FIFO), cannot hold records
+ *    any writer made: skipped and reported;
+ *  - a line that is damaged, forged or too long: skipped and counted;
+ *  - a segment or snapshot that is a regular file but cannot be read (another
+ *    UID's 0600 file, EIO) or fails its check may hold real invalidations:
+ *    every entry older than its mtime is judged expired (the ALL_ENTRIES
+ *    mark), on new and running replicas alike. Fail closed, but bounded: the
+ *    entries written since are served, and `check` reports the cause;
+ *  - a head that is not a regular file: every refresh scans.
  *
  * Writing: an invalidation is applied to this process's view at once, then
  * appended to this process's own segment, synced, and the head is bumped;
@@ -46,36 +69,36 @@ export class TagLog {
   private headToken: string | undefined;
   private snapshotIdentity: string | undefined;
   private lastFullScan = -Infinity;
-  private readonly recentInvalidations = new Map<string, Promise<void>>();
+  /** Files that could not be used in the last scan, by name: what `check` and `verify` report. */
+  readonly damaged = new Map<string, Damage>();
+  private readonly recentInvalidations = new Map<string, { at: number; done: Promise<void> | undefined }>();
   private readonly invalidations: SegmentWriter;
   private readonly memberships: SegmentWriter;
 
-  constructor(
-    private readonly fs: VolumeFs,
-    private readonly layout: Layout,
-    private readonly clock: VolumeClock,
-    private readonly log: CacheLog,
-    private readonly metrics: Metrics,
-    lease: Lease,
-    private readonly options: TagLogOptions,
-  ) {
-    this.invalidations = new SegmentWriter(fs, layout.invalidationsDir, options.writer, lease, options.leaseTimeoutMs, true, options.fileMode);
-    this.memberships = new SegmentWriter(fs, layout.membersDir, options.writer, lease, options.leaseTimeoutMs, false, options.fileMode);
+  constructor(private readonly options: TagLogOptions) {
+    const { fs, layout, lease, leaseTimeoutMs } = options;
+    this.invalidations = new SegmentWriter({ fs, dir: layout.invalidationsDir, lease, leaseTimeoutMs, durable: true });
+    this.memberships = new SegmentWriter({ fs, dir: layout.membersDir, lease, leaseTimeoutMs, durable: false });
   }
 
   verdict(tags: Iterable<string>, writtenAt: number): Verdict {
-    return this.state.verdict(tags, writtenAt, this.clock.now());
+    return this.state.verdict(tags, writtenAt, this.options.clock.now());
+  }
+
+  /** Whether every file of the tag state could be used in the last scan (gc deletes by tag only then). */
+  get complete(): boolean {
+    return this.damaged.size === 0;
   }
 
   /**
    * Brings the view up to date. Cheap when nothing changed: one open, one
-   * read and one close of `head`. Throws on I/O errors; callers on the
-   * request path go through `TagRefresher`, which never throws.
+   * read and one close of `head`. Throws only when the segment folder itself
+   * cannot be listed; callers on the request path never let it escape.
    */
   async refresh(): Promise<void> {
     const token = await this.readHead();
     const now = performance.now();
-    if (token === this.headToken && now - this.lastFullScan < FULL_SCAN_MS) return;
+    if (token !== undefined && token === this.headToken && now - this.lastFullScan < FULL_SCAN_MS) return;
     await this.scan();
     // Re-check once: a compactor that replaced the snapshot and deleted
     // segments between our snapshot read and our listing has bumped the head.
@@ -83,31 +106,42 @@ export class TagLog {
     if (after !== token) await this.scan();
     this.headToken = token;
     this.lastFullScan = now;
-    this.metrics.tagRefreshes++;
+    this.options.metrics.tagRefreshes++;
   }
 
   /**
    * Records an invalidation durably; this process sees it at once, others at
    * their next refresh. Next calls both the page handler's revalidateTag and
    * every 'use cache' handler's updateTags for one app call: an identical
-   * call within DEDUPE_MS shares the first one's record.
+   * call within DEDUPE_MS shares the first one's record. Tags starting with
+   * NUL are the library's own (ALL_ENTRIES) and are ignored.
    */
   invalidate(tags: string[], durations?: Durations): Promise<void> {
-    const id = JSON.stringify([tags, durations?.expire ?? null]);
+    const own = tags.filter((t) => !t.startsWith('\u0000'));
+    if (own.length === 0) return Promise.resolve();
+    const id = JSON.stringify([own, durations?.expire ?? null]);
+    const at = performance.now();
+    for (const [key, recent] of this.recentInvalidations) if (at - recent.at > DEDUPE_MS) this.recentInvalidations.delete(key);
     const recent = this.recentInvalidations.get(id);
-    if (recent) return recent;
-    const run = this.record(tags, durations);
-    this.recentInvalidations.set(id, run);
-    setTimeout(() => this.recentInvalidations.delete(id), DEDUPE_MS).unref();
-    return run;
+    if (recent) return recent.done ?? Promise.resolve();
+    const entry: { at: number; done: Promise<void> | undefined } = { at, done: undefined };
+    const done = this.record(own, durations);
+    entry.done = done;
+    this.recentInvalidations.set(id, entry);
+    // Once settled, the promise (and the caller's context it carries) is not kept: a later twin resolves at once.
+    done.then(
+      () => (entry.done = undefined),
+      () => this.recentInvalidations.delete(id),
+    );
+    return done;
   }
 
   private async record(tags: string[], durations?: Durations): Promise<void> {
     const record = this.applyLocally(tags, durations);
-    this.metrics.invalidations++;
+    this.options.metrics.invalidations++;
     // Readers skip any line longer than MAX_LINE_BYTES as garbage: a huge tag list is split
     // into records that each fit, so none of it is acknowledged and then lost.
-    for (const line of linesFor(record)) await this.invalidations.append(line);
+    for (const line of this.linesFor(record)) await this.invalidations.append(line);
     await this.bumpHead();
   }
 
@@ -117,7 +151,7 @@ export class TagLog {
    * expired now.
    */
   applyLocally(tags: string[], durations?: Durations): Invalidation {
-    const now = this.clock.now();
+    const now = this.options.clock.now();
     const expire = durations?.expire;
     const record: Invalidation = {
       tags,
@@ -134,8 +168,8 @@ export class TagLog {
    */
   recordMembership(record: Membership): Promise<void> {
     if (record.tags.length === 0) return Promise.resolve();
-    return this.memberships.append(encodeMembership(record)).catch((error: unknown) => {
-      this.log.onceWarn('membership-append', `could not append to the tag index: ${describe(error)}`);
+    return this.memberships.append(encodeMembership(record, this.options.seals.memberships)).catch((error: unknown) => {
+      this.options.log.onceWarn('membership-append', `could not append to the tag index: ${describe(error)}`);
     });
   }
 
@@ -143,109 +177,124 @@ export class TagLog {
     await Promise.all([this.invalidations.close(), this.memberships.close()]);
   }
 
-  private async readHead(): Promise<string> {
+  /**
+   * Rewrites the change marker with a new unique token (by rename): every
+   * reader's next refresh sees a different head and rescans. A failure here
+   * does not undo the record, which is durable already: readers find it at
+   * their next full scan, so it is logged, not thrown.
+   */
+  async bumpHead(): Promise<void> {
     try {
-      return (await readWhole(this.fs, this.layout.tagHead, 0, lineLength, 256)).toString('utf8');
+      await bumpHead(this.options.fs, this.options.layout);
     } catch (error) {
-      if (errorCode(error) === 'ENOENT') return '';
-      throw error;
+      this.options.log.onceWarn('head-bump', `could not rewrite ${this.options.layout.tagHead} (${describe(error)}); other replicas see new invalidations within ${FULL_SCAN_MS / 1000} s instead of at their next refresh`);
     }
   }
 
-  private bumpHead(): Promise<void> {
-    return bumpHead(this.fs, this.layout, this.options.writer, this.options.fileMode);
+  /** The head's token: '' when there is none yet, undefined when it is not a usable file (then every refresh scans). */
+  private async readHead(): Promise<string | undefined> {
+    try {
+      return (await this.options.fs.readFile(this.options.layout.tagHead, { maxBytes: MAX_HEAD_BYTES, firstRead: MAX_HEAD_BYTES, declared: lineLength })).toString('utf8');
+    } catch (error) {
+      return errorCode(error) === 'ENOENT' ? '' : undefined;
+    }
   }
 
   private async scan(): Promise<void> {
+    const { fs, layout, log } = this.options;
     await this.loadSnapshotIfReplaced();
-    const names = await listDir(this.fs, this.layout.invalidationsDir);
-    const segments = names.filter((name) => parseSegmentName(name) !== undefined);
+    const { segments, strangers } = await listSegments(fs, layout.invalidationsDir);
+    if (strangers.length > 0) log.onceWarn('segment-strangers', `ignoring ${strangers.length} name(s) in ${layout.invalidationsDir} that are not log segments (e.g. ${JSON.stringify(strangers[0])})`);
     for (const name of segments) await this.readSegmentTail(name);
     const listed = new Set(segments);
     for (const name of this.offsets.keys()) if (!listed.has(name)) this.offsets.delete(name);
+    for (const name of this.damaged.keys()) if (name !== SNAPSHOT && !listed.has(name)) this.damaged.delete(name);
   }
 
   /** The snapshot is replaced by rename, so a new inode (or size, or mtime) means a new snapshot. */
   private async loadSnapshotIfReplaced(): Promise<void> {
-    let handle;
-    try {
-      handle = await this.fs.open(this.layout.tagSnapshot, READ_FLAGS);
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return;
-      throw error;
+    const now = this.options.clock.now();
+    const read = await readSnapshot(this.options, now, this.snapshotIdentity);
+    if (read.status === 'unchanged') return;
+    if (read.status === 'absent') {
+      this.damaged.delete(SNAPSHOT);
+      return;
     }
-    try {
-      const stats = await handle.stat();
-      const identity = `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
-      if (identity === this.snapshotIdentity) return;
-      const now = this.clock.now();
-      const snapshot = decodeSnapshot(await readToEnd(handle, 0), now);
-      if (!snapshot) {
-        this.log.onceWarn('snapshot-corrupt', `ignoring a corrupt tag snapshot at ${this.layout.tagSnapshot}; reading every segment from the start`);
-        this.snapshotIdentity = identity;
-        return;
-      }
-      this.state.merge(snapshot.state, now);
-      for (const [name, offset] of snapshot.folded) {
-        if (offset > (this.offsets.get(name) ?? 0)) this.offsets.set(name, offset);
-      }
-      this.snapshotIdentity = identity;
-    } finally {
-      await handle.close();
+    this.snapshotIdentity = read.identity;
+    if (read.status === 'damaged') {
+      this.failClosed(SNAPSHOT, read);
+      return;
+    }
+    this.damaged.delete(SNAPSHOT);
+    this.state.merge(read.snapshot.state, now);
+    for (const [name, offset] of read.snapshot.folded) {
+      if (offset > (this.offsets.get(name) ?? 0)) this.offsets.set(name, offset);
     }
   }
 
   private async readSegmentTail(name: string): Promise<void> {
+    const { metrics, log, seals, clock, maxClockSkewMs, layout } = this.options;
     const offset = this.offsets.get(name) ?? 0;
-    let bytes: Buffer;
-    try {
-      bytes = await readWhole(this.fs, path.join(this.layout.invalidationsDir, name), offset);
-    } catch (error) {
-      const code = errorCode(error);
-      if (code === 'ENOENT' || code === 'ESTALE') return;
-      throw error;
+    const read = await readSegment(this.options, layout.invalidationsDir, name, offset, (line) => parseInvalidation(line, seals.invalidations));
+    if (read.status === 'absent') return;
+    if (read.status === 'damaged') {
+      this.failClosed(name, read);
+      return;
     }
-    if (bytes.length === 0) return;
-    const parsed = parseInvalidations(bytes);
-    const now = this.clock.now();
-    for (const record of parsed.records) this.state.apply(record, now);
-    this.metrics.tagRecordsRead += parsed.records.length;
-    if (parsed.skipped > 0) {
-      this.metrics.tagRecordsSkipped += parsed.skipped;
-      this.log.onceWarn(`segment-garbage:${name}`, `skipped ${parsed.skipped} unreadable line(s) in tag log segment ${name}`);
+    this.damaged.delete(name);
+    const now = clock.now();
+    for (const record of read.records) this.state.apply(clampToNow(record, now + maxClockSkewMs), now);
+    metrics.tagRecordsRead += read.records.length;
+    if (read.skipped > 0) {
+      metrics.tagRecordsSkipped += read.skipped;
+      log.onceWarn(`segment-garbage:${name}`, `skipped ${read.skipped} unreadable line(s) in tag log segment ${name}`);
     }
-    this.offsets.set(name, offset + parsed.consumed);
+    this.offsets.set(name, read.consumed);
+  }
+
+  /**
+   * A tag file that may hold invalidations could not be used: every entry
+   * older than what it may hold (its mtime; now if unknown) is expired.
+   * Judged again at every scan, so a file fixed later is read in full.
+   */
+  private failClosed(name: string, damage: Damage): void {
+    const { clock, log, metrics } = this.options;
+    const now = clock.now();
+    const upTo = Math.min(damage.mtimeMs ?? now, now);
+    if (!this.damaged.has(name)) metrics.tagFilesUnusable++;
+    this.damaged.set(name, damage);
+    this.state.apply({ tags: [ALL_ENTRIES], stale: upTo, expired: upTo }, now);
+    log.onceWarn(`tag-file-unusable:${name}`, `cannot use tag log file ${name} (${damage.reason}): entries written before ${new Date(clock.toLocal(upTo)).toISOString()} are treated as invalidated until it can be read; run \`next-volume-cache check\``);
+  }
+
+  private linesFor(record: Invalidation): string[] {
+    const line = encodeInvalidation(record, this.options.seals.invalidations);
+    if (Buffer.byteLength(line) <= MAX_LINE_BYTES) return [line];
+    if (record.tags.length === 1) throw new Error(`next-volume-cache: a tag of ${Buffer.byteLength(record.tags[0]!)} bytes is too long to record`);
+    const half = Math.ceil(record.tags.length / 2);
+    return [...this.linesFor({ ...record, tags: record.tags.slice(0, half) }), ...this.linesFor({ ...record, tags: record.tags.slice(half) })];
   }
 }
 
-function linesFor(record: Invalidation): string[] {
-  const line = encodeInvalidation(record);
-  if (Buffer.byteLength(line) <= MAX_LINE_BYTES) return [line];
-  if (record.tags.length === 1) throw new Error(`next-volume-cache: a tag of ${Buffer.byteLength(record.tags[0]!)} bytes is too long to record`);
-  const half = Math.ceil(record.tags.length / 2);
-  return [...linesFor({ ...record, tags: record.tags.slice(0, half) }), ...linesFor({ ...record, tags: record.tags.slice(half) })];
-}
-
-/**
- * Rewrites the change marker with a new unique token (by rename): every
- * reader's next refresh sees a different head and rescans. Writers bump it
- * after each durable append, the compactor after each new snapshot.
- */
-export async function bumpHead(fs: VolumeFs, layout: Layout, writer: string, fileMode?: number): Promise<void> {
-  const token = `${writer} ${Date.now().toString(36)} ${Math.random().toString(36).slice(2)}\n`;
-  await writeAtomic(fs, layout.tagHead, [Buffer.from(token)], { writer, fsync: false, mode: fileMode });
-}
-
 /** The head is one line: its newline ends the read without a final empty read. */
-export function lineLength(head: Buffer): number | undefined {
+function lineLength(head: Buffer): number | undefined {
   const newline = head.indexOf(0x0a);
   return newline === -1 ? undefined : newline + 1;
 }
 
-export function describe(error: unknown): string {
-  if (error instanceof Error) {
-    const code = errorCode(error);
-    return code && !error.message.startsWith(code) ? `${code}: ${error.message}` : error.message;
-  }
-  return String(error);
+/** The damage key of the snapshot in `TagLog.damaged` (segment names never look like this). */
+const SNAPSHOT = 'snapshot';
+
+/** A record's marks, no later than `latest`: a writer's bad clock cannot make marks that outlive it. */
+function clampToNow(record: Invalidation, latest: number): Invalidation {
+  return record.stale !== undefined && record.stale > latest ? { ...record, stale: latest } : record;
+}
+
+/**
+ * Rewrites the change marker with a new unique token (by rename). Writers
+ * bump it after each durable append, the compactor after each new snapshot.
+ */
+export async function bumpHead(fs: ConfinedFs, layout: Layout): Promise<void> {
+  const token = `${fs.writes.writer} ${Date.now().toString(36)} ${randomBytes(6).toString('hex')}\n`;
+  await fs.writeAtomic(layout.tagHead, [Buffer.from(token)], { fsync: false });
 }

@@ -25,6 +25,15 @@ export interface Invalidation {
 
 export type Verdict = 'fresh' | 'stale' | 'expired';
 
+/**
+ * A tag every entry carries implicitly. Its marks judge everything: a
+ * process that cannot read part of the tag state (a damaged snapshot, a
+ * segment it may not read) expires every entry older than what it missed,
+ * rather than serve one that was invalidated there. The NUL keeps it apart
+ * from any tag an app can pass (see TagLog.invalidate).
+ */
+export const ALL_ENTRIES = '\u0000*';
+
 interface TagMarks {
   stale: number;
   /** Ascending; at most one entry <= the time of the last prune. */
@@ -48,17 +57,21 @@ export class TagState {
 
   /** The verdict for an entry written at `writtenAt` carrying `tags`. */
   verdict(tags: Iterable<string>, writtenAt: number, now: number): Verdict {
-    let stale = false;
+    let verdict = this.judge(this.marks.get(ALL_ENTRIES), writtenAt, now);
     for (const tag of tags) {
-      const marks = this.marks.get(tag);
-      if (!marks) continue;
-      // Ties go to the invalidation: an entry written in the same millisecond
-      // may hold the old data; at worst it is regenerated once more.
-      const expiry = latestPassed(marks.expired, now);
-      if (expiry > 0 && expiry >= writtenAt) return 'expired';
-      if (marks.stale > 0 && marks.stale >= writtenAt) stale = true;
+      if (verdict === 'expired') break;
+      const judged = this.judge(this.marks.get(tag), writtenAt, now);
+      if (judged !== 'fresh') verdict = judged;
     }
-    return stale ? 'stale' : 'fresh';
+    return verdict;
+  }
+
+  /** Ties go to the invalidation: an entry written in the same millisecond may hold the old data; at worst it is regenerated once more. */
+  private judge(marks: TagMarks | undefined, writtenAt: number, now: number): Verdict {
+    if (!marks) return 'fresh';
+    const expiry = latestPassed(marks.expired, now);
+    if (expiry > 0 && expiry >= writtenAt) return 'expired';
+    return marks.stale > 0 && marks.stale >= writtenAt ? 'stale' : 'fresh';
   }
 
   merge(other: TagState, now: number): void {

@@ -31,6 +31,10 @@ export class FsGate {
     return this.stuck;
   }
 
+  get activeCalls(): number {
+    return this.active;
+  }
+
   async run<T>(task: () => Promise<T>, timeoutMs: number = this.timeoutMs): Promise<T> {
     if (this.stuck >= this.limit) throw new GateError('saturated');
     const deadline = performance.now() + timeoutMs;

@@ -5,19 +5,12 @@ const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
 /** How long a repeated cause stays quiet before it is reported again, with its count. */
 const REPEAT_AFTER_MS = 60_000;
 
-export interface Logger {
-  debug(message: string): void;
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
-}
-
 /**
  * Writes to stderr with a fixed prefix. `onceWarn` reports the first event of
  * a cause and then at most once a minute with a count, so a broken volume
  * produces a handful of lines, not one per request.
  */
-export class CacheLog implements Logger {
+export class CacheLog {
   private readonly lastReported = new Map<string, { at: number; suppressed: number }>();
 
   constructor(

@@ -3,6 +3,7 @@ export interface Metrics {
   gets: number;
   hits: number;
   staleServed: number;
+  /** Misses by cause: absent, invalidated, expired, damaged kinds, timeout, saturated, ... */
   misses: Record<string, number>;
   sets: number;
   setFailures: number;
@@ -11,6 +12,8 @@ export interface Metrics {
   tagRefreshes: number;
   tagRecordsRead: number;
   tagRecordsSkipped: number;
+  /** Tag log files (segments, snapshot) that could not be used: see TagLog's fail-closed rule. */
+  tagFilesUnusable: number;
 }
 
 export function newMetrics(): Metrics {
@@ -26,6 +29,7 @@ export function newMetrics(): Metrics {
     tagRefreshes: 0,
     tagRecordsRead: 0,
     tagRecordsSkipped: 0,
+    tagFilesUnusable: 0,
   };
 }
 

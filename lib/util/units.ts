@@ -1,12 +1,9 @@
-/** Parses "90s", "15m", "12h", "7d", "2w" (or plain milliseconds) into milliseconds; undefined if malformed. */
-export function parseDuration(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(text);
-  if (!m) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[(m[2] ?? 'ms') as 'ms'];
-  const value = Number(m[1]) * unit;
-  return Number.isFinite(value) ? Math.round(value) : undefined;
-}
-
+/**
+ * Byte sizes as users write them: SI units are powers of 1000 ("500MB") and
+ * IEC units powers of 1024 ("20GiB"), as the README's configuration table
+ * promises. The common libraries read "MB" as 2^20 (bytes) or refuse "GiB"
+ * (ms-like parsers), so these two short functions stay here.
+ */
 /** Parses "500MB", "10GiB", "1.5G" (or plain bytes) into bytes; undefined if malformed. */
 export function parseBytes(text: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(text);

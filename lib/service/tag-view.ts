@@ -1,0 +1,75 @@
+import type { TagLog } from '../tags/tag-log';
+import { errorCode } from '../util/errors';
+import type { FsGate } from '../util/gate';
+
+/** Deadline of a process's first full read of the tag logs (later refreshes use timeoutMs). */
+const INITIAL_LOAD_TIMEOUT_MS = 120_000;
+
+export interface TagViewOptions {
+  tags: TagLog;
+  gate: FsGate;
+  tagRefreshMs: number;
+  timeoutMs: number;
+  /** Told about a failed refresh (logged once per cause by the service). */
+  onError(error: unknown): void;
+}
+
+/**
+ * When this process's tag view is brought up to date: at most once per
+ * `tagRefreshMs`, once however many callers ask (single flight), through the
+ * gate. Until the view was loaded in full once, no entry is served: serving
+ * one then could serve one that another replica invalidated.
+ */
+export class TagView {
+  private lastRefresh = -Infinity;
+  private refreshing: Promise<void> | undefined;
+  private loaded = false;
+  /** The tag folders themselves cannot be used (a link, not a folder): nothing can be judged. */
+  unusable = false;
+
+  constructor(private readonly options: TagViewOptions) {}
+
+  /** Refreshes if the interval has passed; never throws (a failed refresh keeps the current view). */
+  refreshIfDue(): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    const { tags, gate, tagRefreshMs, timeoutMs } = this.options;
+    if (performance.now() - this.lastRefresh < tagRefreshMs) return Promise.resolve();
+    this.lastRefresh = performance.now();
+    // The first load reads the snapshot and every tail since the last
+    // compaction: it may take longer than one request's deadline.
+    const deadline = this.loaded ? timeoutMs : Math.max(timeoutMs, INITIAL_LOAD_TIMEOUT_MS);
+    const refreshing = gate
+      .run(() => tags.refresh(), deadline)
+      .then(() => {
+        this.loaded = true;
+        this.unusable = false;
+      })
+      .catch((error: unknown) => {
+        // A tag folder that is a link or not a folder is damage that persists: every replica,
+        // new or running, stops judging (and so serving) entries until it is repaired.
+        if (['EOUTSIDE', 'ENOTDIR', 'ELOOP'].includes(errorCode(error) ?? '')) this.unusable = true;
+        this.options.onError(error);
+      })
+      .finally(() => {
+        if (this.refreshing === refreshing) this.refreshing = undefined;
+      });
+    this.refreshing = refreshing;
+    return refreshing;
+  }
+
+  /**
+   * Refreshes if due and waits for it (at most `timeoutMs` while the view
+   * was never loaded). Resolves false while entries cannot be judged.
+   */
+  async ready(): Promise<boolean> {
+    const refreshed = this.refreshIfDue();
+    if (!this.loaded) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([refreshed, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.timeoutMs)))]);
+      clearTimeout(timer);
+    } else {
+      await refreshed;
+    }
+    return this.loaded && !this.unusable;
+  }
+}
