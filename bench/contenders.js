@@ -7,7 +7,7 @@ const fsp = require('node:fs/promises');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const net = require('node:net');
-const { Runtime } = require('../dist/lib/runtime.js');
+const { Runtime } = require('../dist/lib/service/runtime.js');
 const { resolveOptions } = require('../dist/lib/config.js');
 const { bindHandler } = require('../dist/lib/next/handler.js');
 const { encodeEntry } = require('../dist/lib/store/codec.js');
@@ -49,7 +49,7 @@ async function floor(dir) {
 
 async function ours(dir, { fsync = false } = {}) {
   await loadHasher();
-  const runtime = new Runtime({ ...resolveOptions({ logLevel: 'error' }, {}), dir, fsync }, true);
+  const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error' }, {}), dir, fsync }, createParents: true });
   const Handler = bindHandler(() => runtime);
   const handler = new Handler({});
   return {

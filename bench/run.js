@@ -139,7 +139,7 @@ async function multiProcess() {
 /** revalidateTag and get cost as the store grows, and a refresh with 1 thousand vs 1 million tag records. */
 async function scale() {
   const sizes = QUICK ? [1000, 5000] : [1000, 100_000, 1_000_000];
-  const { Runtime } = require('../dist/lib/runtime.js');
+  const { Runtime } = require('../dist/lib/service/runtime.js');
   const { resolveOptions } = require('../dist/lib/config.js');
   const rows = [];
   for (const size of sizes) {
@@ -149,7 +149,7 @@ async function scale() {
     const value = fetch4k();
     await store.set('/scale/probe', value);
     const n = QUICK ? 20 : 500;
-    const invalidate = await measure(QUICK ? 10 : 200, 1, (i) => store.runtime.tags.invalidate([`t-${i}`]));
+    const invalidate = await measure(QUICK ? 10 : 200, 1, (i) => store.runtime.service.invalidate([`t-${i}`]));
     const get = await measure(n, 1, () => store.get('/scale/probe', value));
     rows.push({ entries: size, 'revalidateTag ms (p50)': +(invalidate.p50us / 1000).toFixed(2), 'get hit µs (p50)': get.p50us });
     await store.close();
@@ -251,10 +251,10 @@ async function site() {
 
 /** Filesystem operations per get and set (each is a round trip on NFS), counted through the fs layer. */
 async function operations() {
-  const { Runtime } = require('../dist/lib/runtime.js');
+  const { Runtime } = require('../dist/lib/service/runtime.js');
   const { resolveOptions } = require('../dist/lib/config.js');
   const { bindHandler } = require('../dist/lib/next/handler.js');
-  const { nodeFs } = require('../dist/lib/store/fs.js');
+  const { nodeFs } = require('../dist/lib/fs/syscalls.js');
   const counts = {};
   const counting = {};
   for (const [name, fn] of Object.entries(nodeFs)) counting[name] = (...args) => ((counts[name] = (counts[name] ?? 0) + 1), fn(...args));
@@ -266,7 +266,7 @@ async function operations() {
   const rows = [];
   for (const [payloadName, makeValue] of Object.entries(PAYLOADS)) {
     const dir = tmp('ops');
-    const runtime = new Runtime({ ...resolveOptions({ logLevel: 'error', tagRefreshMs: 3_600_000 }, {}), dir }, true, counting);
+    const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error', tagRefreshMs: 3_600_000 }, {}), dir }, createParents: true, fs: counting });
     const handler = new (bindHandler(() => runtime))({});
     const value = makeValue();
     const ctx = value.kind === 'IMAGE' ? { kind: 'IMAGE', cacheControl: { revalidate: 60 } } : value.kind === 'FETCH' ? { fetchCache: true } : { kind: value.kind, cacheControl: { revalidate: 60, expire: 600 } };

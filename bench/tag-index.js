@@ -9,7 +9,7 @@ const { openMaintenance, compact } = require('../dist/lib/maintenance/index.js')
 const { taggedEntries, purgeEntries } = require('../dist/lib/maintenance/purge.js');
 const { encodeMembership } = require('../dist/lib/tags/record.js');
 const { hashKey } = require('../dist/lib/store/hash.js');
-const { nodeFs } = require('../dist/lib/store/fs.js');
+const { nodeFs } = require('../dist/lib/fs/syscalls.js');
 
 const [dir, countArg] = process.argv.slice(2);
 const count = Number(countArg || 1_000_000);
@@ -37,14 +37,14 @@ function countingFs() {
   for (const phase of ['before compaction', 'after compaction']) {
     if (phase === 'after compaction') await compact({ dir, logLevel: 'silent', leaseTimeoutMs: 1 });
     const counting = countingFs();
-    const mc = await openMaintenance({ dir, logLevel: 'silent' }, counting.fs);
+    const mc = await openMaintenance({ dir, logLevel: 'silent' }, { fs: counting.fs });
     counting.opened.length = 0;
     const t0 = performance.now();
     const found = await taggedEntries(mc, ['_N_T_/page/123456']);
-    rows.push({ phase, method: 'tag index', found: found.length, 'files opened': counting.opened.length, ms: (performance.now() - t0).toFixed(0) });
+    rows.push({ phase, method: 'tag index', found: found.entries.length, 'files opened': counting.opened.length, ms: (performance.now() - t0).toFixed(0) });
   }
   const counting = countingFs();
-  const mc = await openMaintenance({ dir, logLevel: 'silent' }, counting.fs);
+  const mc = await openMaintenance({ dir, logLevel: 'silent' }, { fs: counting.fs });
   counting.opened.length = 0;
   const t0 = performance.now();
   const result = await purgeEntries(mc, { tags: ['_N_T_/page/123456'], scan: true }, true, { check() {} });

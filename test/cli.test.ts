@@ -107,9 +107,9 @@ describe('gc', () => {
     await c.handler.revalidateTag(['doomed']);
     for (const [i, hoursAgo] of [[1, 30], [2, 20], [3, 0]] as const) {
       await c.handler.set(`img-${i}`, image(Buffer.alloc(10_000, i)), { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } });
-      const sidecar = JSON.parse(readFileSync(c.runtime.images.sidecarPath(hashKey(`img-${i}`)), 'utf8'));
+      const sidecar = JSON.parse(readFileSync(c.runtime.layout.sidecarPath(hashKey(`img-${i}`)), 'utf8'));
       const when = new Date(Date.now() - hoursAgo * 3_600_000);
-      utimesSync(path.join(path.dirname(c.runtime.images.sidecarPath(hashKey(`img-${i}`))), sidecar.file), when, when);
+      utimesSync(path.join(path.dirname(c.runtime.layout.sidecarPath(hashKey(`img-${i}`))), sidecar.file), when, when);
     }
     await c.runtime.close();
     await new Promise((r) => setTimeout(r, 1100));
@@ -133,14 +133,14 @@ describe('purge', () => {
   it('by tag finds entries through the index, opening only the matched entry files, and records the invalidation', async () => {
     const dir = await filledStore();
     const fs = new FaultyFs();
-    const m = await openMaintenance({ dir, logLevel: 'silent' }, fs);
+    const m = await openMaintenance({ dir, logLevel: 'silent' }, { fs });
     const result = await purgeEntries(m, { tags: ['_N_T_/blog/2'] }, false, { check() {} });
     expect(result).toMatchObject({ method: 'index', matched: 1, deleted: 1, invalidated: ['_N_T_/blog/2'] });
-    expect(fs.opened.filter((p) => p.includes('/entries/'))).toHaveLength(1);
+    expect(fs.opened.filter((p) => p.endsWith('.entry'))).toHaveLength(1);
     const c = await openCache({ dir });
     expect(await c.handler.get(pageKey(2), {})).toBeNull();
     expect(await c.handler.get(pageKey(3), {})).not.toBeNull();
-    expect(c.runtime.tags.verdict(['_N_T_/blog/2'], 1)).toBe('expired');
+    expect(c.runtime.service.tagVerdict(['_N_T_/blog/2'], 1)).toBe('expired');
     await c.runtime.close();
   });
 
@@ -153,7 +153,7 @@ describe('purge', () => {
     expect(JSON.parse((await cli('--json', 'purge', '--dir', dir, '--older-than', '1d')).out)).toMatchObject({ deleted: 0 });
     expect(JSON.parse((await cli('--json', 'purge', '--dir', dir, '--key', pageKey(0))).out)).toMatchObject({ method: 'keys', deleted: 1 });
     expect(JSON.parse((await cli('--json', 'purge', '--dir', dir, '--kind', 'IMAGE')).out)).toMatchObject({ deleted: 2 });
-    const all = JSON.parse((await cli('--json', 'purge', '--dir', dir, '--all')).out);
+    const all = JSON.parse((await cli('--json', 'purge', '--dir', dir, '--all', '--yes')).out);
     expect(all.deleted).toBe(12 - 3 - 1 - 1 - 1);
     expect(walk(dir).filter((p) => p.endsWith('.entry') || p.endsWith('.json') && p.includes('/images/'))).toEqual([]);
   });
@@ -162,7 +162,7 @@ describe('purge', () => {
     const dir = await filledStore();
     const load = ['writer', 'reader', 'reader'].map((role, i) => runChild('stress.js', [role, dir, '3000', '6', `p${i}`]));
     await new Promise((r) => setTimeout(r, 500));
-    const result = await purge({ dir, logLevel: 'silent' }, { tags: ['post'] }, false, { wait: true });
+    const result = await purge({ dir, logLevel: 'silent', selection: { tags: ['post'] }, wait: true });
     expect(result.deleted).toBe(5);
     const runs = await Promise.all(load);
     for (const r of runs) {
@@ -217,8 +217,8 @@ describe('usage and safety', () => {
     const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'gc', '--dir', dir, '--wait'], { stdio: 'ignore' });
     // Hold the lock from this process while the child waits, then kill the child and check recovery.
     const m = await openMaintenance({ dir, logLevel: 'silent', lockStaleMs: 2000 });
-    const { withMaintenanceLock } = await import('../lib/maintenance/lock');
-    await withMaintenanceLock(m.layout, 'maintenance', { wait: true, staleMs: 2000 }, async () => {
+    const { locked } = await import('../lib/maintenance/context');
+    await locked(m, { wait: true }, async () => {
       expect((await cli('gc', '--dir', dir, '--no-wait')).code).toBe(4);
     });
     child.kill('SIGKILL');

@@ -64,8 +64,8 @@ describe('SIGKILL at random points', () => {
       }
     }
     // Every acknowledged invalidation is in force.
-    expect(acknowledged.filter((tag) => c.runtime.tags.verdict([tag], 1) !== 'expired')).toEqual([]);
-    if (purgesAcknowledged > 0) expect(c.runtime.tags.verdict(['crash-purge'], 1)).toBe('expired');
+    expect(acknowledged.filter((tag) => c.runtime.service.tagVerdict([tag], 1) !== 'expired')).toEqual([]);
+    if (purgesAcknowledged > 0) expect(c.runtime.service.tagVerdict(['crash-purge'], 1)).toBe('expired');
     await c.runtime.close();
     // Repair removes all debris (temp files, orphan images) left by the kills.
     await new Promise((r) => setTimeout(r, 1100)); // locks of killed runs go stale
@@ -111,7 +111,7 @@ describe("proper-lockfile's double-holder race (issue #121)", () => {
     await fresh.handler.get('warm', {});
     expect(acknowledged.length).toBeGreaterThan(50);
     expect(rounds).toBeGreaterThan(2);
-    expect(acknowledged.filter((t) => fresh.runtime.tags.verdict([t], 1) !== 'expired')).toEqual([]);
+    expect(acknowledged.filter((t) => fresh.runtime.service.tagVerdict([t], 1) !== 'expired')).toEqual([]);
     await c.runtime.close();
     await fresh.runtime.close();
   });

@@ -3,8 +3,8 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
-import { checkRoot } from '../lib/maintenance/check';
-import { nodeFs, type VolumeFs } from '../lib/store/fs';
+import { checkRoot } from '../lib/maintenance';
+import { nodeFs, type VolumeFs } from '../lib/fs/syscalls';
 import { hashKey } from '../lib/store/hash';
 import { isRoot, openCache, tempDir, walk, type TestCache } from './helpers';
 import { FETCH_CTX, fetchValue, PAGE_CTX, appPage } from './values';
@@ -91,18 +91,18 @@ describe('check', () => {
 
   it('passes on an empty folder and on a cache root; fails clearly on a missing, foreign or slow one', async () => {
     const empty = tempDir();
-    expect(await checkRoot({ dir: empty }, 1000)).toMatchObject({ ok: true, format: null });
+    expect(await checkRoot({ dir: empty, maxLatencyMs: 1000 })).toMatchObject({ ok: true, format: null });
     const c = await cache({ dir: tempDir() });
     await c.handler.set('k', fetchValue(), FETCH_CTX);
-    expect(await checkRoot({ dir: c.root }, 1000)).toMatchObject({ ok: true, format: 1 });
-    expect(await checkRoot({ dir: path.join(empty, 'not-mounted') }, 1000)).toMatchObject({ ok: false, failure: 'missing' });
+    expect(await checkRoot({ dir: c.root, maxLatencyMs: 1000 })).toMatchObject({ ok: true, format: 1 });
+    expect(await checkRoot({ dir: path.join(empty, 'not-mounted'), maxLatencyMs: 1000 })).toMatchObject({ ok: false, failure: 'missing' });
     const foreign = tempDir();
     writeFileSync(path.join(foreign, 'index.html'), 'someone else');
-    expect(await checkRoot({ dir: foreign }, 1000)).toMatchObject({ ok: false, failure: 'foreign' });
+    expect(await checkRoot({ dir: foreign, maxLatencyMs: 1000 })).toMatchObject({ ok: false, failure: 'foreign' });
     const future = tempDir();
     writeFileSync(path.join(future, 'next-volume-cache.json'), '{"format": 7}');
-    expect(await checkRoot({ dir: future }, 1000)).toMatchObject({ ok: false, failure: 'incompatible-format' });
-    expect(await checkRoot({ dir: empty }, 20, slowFs(50))).toMatchObject({ ok: false, failure: 'slow' });
+    expect(await checkRoot({ dir: future, maxLatencyMs: 1000 })).toMatchObject({ ok: false, failure: 'incompatible-format' });
+    expect(await checkRoot({ dir: empty, maxLatencyMs: 20, fs: slowFs(50) })).toMatchObject({ ok: false, failure: 'slow' });
     const viaCli = await cli('check', '--dir', path.join(empty, 'not-mounted'));
     expect(viaCli.code).toBe(1);
     expect(viaCli.err).toMatch(/not ok \(missing\).*is the volume mounted/);
@@ -122,6 +122,6 @@ describe('check', () => {
     mounts.push(ro);
     execFileSync('mount', ['-o', 'remount,bind,ro', ro]);
     writeFileSync(path.join(source, 'next-volume-cache.json'), '{"format": 1}');
-    expect(await checkRoot({ dir: ro }, 1000)).toMatchObject({ ok: false, failure: 'read-only' });
+    expect(await checkRoot({ dir: ro, maxLatencyMs: 1000 })).toMatchObject({ ok: false, failure: 'read-only' });
   });
 });

@@ -1,5 +1,21 @@
-import type { VolumeFile, VolumeFs } from '../lib/store/fs';
-import { nodeFs } from '../lib/store/fs';
+import type { VolumeFile, VolumeFs } from '../lib/fs/syscalls';
+import { nodeFs } from '../lib/fs/syscalls';
+import { readlinkSync } from 'node:fs';
+
+/**
+ * The library names files inside a checked folder through the folder's
+ * descriptor (`/proc/self/fd/<n>/<name>`); rules and `opened` use the real
+ * path it stands for, so tests can say "the inval folder".
+ */
+function realPathOf(p: string): string {
+  const match = /^\/proc\/self\/fd\/(\d+)(\/.*)?$/.exec(p);
+  if (!match) return p;
+  try {
+    return readlinkSync(`/proc/self/fd/${match[1]}`) + (match[2] ?? '');
+  } catch {
+    return p;
+  }
+}
 
 /**
  * A VolumeFs that injects the faults no real filesystem produces on demand.
@@ -20,7 +36,7 @@ export interface FaultRule {
 export class FaultyFs implements VolumeFs {
   readonly rules: FaultRule[] = [];
   readonly counts = new Map<Operation, number>();
-  /** Every path opened, in order. */
+  /** Every path opened, in order (as the library spelled it: a folder's handle path, then the name). */
   readonly opened: string[] = [];
   /** Promises that never settle, kept so a test can release them. */
   private readonly hung: Array<() => void> = [];
@@ -36,8 +52,9 @@ export class FaultyFs implements VolumeFs {
     for (const release of this.hung.splice(0)) release();
   }
 
-  private match(op: Operation, p: string): FaultRule['fault'] | undefined {
+  private match(op: Operation, spelled: string): FaultRule['fault'] | undefined {
     this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
+    const p = realPathOf(spelled);
     for (const rule of this.rules) {
       if (rule.op !== op) continue;
       if (rule.path !== undefined && !(typeof rule.path === 'string' ? p.includes(rule.path) : rule.path(p))) continue;
@@ -60,9 +77,9 @@ export class FaultyFs implements VolumeFs {
   }
 
   async open(p: string, flags: number, mode?: number): Promise<VolumeFile> {
-    this.opened.push(p);
+    this.opened.push(realPathOf(p));
     const handle = await this.apply('open', p, () => this.inner.open(p, flags, mode));
-    return this.wrap(handle, p);
+    return this.wrap(handle, realPathOf(p));
   }
   rename(a: string, b: string): Promise<void> {
     return this.apply('rename', b, () => this.inner.rename(a, b));
@@ -70,8 +87,8 @@ export class FaultyFs implements VolumeFs {
   unlink(p: string): Promise<void> {
     return this.apply('unlink', p, () => this.inner.unlink(p));
   }
-  mkdir(p: string, o: { recursive: boolean; mode?: number }): Promise<unknown> {
-    return this.apply('mkdir', p, () => this.inner.mkdir(p, o));
+  mkdir(p: string): Promise<void> {
+    return this.apply('mkdir', p, () => this.inner.mkdir(p));
   }
   rmdir(p: string): Promise<void> {
     return this.inner.rmdir(p);
@@ -82,14 +99,11 @@ export class FaultyFs implements VolumeFs {
   readdir(p: string): Promise<string[]> {
     return this.apply('readdir', p, () => this.inner.readdir(p));
   }
-  utimes(p: string, a: number, m: number): Promise<void> {
-    return this.apply('utimes', p, () => this.inner.utimes(p, a, m));
-  }
-  chmod(p: string, mode: number): Promise<void> {
-    return this.inner.chmod(p, mode);
-  }
   link(a: string, b: string): Promise<void> {
     return this.apply('rename', b, () => this.inner.link(a, b));
+  }
+  realpath(p: string): Promise<string> {
+    return this.inner.realpath(p);
   }
 
   private wrap(handle: VolumeFile, p: string): VolumeFile {
@@ -106,6 +120,9 @@ export class FaultyFs implements VolumeFs {
       sync: () => this.apply('sync', p, () => handle.sync()),
       stat: () => handle.stat(),
       chmod: (mode) => handle.chmod(mode),
+      utimes: (a, m) => this.apply('utimes', p, () => handle.utimes(a, m)),
+      handlePath: handle.handlePath,
+      location: () => handle.location(),
       close: async () => {
         const fault = this.match('close', p);
         // The descriptor is closed for real either way: an error at close still releases it.

@@ -105,13 +105,13 @@ describe('injected filesystem faults', () => {
     expect(await c.handler.get('fine', {})).not.toBeNull();
     // A second hung call takes the last slot: from now on every get is an immediate miss.
     expect(await c.handler.get('hung', {})).toBeNull();
-    expect(c.runtime.gate.stuckCalls).toBe(2);
+    expect(c.runtime.service.gateSlots().stuck).toBe(2);
     expect(await c.handler.get('fine', {})).toBeNull();
     expect(c.runtime.metrics.misses['saturated']).toBe(1);
     // The mount comes back: the stuck calls return, slots free up, hits resume.
     fs.rules.length = 0;
     fs.releaseHung();
-    expect(await waitFor(() => c.runtime.gate.stuckCalls === 0)).toBe(true);
+    expect(await waitFor(() => c.runtime.service.gateSlots().stuck === 0)).toBe(true);
     expect(await c.handler.get('fine', {})).not.toBeNull();
   });
 
@@ -137,11 +137,11 @@ describe('injected filesystem faults', () => {
     await c.handler.set('k', fetchValue('x', ['data']), FETCH_CTX);
     expect(await c.handler.get('k', {})).not.toBeNull();
     // Past its 200 ms deadline the hung append counts as stuck: it holds one slot, and only one.
-    expect(await waitFor(() => c.runtime.gate.stuckCalls === 1)).toBe(true);
-    expect(c.runtime.gate.stuckCalls).toBe(1);
+    expect(await waitFor(() => c.runtime.service.gateSlots().stuck === 1)).toBe(true);
+    expect(c.runtime.service.gateSlots().stuck).toBe(1);
     fs.rules.length = 0;
     fs.releaseHung();
-    expect(await waitFor(() => c.runtime.gate.stuckCalls === 0)).toBe(true);
+    expect(await waitFor(() => c.runtime.service.gateSlots().stuck === 0)).toBe(true);
   });
 
   it('a vanished cache root: gets miss, sets fail quietly, no folder is recreated', async () => {

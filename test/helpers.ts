@@ -1,19 +1,31 @@
-import { mkdtempSync, readdirSync, lstatSync } from 'node:fs';
+import { mkdtempSync, readdirSync, lstatSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { resolveOptions, type CacheOptions } from '../lib/config';
 import { bindHandler } from '../lib/next/handler';
 import type { NextCacheHandler } from '../lib/next/types';
-import { Runtime } from '../lib/runtime';
-import { nodeFs, type VolumeFs } from '../lib/store/fs';
+import { Runtime } from '../lib/service/runtime';
+import { nodeFs, type VolumeFs } from '../lib/fs/syscalls';
 import { loadHasher } from '../lib/store/hash';
+import { ConfinedFs } from '../lib/fs/confined';
+import { scanLines } from '../lib/tags/lines';
 
 export const REPO = path.resolve(__dirname, '..');
 export const DIST = path.join(REPO, 'dist');
 
+const created: string[] = [];
+
+/** A new folder in the system temp directory, removed after the test file (see test/setup.ts). */
 export function tempDir(prefix = 'nvc-test-'): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  created.push(dir);
+  return dir;
+}
+
+/** Removes every folder tempDir made (called once per test file by test/setup.ts). */
+export function removeTempDirs(): void {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 export interface TestCache {
@@ -26,7 +38,7 @@ export interface TestCache {
 export async function openCache(options: CacheOptions & { dir: string }, fs: VolumeFs = nodeFs, createParents = true): Promise<TestCache> {
   await loadHasher();
   const resolved = resolveOptions({ logLevel: 'silent', ...options }, {});
-  const runtime = new Runtime({ ...resolved, dir: options.dir }, createParents, fs);
+  const runtime = new Runtime({ settings: { ...resolved, dir: options.dir }, createParents, fs });
   const Handler = bindHandler(() => runtime);
   return { handler: new Handler({}), runtime, root: options.dir };
 }
@@ -115,4 +127,17 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 10));
   }
   return true;
+}
+
+/** The records of a segment file as the library's reader sees them (complete lines only), and the lines it skipped. */
+export async function readSegmentFile<T>(file: string, parse: (line: string) => T | undefined): Promise<{ records: T[]; skipped: number }> {
+  const fs = new ConfinedFs(nodeFs, path.dirname(file), { writer: 'test', fsync: false, fileMode: undefined, dirMode: undefined });
+  const records: T[] = [];
+  let skipped = 0;
+  const scan = await scanLines(fs, file, 0, (line) => {
+    const record = parse(line);
+    if (record === undefined) skipped++;
+    else records.push(record);
+  });
+  return { records, skipped: skipped + scan.tooLong };
 }

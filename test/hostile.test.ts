@@ -3,8 +3,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
 import { hashKey } from '../lib/store/hash';
-import { encodeInvalidation, parseInvalidations } from '../lib/tags/record';
-import { openCache, randomBytes, seededRandom, tempDir, type TestCache } from './helpers';
+import { encodeInvalidation, parseInvalidation } from '../lib/tags/record';
+import { openCache, randomBytes, readSegmentFile, seededRandom, tempDir, type TestCache } from './helpers';
 import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX, sameValue } from './values';
 
 /** Fuzz iterations (fixed seeds, so a failure can be replayed); NVC_FUZZ_COUNT for a longer soak. */
@@ -63,7 +63,7 @@ describe('fuzzing what is on the volume (fixed seed)', () => {
     const c = await cache();
     const buffer = randomBytes(seededRandom(5), 5000);
     await c.handler.set('img', image(buffer), { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } });
-    const sidecarPath = c.runtime.images.sidecarPath(hashKey('img'));
+    const sidecarPath = c.runtime.layout.sidecarPath(hashKey('img'));
     const sidecar = readFileSync(sidecarPath);
     const rawPath = path.join(path.dirname(sidecarPath), JSON.parse(sidecar.toString()).file);
     const raw = readFileSync(rawPath);
@@ -80,11 +80,13 @@ describe('fuzzing what is on the volume (fixed seed)', () => {
 
   it(`${COUNT} damaged log segments: parsing never throws and never yields a record that was not written`, async () => {
     const written = Array.from({ length: 20 }, (_, i) => ({ tags: [`t${i}`, `_N_T_/p/${i}`], stale: 1000 + i, expired: 2000 + i }));
-    const original = Buffer.from(written.map(encodeInvalidation).join(''));
+    const original = Buffer.from(written.map((r) => encodeInvalidation(r)).join(''));
     const valid = new Set(written.map((r) => JSON.stringify(r)));
     const random = seededRandom(303);
+    const file = path.join(tempDir('nvc-fuzz-'), 'w.000000.log');
     for (let i = 0; i < COUNT; i++) {
-      const parsed = parseInvalidations(mutate(random, original));
+      writeFileSync(file, mutate(random, original));
+      const parsed = await readSegmentFile(file, (line) => parseInvalidation(line));
       for (const r of parsed.records) expect(valid.has(JSON.stringify(r)), `iteration ${i}`).toBe(true);
     }
   });
@@ -109,7 +111,7 @@ describe('symlinks planted in the cache root', () => {
     let out = '';
     expect(await main(['--json', 'verify', '--repair', '--dir', c.root], (t) => (out += t), () => {})).toBe(0);
     expect(existsSync(path.join(outside, path.basename(file)))).toBe(true);
-    expect(await main(['purge', '--all', '--dir', c.root], () => {}, () => {})).toBe(0);
+    expect(await main(['purge', '--all', '--yes', '--dir', c.root], () => {}, () => {})).toBe(0);
     expect(existsSync(path.join(outside, path.basename(file)))).toBe(true);
   });
 });
@@ -130,7 +132,7 @@ describe('keys and tags at and beyond Next\'s limits', () => {
     await c.handler.revalidateTag(huge);
     const other = await cache(c.root);
     await other.handler.get('warm', {});
-    expect(huge.filter((t) => other.runtime.tags.verdict([t], 1) !== 'expired')).toEqual([]);
+    expect(huge.filter((t) => other.runtime.service.tagVerdict([t], 1) !== 'expired')).toEqual([]);
     // A single tag too long for any log line is refused, not acknowledged and lost.
     await expect(c.handler.revalidateTag(['z'.repeat(2 * 1024 * 1024)])).rejects.toThrow(/too long to record/);
   });

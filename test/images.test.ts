@@ -62,7 +62,7 @@ describe('images as raw files with a JSON sidecar', () => {
     const c = await cache();
     await c.handler.set('img', imageValue('png', images.png!), IMAGE_CTX);
     await c.handler.set('img', imageValue('webp', images.webp!), IMAGE_CTX);
-    const dir = path.dirname(c.runtime.images.sidecarPath(hashKey('img')));
+    const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).sort()).toHaveLength(2);
     expect(((await c.handler.get('img', GET_CTX))!.value as { extension: string }).extension).toBe('webp');
   });
@@ -72,8 +72,8 @@ describe('images as raw files with a JSON sidecar', () => {
     const c = await openCache({ dir: tempDir() }, fs);
     opened.push(c);
     await c.handler.set('img', imageValue('png', images.png!), IMAGE_CTX);
-    const raw = readdirSync(path.dirname(c.runtime.images.sidecarPath(hashKey('img')))).find((n) => n.endsWith('.png'))!;
-    const rawPath = path.join(path.dirname(c.runtime.images.sidecarPath(hashKey('img'))), raw);
+    const raw = readdirSync(path.dirname(c.runtime.layout.sidecarPath(hashKey('img')))).find((n) => n.endsWith('.png'))!;
+    const rawPath = path.join(path.dirname(c.runtime.layout.sidecarPath(hashKey('img'))), raw);
     utimesSync(rawPath, new Date('2020-01-01'), new Date('2020-01-01'));
     await c.handler.get('img', GET_CTX);
     expect(await waitFor(() => Date.now() - statSync(rawPath).mtimeMs < 5000)).toBe(true);
@@ -88,7 +88,7 @@ describe('bad input around images', () => {
   async function stored() {
     const c = await cache();
     await c.handler.set('img', imageValue('png', images.png!), IMAGE_CTX);
-    const sidecarPath = c.runtime.images.sidecarPath(hashKey('img'));
+    const sidecarPath = c.runtime.layout.sidecarPath(hashKey('img'));
     const sidecar = JSON.parse(readFileSync(sidecarPath, 'utf8'));
     return { c, sidecarPath, sidecar, rawPath: path.join(path.dirname(sidecarPath), sidecar.file) };
   }
@@ -141,13 +141,13 @@ describe('images across processes', () => {
     await c.handler.set('img', imageValue('png', images.png!), IMAGE_CTX);
     const result = await runChild('image-crash.js', [c.root, 'img']);
     expect(result.signal).toBe('SIGKILL');
-    const dir = path.dirname(c.runtime.images.sidecarPath(hashKey('img')));
+    const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).filter((n) => n.endsWith('.png'))).toHaveLength(2);
     const got = await c.handler.get('img', GET_CTX);
     expect((got!.value as { buffer: Buffer }).buffer.equals(images.png!)).toBe(true);
     const fresh = await runChild('image-crash.js', [c.root, 'never-published']);
     expect(fresh.signal).toBe('SIGKILL');
     expect(await c.handler.get('never-published', GET_CTX)).toBeNull();
-    expect(existsSync(c.runtime.images.sidecarPath(hashKey('never-published')))).toBe(false);
+    expect(existsSync(c.runtime.layout.sidecarPath(hashKey('never-published')))).toBe(false);
   });
 });

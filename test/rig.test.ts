@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseInvalidations, parseMemberships } from '../lib/tags/record';
+import { parseInvalidation, parseMembership } from '../lib/tags/record';
 import { loadHasher } from '../lib/store/hash';
 import { Agent, sleep, type PageView } from './agent';
-import { DIST, runChild, runInvalidator } from './helpers';
+import { DIST, readSegmentFile, runChild, runInvalidator } from './helpers';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { PROFILES, requireRigOrSkip, startRig } = require('../scripts/volume-rig.js') as typeof import('../scripts/volume-rig.js');
 type Profile = (typeof PROFILES)[keyof typeof PROFILES];
@@ -136,11 +136,11 @@ describe.skipIf(!available)('network volume rig, profile writeback (loses concur
       let skipped = 0;
       const recorded = new Set<string>();
       for (const s of segments) {
-        const parsed = parseInvalidations(readFileSync(path.join(inval, s)));
+        const parsed = await readSegmentFile(path.join(inval, s), (line) => parseInvalidation(line));
         skipped += parsed.skipped;
         for (const r of parsed.records) for (const t of r.tags) recorded.add(t);
       }
-      for (const s of readdirSync(path.join(rig.backing, 'apps/default/tags/members'))) skipped += parseMemberships(readFileSync(path.join(rig.backing, 'apps/default/tags/members', s))).skipped;
+      for (const s of readdirSync(path.join(rig.backing, 'apps/default/tags/members'))) skipped += (await readSegmentFile(path.join(rig.backing, 'apps/default/tags/members', s), (line) => parseMembership(line))).skipped;
       const lost = acknowledged.filter((t) => !recorded.has(t));
       report.push({ profile: 'writeback', scenario: 'per-writer segments under write-back caching', invalidations: acknowledged.length, garbledLines: skipped, lostInvalidations: lost.length });
       expect(acknowledged.length).toBeGreaterThan(20);

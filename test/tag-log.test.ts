@@ -63,7 +63,7 @@ describe('the log format', () => {
     const c = await openCache({ dir: tempDir() });
     caches.push(c);
     await c.runtime.ready();
-    const good = (tag: string) => encodeInvalidation({ tags: [tag], stale: 1, expired: 1 });
+    const good = (tag: string): string => encodeInvalidation({ tags: [tag], stale: 1, expired: 1 });
     const futureJson = JSON.stringify({ v: 2, tags: ['future'], s: 1, e: 1 });
     const lines = [
       good('before'),
@@ -74,11 +74,11 @@ describe('the log format', () => {
       good('after'),
     ];
     writeFileSync(path.join(c.runtime.layout.invalidationsDir, 'someone-1-abcdef.000000.log'), lines.join(''));
-    await c.runtime.refreshTagsIfDue();
-    expect(c.runtime.tags.verdict(['before'], 0)).toBe('expired');
-    expect(c.runtime.tags.verdict(['after'], 0)).toBe('expired');
-    expect(c.runtime.tags.verdict(['future'], 0)).toBe('fresh');
-    expect(c.runtime.tags.verdict(['torn'], 0)).toBe('fresh');
+    await c.runtime.service.refreshTags();
+    expect(c.runtime.service.tagVerdict(['before'], 0)).toBe('expired');
+    expect(c.runtime.service.tagVerdict(['after'], 0)).toBe('expired');
+    expect(c.runtime.service.tagVerdict(['future'], 0)).toBe('fresh');
+    expect(c.runtime.service.tagVerdict(['torn'], 0)).toBe('fresh');
     expect(c.runtime.metrics.tagRecordsSkipped).toBe(4);
   });
 });
@@ -94,11 +94,11 @@ describe('the cost of a refresh', () => {
     }
     await c.handler.revalidateTag(['bump']);
     await sleep(2);
-    await c.runtime.refreshTagsIfDue();
-    expect(c.runtime.tags.verdict([`t${segments - 1}`], 0)).toBe('expired');
+    await c.runtime.service.refreshTags();
+    expect(c.runtime.service.tagVerdict([`t${segments - 1}`], 0)).toBe('expired');
     await sleep(2);
     const before = [...fs.counts.values()].reduce((a, b) => a + b, 0);
-    await c.runtime.refreshTagsIfDue();
+    await c.runtime.service.refreshTags();
     return [...fs.counts.values()].reduce((a, b) => a + b, 0) - before;
   }
 
@@ -161,7 +161,7 @@ describe('compaction', () => {
     await compactor;
     await sleep(2500);
     // A clean final compaction (the lock of a killed run is stale after 2 s) folds everything.
-    const final = await compact({ dir, leaseTimeoutMs: 3000, lockStaleMs: 2000, logLevel: 'silent' }, { wait: true });
+    const final = await compact({ dir, leaseTimeoutMs: 3000, lockStaleMs: 2000, logLevel: 'silent', wait: true });
     console.log(`chaos: ${acknowledged.length} acknowledged invalidations, ${compactions} compactions (${killed} SIGKILLed), final deleted ${final.segmentsDeleted} segments`);
     expect(acknowledged.length).toBeGreaterThan(200);
     expect(killed).toBeGreaterThan(0);

@@ -113,8 +113,8 @@ describe("'use cache' entries and the CLI", () => {
     expect(s.entries.byNamespace['use-cache']?.count).toBe(2);
     expect(s.entries.byKind['USE_CACHE']?.count).toBe(2);
     await new Promise((r) => setTimeout(r, 1100));
-    expect((await gc({ dir, logLevel: 'silent' }, { graceMs: 0 })).expired.count).toBe(1);
-    expect((await purge({ dir, logLevel: 'silent' }, { tags: ['b'] })).deleted).toBe(1);
+    expect((await gc({ dir, logLevel: 'silent', graceMs: 0 })).expired.count).toBe(1);
+    expect((await purge({ dir, logLevel: 'silent', selection: { tags: ['b'] } })).deleted).toBe(1);
     expect((await stats({ dir, logLevel: 'silent' })).entries.total.count).toBe(0);
   });
 });

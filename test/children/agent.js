@@ -44,16 +44,16 @@ const ops = {
   // Test-only look inside: which of `tags` would NOT expire an entry written at the epoch.
   async unexpired({ tags }) {
     new Handler({});
-    const rt = require('../../dist/lib/runtime.js').allRuntimes()[0];
+    const rt = require('../../dist/lib/service/registry.js').allRuntimes()[0];
     await rt.ready();
-    await rt.refreshTagsIfDue();
-    return tags.filter((tag) => rt.tags.verdict([tag], 1) !== 'expired');
+    await rt.service.refreshTags();
+    return tags.filter((tag) => rt.service.tagVerdict([tag], 1) !== 'expired');
   },
   async refresh() {
     new Handler({});
-    const rt = require('../../dist/lib/runtime.js').allRuntimes()[0];
+    const rt = require('../../dist/lib/service/registry.js').allRuntimes()[0];
     await rt.ready();
-    await rt.refreshTagsIfDue();
+    await rt.service.refreshTags();
     return true;
   },
 };

@@ -34,17 +34,17 @@ function page(seq) {
         break;
       }
       case 'compact':
-        await maintenance.compact(options, { wait: true });
+        await maintenance.compact({ ...options, wait: true });
         break;
       case 'purge': {
         await handler.set(`/route-cache/APP_ROUTE/crash/$/p${seq % 10}`, page(seq), { kind: 'APP_ROUTE', cacheControl: { revalidate: 60, expire: 3600 } });
-        await maintenance.purge(options, { tags: ['crash-purge'] }, false, { wait: true });
+        await maintenance.purge({ ...options, selection: { tags: ['crash-purge'] }, wait: true });
         process.stdout.write('crash-purge\n');
         break;
       }
       case 'gc':
         await handler.set(`/route-cache/APP_ROUTE/crash/$/g${seq % 10}`, page(seq), { kind: 'APP_ROUTE', cacheControl: { revalidate: 60, expire: 3600 } });
-        await maintenance.gc(options, { graceMs: 0, maxBytes: 20_000, debrisAgeMs: 0 }, { wait: true });
+        await maintenance.gc({ ...options, graceMs: 0, maxBytes: 20_000, debrisAgeMs: 0, wait: true });
         break;
       default:
         throw new Error(`unknown op ${op}`);
