@@ -15,8 +15,8 @@ const EXAMPLE = path.join(REPO, 'examples', 'kubernetes');
 const FIXTURE_APP = path.join(REPO, 'fixtures', 'next-app');
 /** What of the fixture app the example app is made of (its own next config is replaced by the example's). */
 const FIXTURE_SOURCES = ['app', 'pages', 'public', 'lib-render.js'];
-/** The uid of `USER node` in the official node images (the Dockerfile's base image). */
-const IMAGE_USERS = { node: 1000 };
+/** `USER node` in the official node images (the Dockerfile's base image): uid and primary gid. */
+const IMAGE_USERS = { node: { uid: 1000, gid: 1000 } };
 
 // ---------------------------------------------------------------------------------------------
 // The Dockerfile
@@ -125,7 +125,16 @@ function podSpecOf(doc) {
   return doc.kind === 'CronJob' ? doc.spec.jobTemplate.spec.template.spec : doc.spec.template.spec;
 }
 
-/** The example's workloads: kind, pod fsGroup, and each container's env and CLI commands. */
+/**
+ * @typedef {{ origin: 'startupProbe' | 'command', argv: string[] }} ManifestCommand
+ * @typedef {{ name: string, env: Record<string, string>, commands: ManifestCommand[], readinessPath: string | undefined }} ManifestContainer
+ * @typedef {{ kind: string, name: string, fsGroup: number | undefined, runAsUser: number | undefined, runAsGroup: number | undefined, containers: ManifestContainer[] }} Workload
+ */
+
+/**
+ * The example's workloads: kind, the pod's identity (fsGroup, runAsUser), each container's env and commands.
+ * @returns {Workload[]}
+ */
 function exampleWorkloads() {
   return [...readManifests('deployment.yaml'), ...readManifests('cronjob.yaml')].map((doc) => {
     const pod = podSpecOf(doc);
@@ -135,13 +144,15 @@ function exampleWorkloads() {
       commands: containerCommands(c),
       readinessPath: c.readinessProbe?.httpGet?.path,
     }));
-    return { kind: doc.kind, name: doc.metadata.name, fsGroup: pod.securityContext?.fsGroup, containers };
+    const security = pod.securityContext ?? {};
+    return { kind: doc.kind, name: doc.metadata.name, fsGroup: security.fsGroup, runAsUser: security.runAsUser, runAsGroup: security.runAsGroup, containers };
   });
 }
 
 /**
  * Every command a container runs besides the image's CMD: its startupProbe and its `command`.
  * `sh -c` scripts are split into their `&&`-joined commands so each is run and reported alone.
+ * @returns {ManifestCommand[]}
  */
 function containerCommands(container) {
   const out = [];
@@ -153,7 +164,11 @@ function containerCommands(container) {
   return out;
 }
 
-/** `a && b`: the commands, in order. Anything more shell than that is refused, not guessed at. */
+/**
+ * `a && b`: the commands, in order. Anything more shell than that is refused, not guessed at.
+ * @param {string} script
+ * @returns {string[][]}
+ */
 function splitShellScript(script) {
   if (/[|;<>$`'"\\()]/.test(script.replace(/&&/g, ''))) throw new Error(`the manifest's shell script uses more than \`&&\`; teach splitShellScript: ${script}`);
   if (/&(?!&)/.test(script.replace(/&&/g, ''))) throw new Error(`the manifest's shell script has a background job: ${script}`);
@@ -185,6 +200,9 @@ function repoVersion(name) {
  * The example app as a user has it: the fixture's pages, the example's next.config.js, next, react
  * and react-dom at the repository's versions and next-volume-cache from its tarball, installed by npm
  * (from npm's cache when it has them), then `next build`. Returns the project folder.
+ * @param {string} workDir
+ * @param {(message: string) => void} [log]
+ * @returns {string}
  */
 function buildExampleApp(workDir, log = () => {}) {
   const project = path.join(workDir, 'app');
@@ -271,12 +289,13 @@ function nodeModulesAbove(dir) {
 // ---------------------------------------------------------------------------------------------
 // Processes as a pod runs them
 
-/** The image's USER as a uid (the pods' default identity). */
-function imageUid(user) {
-  if (/^\d+$/.test(user)) return Number(user);
-  const uid = IMAGE_USERS[user];
-  if (uid === undefined) throw new Error(`the image's USER ${user} has no known uid; add it to IMAGE_USERS`);
-  return uid;
+/** The image's USER as uid and primary gid (the pods' identity when the manifest sets no runAsUser). */
+function imageUser(user) {
+  const numeric = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (numeric) return { uid: Number(numeric[1]), gid: Number(numeric[2] ?? 0) };
+  const known = IMAGE_USERS[user];
+  if (known === undefined) throw new Error(`the image's USER ${user} has no known uid; add it to IMAGE_USERS`);
+  return known;
 }
 
 /** Why a pod cannot be imitated here, or undefined: setpriv needs root. */
@@ -342,6 +361,17 @@ async function startPodServer(image, user, env, readinessPath, timeoutMs = 60_00
   }
 }
 
+/**
+ * The cache key Next uses at run time for a prerendered App Router page (`/route-cache/APP_PAGE/<hash>/$/...`):
+ * `next build` records it in the page's `.meta` file, which the image carries in `.next/server`.
+ */
+function prerenderedPageKey(image, route) {
+  const meta = JSON.parse(fs.readFileSync(path.join(image.workdir, '.next', 'server', 'app', `${route === '/' ? '/index' : route}.meta`), 'utf8'));
+  const key = meta.routeCache?.key;
+  if (typeof key !== 'string') throw new Error(`no routeCache.key in the .meta of ${route}`);
+  return key;
+}
+
 /** SIGTERM (a pod's graceful stop), SIGKILL if it has not exited within 10 s. */
 function stopChild(child) {
   return new Promise((resolve) => {
@@ -382,7 +412,7 @@ module.exports = {
   buildExampleApp,
   exampleWorkloads,
   imageStages,
-  imageUid,
+  imageUser,
   makeGroupVolume,
   nodeModulesAbove,
   openTempDir,
@@ -390,6 +420,7 @@ module.exports = {
   parseDockerfile,
   podEnv,
   podsUnavailable,
+  prerenderedPageKey,
   runAsPod,
   splitShellScript,
   startPodServer,
