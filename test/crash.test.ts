@@ -9,23 +9,33 @@ import { openCache, REPO, runInvalidator, seededRandom, tempDir, walk } from './
 const TRIALS = Number(process.env.NVC_CRASH_TRIALS ?? 6);
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('base64url');
 
-/** Runs `op` in a child and SIGKILLs it after `ms`; returns the lines it printed (its acknowledgements). */
+/**
+ * Runs `op` in a child and SIGKILLs it `ms` after its first piece of work is done (so that a slow
+ * start on a busy machine does not make the kill land before any work); returns the lines it printed
+ * (its acknowledgements).
+ */
 function runUntilKilled(op: string, dir: string, trial: number, ms: number): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(REPO, 'test/children/crash-op.js'), op, dir, String(trial)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    let timer: NodeJS.Timeout | undefined;
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       if (signal !== 'SIGKILL') return reject(new Error(`${op} exited on its own (${code}): ${err}`));
       // Only whole lines count: a line cut by the kill was not acknowledged.
-      resolve(out.split('\n').slice(0, -1));
+      resolve(out.split('\n').slice(0, -1).filter((line) => line !== READY));
     });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!timer && out.includes(`${READY}\n`)) timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    });
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   });
 }
+
+/** What test/children/crash-op.js prints once its first round of work is done. */
+const READY = '#first-round-done';
 
 describe('SIGKILL at random points', () => {
   it(`of set, image publication, revalidateTag, compact, purge and gc (${TRIALS} trials each): nothing corrupt served, no acknowledged invalidation lost, verify --repair leaves no debris`, { timeout: 300_000 }, async () => {

@@ -58,15 +58,18 @@ export interface LockGuard {
  */
 export async function withLock<T>(fs: ConfinedFs, target: string, options: LockOptions, work: (guard: LockGuard) => Promise<T>): Promise<T> {
   const lockPath = `${target}.lock`;
+  // proper-lockfile never judges a lock stale in less than 2 s, whatever it is told.
+  const staleMs = Math.max(options.staleMs, MIN_STALE_MS);
   let compromised: Error | undefined;
   let release: () => Promise<void>;
   try {
     release = await lockfile.lock(target, {
       realpath: false,
       fs: lockFs(fs, options),
-      stale: options.staleMs,
-      update: Math.max(1000, Math.floor(options.staleMs / 4)),
-      retries: options.wait ? { retries: Math.ceil((2 * options.staleMs) / 1000), minTimeout: 1000, maxTimeout: 1000, factor: 1 } : 0,
+      stale: staleMs,
+      update: Math.max(1000, Math.floor(staleMs / 4)),
+      // Waiting covers twice the stale time plus one refresh: a holder that died is taken over within it.
+      retries: options.wait ? { retries: Math.ceil((2 * staleMs) / 1000) + 1, minTimeout: 1000, maxTimeout: 1000, factor: 1 } : 0,
       onCompromised: (error) => {
         compromised = error;
       },
@@ -86,6 +89,9 @@ export async function withLock<T>(fs: ConfinedFs, target: string, options: LockO
     if (!compromised) await release().catch(() => undefined);
   }
 }
+
+/** proper-lockfile's own lower bound for `stale`. */
+const MIN_STALE_MS = 2000;
 
 type Callback<T = void> = (error: Error | null, value?: T) => void;
 

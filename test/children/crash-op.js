@@ -18,6 +18,7 @@ function page(seq) {
 
 (async () => {
   for (let seq = 0; ; seq++) {
+    if (seq === 1) process.stdout.write('#first-round-done\n');
     switch (op) {
       case 'set':
         await handler.set(`/route-cache/APP_ROUTE/crash/$/k${seq % 10}`, page(seq), { kind: 'APP_ROUTE', cacheControl: { revalidate: 60, expire: 3600 } });
