@@ -59,6 +59,16 @@ export interface CacheOptions {
   secret?: string;
   /** The secret being rotated out: still accepted when reading, never used to seal. */
   previousSecret?: string;
+  /**
+   * Bytes of decoded entries kept in each process's memory (hot pages served without touching the
+   * volume); 0 turns it off. Default: the `cacheMaxMemorySize` Next passes (50 MB unless set).
+   */
+  memoryCacheBytes?: number | string;
+  /**
+   * How long a copy in memory is served before its file's identity is confirmed again (so another
+   * pod's rewrite is seen within this); default: tagRefreshMs.
+   */
+  memoryTrustMs?: number;
 }
 
 export type Scope = 'shared' | 'build';
@@ -88,7 +98,14 @@ export interface ResolvedOptions {
   maxClockSkewMs: number;
   secret: string | undefined;
   previousSecret: string | undefined;
+  /** Undefined: take Next's `maxMemoryCacheSize` (see next/handler.ts), else DEFAULT_MEMORY_CACHE_BYTES. */
+  memoryCacheBytes: number | undefined;
+  /** Undefined: tagRefreshMs. */
+  memoryTrustMs: number | undefined;
 }
+
+/** Next's own default `cacheMaxMemorySize`, used until (or unless) Next passes one. */
+export const DEFAULT_MEMORY_CACHE_BYTES = 50 * 1024 * 1024;
 
 export class ConfigError extends Error {
   constructor(
@@ -104,7 +121,7 @@ const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'boolean' | 'logLevel' | 'scope' | 'fileMode' | 'dirMode' | 'secret';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'bytesOrZero' | 'boolean' | 'logLevel' | 'scope' | 'fileMode' | 'dirMode' | 'secret';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -128,6 +145,8 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   maxClockSkewMs: 'positiveInt',
   secret: 'secret',
   previousSecret: 'secret',
+  memoryCacheBytes: 'bytesOrZero',
+  memoryTrustMs: 'positiveInt',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -172,6 +191,8 @@ export function defaults(): ResolvedOptions {
     maxClockSkewMs: 5 * 60_000,
     secret: undefined,
     previousSecret: undefined,
+    memoryCacheBytes: undefined,
+    memoryTrustMs: undefined,
   };
 }
 
@@ -205,9 +226,11 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
       }
       return n;
     }
-    case 'bytes': {
+    case 'bytes':
+    case 'bytesOrZero': {
       const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseBytes(raw) : undefined;
-      if (n === undefined || !Number.isInteger(n) || n <= 0) {
+      const least = OPTION_KINDS[option] === 'bytesOrZero' ? 0 : 1;
+      if (n === undefined || !Number.isSafeInteger(n) || n < least) {
         throw new ConfigError(setting, `expected a size in bytes or like 500MB or 20GiB, got ${JSON.stringify(raw)}`);
       }
       return n;

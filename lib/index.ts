@@ -13,10 +13,12 @@
 import { createEnvCacheHandler } from './next/handler';
 import { allRuntimes } from './service/registry';
 import type { Metrics } from './util/metrics';
+import type { MemoryStats } from './service/memory-tier';
 
 export { createCacheHandler } from './next/handler';
 export { ConfigError, resolveOptions, envNameOf, flagNameOf, type CacheOptions, type ResolvedOptions, type LogLevel } from './config';
 export type { Metrics } from './util/metrics';
+export type { MemoryStats } from './service/memory-tier';
 export type {
   CacheControl,
   CacheHandlerValue,
@@ -30,8 +32,8 @@ export type {
 } from './next/types';
 
 /** The in-process counters of every cache root this process uses (hits, misses by cause, timeouts, ...). */
-export function getMetrics(): Array<{ dir: string; app: string; metrics: Metrics }> {
-  return allRuntimes().map((rt) => ({ dir: rt.layout.root, app: rt.layout.app, metrics: structuredClone(rt.metrics) }));
+export function getMetrics(): Array<{ dir: string; app: string; metrics: Metrics & { memory: MemoryStats } }> {
+  return allRuntimes().map((rt) => ({ dir: rt.layout.root, app: rt.layout.app, metrics: rt.metricsSnapshot() }));
 }
 
 // Reads the environment when Next first constructs it, not at import: importing this module for

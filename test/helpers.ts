@@ -37,7 +37,8 @@ export interface TestCache {
 /** A handler on its own runtime (not the process-wide registry), optionally over a fault-injecting fs. */
 export async function openCache(options: CacheOptions & { dir: string }, fs: VolumeFs = nodeFs, createParents = true): Promise<TestCache> {
   await loadHasher();
-  const resolved = resolveOptions({ logLevel: 'silent', ...options }, {});
+  // The memory tier is off unless a test turns it on: most tests are about what reaches the volume.
+  const resolved = resolveOptions({ logLevel: 'silent', memoryCacheBytes: 0, ...options }, {});
   const runtime = new Runtime({ settings: { ...resolved, dir: options.dir }, createParents, fs });
   const Handler = bindHandler(() => runtime);
   return { handler: new Handler({}), runtime, root: options.dir };

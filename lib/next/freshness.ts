@@ -33,6 +33,23 @@ export function present(record: EntryRecord, verdict: HitVerdict, ageMs: number,
   return { lastModified: now - Math.max(ageMs, 1001), value, cacheControl: oneSecond };
 }
 
+/**
+ * How long after it was written an entry is fresh by time, as Next will
+ * judge it from the `lastModified` and cacheControl we return: its revalidate
+ * window (fetches: the caller's or the entry's revalidate). `false` never
+ * goes stale; no window at all counts as stale at once (Next then uses its
+ * 1 s default for paths that were not prerendered).
+ */
+export function freshForMs(record: EntryRecord, ctx: GetContext | undefined): number {
+  if (record.kind === 'FETCH') {
+    const value = record.value as CachedValue | null;
+    const revalidate = ctx?.revalidate ?? (value?.revalidate as number | false | undefined);
+    return revalidate === false ? Infinity : typeof revalidate === 'number' && revalidate > 0 ? revalidate * 1000 : 0;
+  }
+  const revalidate = record.cacheControl?.revalidate;
+  return revalidate === false ? Infinity : typeof revalidate === 'number' && revalidate > 0 ? revalidate * 1000 : 0;
+}
+
 /** A stale fetch can only be served stale with a numeric revalidate window (Next regenerates it after); else it is a miss. */
 export function canServeStale(record: EntryRecord, ctx: GetContext | undefined): boolean {
   return record.kind !== 'FETCH' || fetchRevalidate(record, ctx) !== undefined;

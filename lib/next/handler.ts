@@ -3,7 +3,7 @@ import type { ImageValue } from '../service/cache-service';
 import type { Runtime } from '../service/runtime';
 import { runtimeFor } from '../service/registry';
 import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
-import { canServeStale, present, tagsOf } from './freshness';
+import { canServeStale, freshForMs, present, tagsOf } from './freshness';
 import { startAutoSeed } from './seed';
 import type { CacheHandlerValue, CachedValue, GetContext, NextCacheHandler, NextCacheHandlerClass, NextHandlerOptions, SetContext, TagDurations } from './types';
 
@@ -40,6 +40,7 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
     constructor(nextOptions?: NextHandlerOptions) {
       this.serverDistDir = typeof nextOptions?.serverDistDir === 'string' ? nextOptions.serverDistDir : undefined;
       this.runtime = runtimeOf(this.serverDistDir);
+      this.runtime.useNextMemorySize(nextOptions?.maxMemoryCacheSize);
     }
 
     get(key: string, ctx?: GetContext): Promise<CacheHandlerValue | null> {
@@ -73,6 +74,7 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, s
     extraTags,
     accept: (record) => PAGE_KINDS.has(record.kind),
     servableStale: (record) => canServeStale(record, ctx),
+    freshForMs: (record) => freshForMs(record, ctx),
   });
   return outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null;
 }

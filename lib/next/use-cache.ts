@@ -89,7 +89,11 @@ function isUseCache(record: EntryRecord): boolean {
 
 async function getEntry(rt: Runtime, key: string, softTags: string[] | undefined): Promise<UseCacheEntry | undefined> {
   await pendingSets().get(key);
-  const outcome = await rt.service.read(key, USE_CACHE_NAMESPACE, { extraTags: softTags, accept: isUseCache });
+  const outcome = await rt.service.read(key, USE_CACHE_NAMESPACE, {
+    extraTags: softTags,
+    accept: isUseCache,
+    freshForMs: (record) => (record.value as StoredUseCache).revalidate * 1000,
+  });
   if (outcome.status === 'miss') return undefined;
   const stored = outcome.record.value as StoredUseCache;
   const ageMs = outcome.ageMs + (stored.ageAtWrite || 0);

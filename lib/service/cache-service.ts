@@ -1,6 +1,6 @@
 import type { EntryRecord } from '../store/codec';
 import type { VolumeClock } from '../store/clock';
-import type { EntryStore } from '../store/entry-store';
+import { sameIdentity, type EntryStore } from '../store/entry-store';
 import { hashKey } from '../store/hash';
 import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store';
 import type { CacheControl } from '../store/codec';
@@ -9,6 +9,7 @@ import { describe } from '../util/errors';
 import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
+import type { MemoryTier, MemoryCopy } from './memory-tier';
 import { TagView } from './tag-view';
 
 /**
@@ -36,6 +37,7 @@ export interface ServiceParts {
   images: ImageStore;
   tags: TagLog;
   tagView: TagView;
+  memory: MemoryTier;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -49,6 +51,13 @@ export interface ReadOptions {
   accept?: (record: EntryRecord) => boolean;
   /** Whether a stale record can be served stale at all (else a stale one is a miss, counted as invalidated). */
   servableStale?: (record: EntryRecord) => boolean;
+  /**
+   * How long after it was written the record is fresh by time (its revalidate window, ms; Infinity
+   * for never). Only a record fresh by time is served from memory: a stale one is read from the
+   * volume again, where another pod may already have put a fresh version. Without it, nothing of
+   * this read is kept in memory.
+   */
+  freshForMs?: (record: EntryRecord) => number;
 }
 
 export type { EntryRecord, CacheControl, ImageValue };
@@ -66,6 +75,9 @@ export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffe
 export type EntryDraft = Omit<EntryRecord, 'writtenAt'> & { ageMs?: number };
 
 export class CacheService {
+  /** Identity checks in flight, by namespace and key: concurrent hits on one key share one. */
+  private readonly confirming = new Map<string, Promise<boolean>>();
+
   constructor(private readonly parts: ServiceParts) {}
 
   get metrics(): Metrics {
@@ -96,10 +108,12 @@ export class CacheService {
   /**
    * Reads an entry and judges it: absent, damaged, past its expire,
    * invalidated by a tag (its own or `extraTags`), or a hit that is fresh or
-   * stale. Never throws.
+   * stale. A copy in memory is served when it is still the volume's version
+   * and fresh (see memory-tier.ts); otherwise the volume is read, and a fresh
+   * hit is kept in memory. Never throws.
    */
   async read(key: string, namespace: string, options: ReadOptions = {}): Promise<EntryOutcome> {
-    const { metrics, gate, entries, tagView, log } = this.parts;
+    const { metrics, tagView, log } = this.parts;
     metrics.gets++;
     if (typeof key !== 'string') return this.miss('bad-key');
     let hash: string | undefined;
@@ -107,21 +121,71 @@ export class CacheService {
       if (!(await this.parts.ready())) return this.miss('unavailable');
       const started = performance.now();
       const viewReady = tagView.ready();
-      const outcome = await gate.run(() => entries.read(key, namespace));
-      hash = outcome.hash;
-      if (!(await viewReady)) {
-        log.onceWarn('tags-loading', `the tag view is still loading (${Math.round(performance.now() - started)} ms); answering misses until it is`);
-        return this.miss(tagView.unusable ? 'tags-unavailable' : 'tags-loading');
+      const copy = this.parts.memory.get(namespace, key);
+      if (copy) {
+        if (!(await viewReady)) return this.notJudgeable(started);
+        const served = await this.fromMemory(copy, namespace, options);
+        if (served) return served;
       }
+      const outcome = await this.parts.gate.run(() => this.parts.entries.read(key, namespace));
+      hash = outcome.hash;
+      if (!(await viewReady)) return this.notJudgeable(started);
       if (!outcome.found) {
         if (outcome.reason !== 'absent' && !outcome.remembered) log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
         return this.miss(outcome.reason);
       }
-      return this.judge(outcome.record, options, outcome.hash);
+      const judged = this.judge(outcome.record, options, outcome.hash);
+      if (judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options)) this.parts.memory.put(namespace, outcome.record, outcome.identity);
+      return this.count(judged);
     } catch (error) {
       this.reportIoError('get', 'reading an entry', error, hash);
       return this.miss(error instanceof GateError ? error.reason : 'io-error');
     }
+  }
+
+  /**
+   * A copy from memory, if it may be served: judged like a read from the
+   * volume, and served only when fresh (by tag and by time) and still the
+   * volume's version (confirmed by identity once its trust window is over).
+   * Otherwise it is dropped and undefined tells the caller to read the volume.
+   */
+  private async fromMemory(copy: MemoryCopy, namespace: string, options: ReadOptions): Promise<EntryOutcome | undefined> {
+    const { memory, metrics } = this.parts;
+    const judged = this.judge(copy.record, options, '');
+    if (judged.status !== 'hit' || judged.verdict !== 'fresh' || !isFreshByTime(judged, options)) {
+      memory.drop(namespace, copy.record.key);
+      return undefined;
+    }
+    if (performance.now() > copy.trustedUntil) {
+      if (!(await this.confirm(copy, namespace))) {
+        memory.drop(namespace, copy.record.key);
+        return undefined;
+      }
+      memory.confirmed(copy);
+    }
+    metrics.memoryHits++;
+    return this.count(judged);
+  }
+
+  /** Whether the volume still holds the copy's version (one open, fstat, close); one check at a time per key. */
+  private confirm(copy: MemoryCopy, namespace: string): Promise<boolean> {
+    const id = `${namespace}\u0000${copy.record.key}`;
+    let pending = this.confirming.get(id);
+    if (!pending) {
+      this.parts.metrics.memoryChecks++;
+      pending = this.parts.gate
+        .run(() => this.parts.entries.identify(copy.record.key, namespace))
+        .then((identity) => identity !== undefined && sameIdentity(identity, copy.identity))
+        .catch(() => false)
+        .finally(() => this.confirming.delete(id));
+      this.confirming.set(id, pending);
+    }
+    return pending;
+  }
+
+  private notJudgeable(started: number): EntryOutcome {
+    this.parts.log.onceWarn('tags-loading', `the tag view is still loading (${Math.round(performance.now() - started)} ms); answering misses until it is`);
+    return this.miss(this.parts.tagView.unusable ? 'tags-unavailable' : 'tags-loading');
   }
 
   /** Writes an entry, stamped on the volume clock, and records its tags in the tag index. Never throws. */
@@ -135,7 +199,10 @@ export class CacheService {
         return;
       }
       const record = this.stamp(draft);
+      // Dropped before and after: a get racing the write may have kept the version being replaced.
+      this.parts.memory.drop(namespace, record.key);
       hash = await gate.run(() => entries.write(record, namespace));
+      this.parts.memory.drop(namespace, record.key);
       this.recordMembership(hash, namespace, record.tags);
     } catch (error) {
       metrics.setFailures++;
@@ -226,22 +293,28 @@ export class CacheService {
     this.parts.log.onceWarn(`${cause}:${kind}`, `${action} failed${where}: ${describe(error)}`);
   }
 
+  /** How a record stands now (nothing counted: see count). */
   private judge(record: EntryRecord, options: ReadOptions, hash: string): EntryOutcome {
-    const { clock, tags, metrics, log, settings } = this.parts;
-    if (options.accept && !options.accept(record)) return this.miss('corrupt');
+    const { clock, tags, log, settings } = this.parts;
+    if (options.accept && !options.accept(record)) return { status: 'miss', reason: 'corrupt' };
     const now = clock.now();
     if (record.writtenAt > now + settings.maxClockSkewMs) {
       log.onceWarn('entry-future-dated', `treating entry with key hash ${hash} as a miss: written ${Math.round((record.writtenAt - now) / 1000)} s in the future (a writer's clock is off, or the file is forged)`);
-      return this.miss('future-dated');
+      return { status: 'miss', reason: 'future-dated' };
     }
     const ageMs = Math.max(0, now - record.writtenAt);
     const expire = record.cacheControl?.expire;
-    if (typeof expire === 'number' && ageMs > expire * 1000) return this.miss('expired');
-    const verdict = tags.verdict(options.extraTags ? [...record.tags, ...options.extraTags] : record.tags, record.writtenAt);
-    if (verdict === 'expired' || (verdict === 'stale' && options.servableStale?.(record) === false)) return this.miss('invalidated');
-    if (verdict === 'stale') metrics.staleServed++;
-    else metrics.hits++;
+    if (typeof expire === 'number' && ageMs > expire * 1000) return { status: 'miss', reason: 'expired' };
+    const verdict = tags.verdict(options.extraTags?.length ? [...record.tags, ...options.extraTags] : record.tags, record.writtenAt);
+    if (verdict === 'expired' || (verdict === 'stale' && options.servableStale?.(record) === false)) return { status: 'miss', reason: 'invalidated' };
     return { status: 'hit', record, verdict, ageMs };
+  }
+
+  private count(outcome: EntryOutcome): EntryOutcome {
+    if (outcome.status === 'miss') return this.miss(outcome.reason);
+    if (outcome.verdict === 'stale') this.parts.metrics.staleServed++;
+    else this.parts.metrics.hits++;
+    return outcome;
   }
 
   private stamp(draft: EntryDraft): EntryRecord {
@@ -263,4 +336,8 @@ export class CacheService {
     countMiss(this.parts.metrics, reason);
     return { status: 'miss', reason };
   }
+}
+
+function isFreshByTime(outcome: { record: EntryRecord; ageMs: number }, options: ReadOptions): boolean {
+  return options.freshForMs !== undefined && outcome.ageMs < options.freshForMs(outcome.record);
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ResolvedOptions } from '../config';
+import { DEFAULT_MEMORY_CACHE_BYTES, type ResolvedOptions } from '../config';
 import { ConfinedFs, type WriteSettings } from '../fs/confined';
 import { LockHeldError, withLock } from '../fs/lock';
 import { nodeFs, type VolumeFs } from '../fs/syscalls';
@@ -19,6 +19,7 @@ import { FsGate } from '../util/gate';
 import { CacheLog } from '../util/log';
 import { newMetrics, type Metrics } from '../util/metrics';
 import { CacheService, type EntryDraft } from './cache-service';
+import { MemoryTier, type MemoryStats } from './memory-tier';
 import { TagView } from './tag-view';
 
 /** After the volume failed to open, how long calls stay no-ops before the next attempt. */
@@ -76,6 +77,7 @@ export class Runtime {
   private readonly volume: Volume;
   private readonly tags: TagLog;
   private readonly images: ImageStore;
+  private readonly memory: MemoryTier;
   private state: 'closed' | 'ready' | 'unavailable' = 'closed';
   private opening: Promise<boolean> | undefined;
   private lastOpenAttempt = -Infinity;
@@ -109,6 +111,7 @@ export class Runtime {
       maxClockSkewMs: settings.maxClockSkewMs,
       seals: tagSeals(integrity, settings.app),
     });
+    this.memory = new MemoryTier(settings.memoryCacheBytes ?? DEFAULT_MEMORY_CACHE_BYTES, settings.memoryTrustMs ?? settings.tagRefreshMs);
     const tagView = new TagView({
       tags: this.tags,
       gate: this.gate,
@@ -126,6 +129,7 @@ export class Runtime {
       images: this.images,
       tags: this.tags,
       tagView,
+      memory: this.memory,
       ready: () => this.ready(),
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
@@ -133,6 +137,20 @@ export class Runtime {
 
   get writer(): string {
     return this.fs.writes.writer;
+  }
+
+  /** The counters, with the memory tier's state: what getMetrics() reports. */
+  metricsSnapshot(): Metrics & { memory: MemoryStats } {
+    return { ...structuredClone(this.metrics), memory: this.memory.stats() };
+  }
+
+  /**
+   * Next passes its `cacheMaxMemorySize` to the page handler: the memory
+   * tier takes that size unless the memoryCacheBytes option set one (0 from
+   * either turns it off).
+   */
+  useNextMemorySize(bytes: unknown): void {
+    if (this.settings.memoryCacheBytes === undefined && typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0) this.memory.resize(bytes);
   }
 
   /** true once the volume is open; false (quickly) while it is not there. Never throws. */
@@ -234,6 +252,8 @@ export class Runtime {
       return true;
     } catch (error) {
       this.state = 'unavailable';
+      // What memory holds may no longer be on the volume when it comes back.
+      this.memory.clear();
       this.log.onceWarn('volume-unavailable', `cache root ${this.settings.dir} is not usable, serving without the cache until it is: ${describe(error)}`);
       return false;
     }
@@ -290,7 +310,7 @@ export class Runtime {
       }, every),
     );
     if (this.settings.metricsLogMs > 0) {
-      this.timers.push(setInterval(() => this.log.always(`metrics ${JSON.stringify({ dir: this.layout.root, app: this.layout.app, ...this.metrics })}`), this.settings.metricsLogMs));
+      this.timers.push(setInterval(() => this.log.always(`metrics ${JSON.stringify({ dir: this.layout.root, app: this.layout.app, ...this.metricsSnapshot() })}`), this.settings.metricsLogMs));
     }
     for (const timer of this.timers) timer.unref();
   }

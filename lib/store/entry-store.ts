@@ -14,11 +14,13 @@ export type ReadOutcome =
   | { found: true; record: EntryRecord; hash: string; identity: FileIdentity }
   | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
 
-/** What tells one version of a file from another without reading it. */
+/** What tells one version of a file from another without reading it (published by rename: a new version is a new inode). */
 export interface FileIdentity {
+  dev: number;
   ino: number;
   size: number;
   mtimeMs: number;
+  ctimeMs: number;
 }
 
 export interface EntryStoreOptions {
@@ -78,6 +80,22 @@ export class EntryStore {
     return this.fs.writeAtomic(file, encodeEntry(record, this.sealFor(namespace)), { ifAbsent: true, createParents: SHARD_DEPTH });
   }
 
+  /**
+   * The identity of the key's file now (one open, fstat and close: on NFS a
+   * fresh open revalidates the attributes), or undefined when it is gone or
+   * not a regular file. Other errors propagate.
+   */
+  async identify(key: string, namespace: string): Promise<FileIdentity | undefined> {
+    try {
+      const { handle, stats } = await this.fs.openFile(this.layout.entryPath(hashKey(key), namespace));
+      await handle.close();
+      return identityOf(stats);
+    } catch (error) {
+      if (readFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
   /** How entries of a namespace are sealed and checked (undefined without a secret). */
   sealFor(namespace: string): SealContext | undefined {
     return this.options.integrity ? { integrity: this.options.integrity, place: `${this.options.app}/${namespace}` } : undefined;
@@ -106,5 +124,9 @@ export class EntryStore {
 }
 
 export function identityOf(stats: Stats): FileIdentity {
-  return { ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
+  return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs };
+}
+
+export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }

@@ -14,6 +14,10 @@ export interface Metrics {
   tagRecordsSkipped: number;
   /** Tag log files (segments, snapshot) that could not be used: see TagLog's fail-closed rule. */
   tagFilesUnusable: number;
+  /** Hits served from the memory tier (also counted in hits). */
+  memoryHits: number;
+  /** Identity checks of memory copies whose trust window was over. */
+  memoryChecks: number;
 }
 
 export function newMetrics(): Metrics {
@@ -30,6 +34,8 @@ export function newMetrics(): Metrics {
     tagRecordsRead: 0,
     tagRecordsSkipped: 0,
     tagFilesUnusable: 0,
+    memoryHits: 0,
+    memoryChecks: 0,
   };
 }
 

@@ -1,0 +1,149 @@
+import { LRUCache } from 'lru-cache';
+import type { EntryRecord } from '../store/codec';
+import type { FileIdentity } from '../store/entry-store';
+
+/**
+ * Decoded entries kept in this process's memory (Buffers, Maps and strings
+ * ready to return), bounded by bytes (least recently used out first), shared
+ * by both handlers.
+ *
+ * Coherence: a copy is served only while the volume still holds the version
+ * it was read from. Tag invalidations and expiry are judged from the tag view
+ * on every hit, exactly as for an entry read from the volume. A rewrite by
+ * another pod (a regeneration, `res.revalidate()`, a purge, gc, a volume that
+ * went away) is caught by the copy's identity: a copy is trusted for
+ * `trustMs` after it was read or confirmed; after that, the next hit first
+ * confirms that the file still has the same identity (inode, size, times:
+ * one open, fstat and close, which on NFS revalidates the attributes) and
+ * otherwise reads the volume again. So another pod's rewrite is served from
+ * memory at most `trustMs` (default: the tag refresh interval) plus the
+ * mount's attribute window after it happened: the bound the README already
+ * states for invalidations. A copy that has gone stale by time is never
+ * served from memory: the volume is read first, where another pod may
+ * already have put a fresh version.
+ */
+export interface MemoryCopy {
+  record: EntryRecord;
+  identity: FileIdentity;
+  /** What keeping it costs (see retainedBytes). */
+  bytes: number;
+  /** performance.now() until which it is served without confirming its identity. */
+  trustedUntil: number;
+}
+
+export interface MemoryStats {
+  bytes: number;
+  entries: number;
+  maxBytes: number;
+  evictions: number;
+}
+
+/** Per-copy bookkeeping (the key, the record's objects) on top of its bytes. */
+const OVERHEAD_BYTES = 512;
+
+export class MemoryTier {
+  private lru: LRUCache<string, MemoryCopy> | undefined;
+  private evictions = 0;
+
+  constructor(
+    private maxBytes: number,
+    private readonly trustMs: number,
+  ) {
+    this.lru = this.create(maxBytes);
+  }
+
+  get enabled(): boolean {
+    return this.lru !== undefined;
+  }
+
+  get(namespace: string, key: string): MemoryCopy | undefined {
+    return this.lru?.get(idOf(namespace, key));
+  }
+
+  put(namespace: string, record: EntryRecord, identity: FileIdentity): void {
+    if (!this.lru) return;
+    const bytes = retainedBytes(record.value) + record.key.length * 2 + OVERHEAD_BYTES;
+    // A copy larger than the whole tier is simply not kept (lru-cache refuses it).
+    if (bytes > this.maxBytes) return;
+    this.lru.set(idOf(namespace, record.key), { record, identity, bytes, trustedUntil: performance.now() + this.trustMs });
+  }
+
+  /** The copy was confirmed to still be the volume's version: trusted for another window. */
+  confirmed(copy: MemoryCopy): void {
+    copy.trustedUntil = performance.now() + this.trustMs;
+  }
+
+  drop(namespace: string, key: string): void {
+    this.lru?.delete(idOf(namespace, key));
+  }
+
+  clear(): void {
+    this.lru?.clear();
+  }
+
+  /**
+   * Sets the bound (Next passes its `cacheMaxMemorySize` to the page handler,
+   * which may be constructed after the tier served its first calls); 0 turns
+   * the tier off. What is kept is carried over, most recently used first.
+   */
+  resize(maxBytes: number): void {
+    if (maxBytes === this.maxBytes) return;
+    const previous = this.lru;
+    this.maxBytes = maxBytes;
+    this.lru = this.create(maxBytes);
+    if (previous && this.lru) for (const [id, copy] of [...previous.entries()].reverse()) this.lru.set(id, copy);
+  }
+
+  stats(): MemoryStats {
+    return { bytes: this.lru?.calculatedSize ?? 0, entries: this.lru?.size ?? 0, maxBytes: this.maxBytes, evictions: this.evictions };
+  }
+
+  private create(maxBytes: number): LRUCache<string, MemoryCopy> | undefined {
+    if (maxBytes <= 0) return undefined;
+    return new LRUCache<string, MemoryCopy>({
+      maxSize: maxBytes,
+      sizeCalculation: (copy) => Math.max(1, copy.bytes),
+      dispose: (_copy, _id, reason) => {
+        if (reason === 'evict') this.evictions++;
+      },
+    });
+  }
+}
+
+function idOf(namespace: string, key: string): string {
+  return `${namespace}\u0000${key}`;
+}
+
+/**
+ * What keeping a decoded value alive costs: its strings (two bytes a
+ * character, the most V8 uses) and the memory behind its Buffers (each
+ * underlying ArrayBuffer once: parts of one entry share the file's buffer).
+ */
+export function retainedBytes(value: unknown): number {
+  const seen = new Set<ArrayBufferLike>();
+  let total = 0;
+  const visit = (v: unknown, depth: number): void => {
+    if (depth > 64 || v === null || v === undefined) return;
+    if (typeof v === 'string') total += v.length * 2;
+    else if (v instanceof Uint8Array) {
+      if (!seen.has(v.buffer)) {
+        seen.add(v.buffer);
+        total += v.buffer.byteLength;
+      }
+    } else if (v instanceof Map) {
+      for (const [k, item] of v) {
+        visit(k, depth + 1);
+        visit(item, depth + 1);
+      }
+    } else if (Array.isArray(v)) {
+      for (const item of v) visit(item, depth + 1);
+    } else if (typeof v === 'object') {
+      for (const [k, item] of Object.entries(v)) {
+        total += k.length * 2;
+        visit(item, depth + 1);
+      }
+    } else total += 8;
+  };
+  visit(value, 0);
+  return total;
+}
