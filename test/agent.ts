@@ -67,3 +67,61 @@ export interface PageView {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface Coherence {
+  reads: number;
+  memoryHits: number;
+  /** The longest time B served a version after the volume held a newer one (or none). */
+  worstMs: number;
+  worstCase: string;
+  lastServed: string | null;
+  lastPublished: string | null;
+}
+
+/**
+ * A rewrites, invalidates and purges one key while B reads it in a loop; returns the longest time B
+ * served a version older than the volume's. Reads are timed by when they started in B (an answer that
+ * left B in time but arrived late on a busy machine was not served late); publications by when A's
+ * call returned (B may see a version a little earlier: never counted against it).
+ */
+export async function measureCoherence(a: Agent, b: Agent, options: { purge: (key: string) => Promise<unknown>; settleMs: number; rounds?: number; pauseMs?: number }): Promise<Coherence> {
+  const key = '/route-cache/APP_PAGE/coherence/$/loop';
+  const published: Array<{ at: number; html: string | null }> = [];
+  const publish = async (action: () => Promise<unknown>, html: string | null): Promise<void> => {
+    await action();
+    published.push({ at: Date.now(), html });
+  };
+  await publish(() => a.call('set', { key, marker: 'v0', tags: ['loop'] }), '<p>v0</p>');
+  const seen: Array<{ at: number; html: string | null }> = [];
+  let reading = true;
+  const reader = (async () => {
+    while (reading) {
+      const got = await b.call<{ startedAt: number; html: string | null }>('timedGet', { key });
+      seen.push({ at: got.startedAt, html: got.html });
+    }
+  })();
+  for (let v = 1; v <= (options.rounds ?? 12); v++) {
+    await sleep(options.pauseMs ?? 150);
+    if (v % 4 === 0) await publish(() => a.call('revalidate', { tags: ['loop'] }), null);
+    else if (v % 5 === 0) await publish(() => options.purge(key), null);
+    else await publish(() => a.call('set', { key, marker: `v${v}`, tags: ['loop'] }), `<p>v${v}</p>`);
+  }
+  await sleep(options.settleMs);
+  reading = false;
+  await reader;
+  let worstMs = 0;
+  let worstCase = '';
+  for (const read of seen) {
+    const current = published.filter((p) => p.at <= read.at);
+    const servedIndex = current.map((p) => p.html).lastIndexOf(read.html);
+    // Not yet in the list: a version B saw before A's call returned (it is on the volume from its rename on).
+    if (read.html === null || servedIndex < 0 || servedIndex === current.length - 1) continue;
+    const superseded = current[servedIndex + 1]!;
+    if (read.at - superseded.at > worstMs) {
+      worstMs = read.at - superseded.at;
+      worstCase = `${read.html} served ${worstMs} ms after ${superseded.html ?? 'an invalidation or purge'}`;
+    }
+  }
+  const metrics = await b.call<{ memoryHits: number }>('metrics');
+  return { reads: seen.length, memoryHits: metrics.memoryHits, worstMs, worstCase, lastServed: seen.at(-1)?.html ?? null, lastPublished: published.at(-1)!.html };
+}

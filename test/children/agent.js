@@ -27,9 +27,16 @@ const ops = {
     return true;
   },
   async get({ key }) {
+    const startedAt = Date.now();
     const got = await new Handler({}).get(key, { kind: 'APP_PAGE' });
     if (!got) return null;
-    return { html: got.value.html, ageMs: Date.now() - got.lastModified, cacheControl: got.cacheControl };
+    return { html: got.value.html, ageMs: Date.now() - got.lastModified, cacheControl: got.cacheControl, startedAt };
+  },
+  // The same, but says when the request started even on a miss: what coherence tests time reads by.
+  async timedGet({ key }) {
+    const startedAt = Date.now();
+    const got = await new Handler({}).get(key, { kind: 'APP_PAGE' });
+    return { startedAt, html: got ? got.value.html : null };
   },
   async revalidate({ tags, durations }) {
     await new Handler({}).revalidateTag(tags, durations);

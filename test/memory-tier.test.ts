@@ -1,0 +1,186 @@
+import { readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { main } from '../bin/cli';
+import { hashKey } from '../lib/store/hash';
+import { bindUseCacheHandler } from '../lib/next/use-cache';
+import { Agent, measureCoherence, sleep } from './agent';
+import { FaultyFs } from './fault-fs';
+import { openCache, tempDir, type TestCache } from './helpers';
+import { appPage, PAGE_CTX, sameValue } from './values';
+
+const opened: TestCache[] = [];
+async function cache(options: Parameters<typeof openCache>[0], fs?: FaultyFs): Promise<TestCache> {
+  const c = await openCache({ memoryCacheBytes: 10 * 1024 * 1024, tagRefreshMs: 100, memoryTrustMs: 1000, ...options }, fs);
+  opened.push(c);
+  return c;
+}
+afterEach(async () => {
+  vi.useRealTimers();
+  for (const c of opened.splice(0)) await c.runtime.close();
+});
+
+const PAGE = '/route-cache/APP_PAGE/mem/$/page';
+const tagged = (marker: string, tags = 'post', revalidate = 60) => ({
+  value: { ...appPage({ segments: 3 }), html: `<p>${marker}</p>`, headers: { 'x-next-cache-tags': tags } },
+  ctx: { kind: 'APP_PAGE', cacheControl: { revalidate, expire: revalidate * 100 } },
+});
+const htmlOf = (got: { value: unknown } | null): string | undefined => (got?.value as { html?: string } | null)?.html;
+
+describe('memory tier', () => {
+  it('a hot get is served from memory, byte for byte, without touching the volume', async () => {
+    const fs = new FaultyFs();
+    const c = await cache({ dir: tempDir() }, fs);
+    const page = appPage({ segments: 20 });
+    await c.handler.set(PAGE, page, PAGE_CTX);
+    expect(sameValue((await c.handler.get(PAGE, { kind: 'APP_PAGE' }))!.value, page)).toBe(true);
+    const opens = fs.counts.get('open') ?? 0;
+    const hot = await c.handler.get(PAGE, { kind: 'APP_PAGE' });
+    expect(sameValue(hot!.value, page)).toBe(true);
+    expect(fs.counts.get('open') ?? 0).toBe(opens);
+    expect(c.runtime.metricsSnapshot()).toMatchObject({ memoryHits: 1, memory: { entries: 1 } });
+  });
+
+  it('an invalidation recorded by another process is honoured at the next refresh; the regenerated version is read from the volume', async () => {
+    const dir = tempDir();
+    const a = await cache({ dir });
+    const b = await cache({ dir });
+    await a.handler.set(PAGE, tagged('v1').value, tagged('v1').ctx);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
+    await a.handler.revalidateTag(['post']);
+    await sleep(150); // b's refresh interval (100 ms) passes: the next get refreshes first
+    expect(await b.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
+    await a.handler.set(PAGE, tagged('v2').value, tagged('v2').ctx);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+  });
+
+  it("another process's rewrite (a regeneration, res.revalidate(), no tag): served until the copy's trust window ends, then its identity is checked and the new version read", async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const dir = tempDir();
+    const a = await cache({ dir });
+    const b = await cache({ dir });
+    await a.handler.set(PAGE, tagged('v1', '').value, tagged('v1', '').ctx);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
+    await a.handler.set(PAGE, tagged('v2', '').value, tagged('v2', '').ctx);
+    vi.advanceTimersByTime(500);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>'); // within its trust window
+    vi.advanceTimersByTime(600);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+    expect(b.runtime.metrics.memoryChecks).toBe(1);
+    // Confirmed unchanged: trusted again without a read.
+    vi.advanceTimersByTime(1100);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+    expect(b.runtime.metrics.memoryChecks).toBe(2);
+    expect(b.runtime.metrics.memoryHits).toBe(2);
+  });
+
+  it('a copy that went stale by time is not served from memory: the volume is read, where another pod may already have put a fresh version', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const a = await cache({ dir, memoryTrustMs: 60_000 });
+    const b = await cache({ dir, memoryTrustMs: 60_000 });
+    await a.handler.set(PAGE, tagged('v1', '', 2).value, tagged('v1', '', 2).ctx);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
+    vi.advanceTimersByTime(2500); // past revalidate (2 s), well within the trust window
+    await a.handler.set(PAGE, tagged('v2', '', 2).value, tagged('v2', '', 2).ctx);
+    expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+  });
+
+  it('purge, a seeded or a vanished volume: past the trust window, nothing that is not on the volume is served', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const dir = tempDir();
+    const a = await cache({ dir });
+    await a.handler.set(PAGE, tagged('v1').value, tagged('v1').ctx);
+    expect(htmlOf(await a.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
+    expect(await main(['purge', '--key', PAGE, '--dir', dir], () => {}, () => {})).toBe(0);
+    vi.advanceTimersByTime(1100);
+    expect(await a.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
+    // The volume goes away and comes back holding something else.
+    await a.handler.set(PAGE, tagged('v2').value, tagged('v2').ctx);
+    expect(htmlOf(await a.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+    const file = a.runtime.layout.entryPath(hashKey(PAGE), 'shared');
+    const saved = readFileSync(file);
+    rmSync(path.join(dir, 'apps'), { recursive: true });
+    vi.advanceTimersByTime(1100);
+    expect(await a.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, saved);
+    expect(htmlOf(await a.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+  });
+
+  it('stays within its bound whatever the keys: the least recently used go, and evictions are counted', async () => {
+    const c = await cache({ dir: tempDir(), memoryCacheBytes: 256 * 1024 });
+    const html = 'x'.repeat(20 * 1024);
+    for (let i = 0; i < 40; i++) {
+      const key = `${PAGE}/${i}`;
+      await c.handler.set(key, { ...appPage(), html }, PAGE_CTX);
+      await c.handler.get(key, { kind: 'APP_PAGE' });
+    }
+    const { memory } = c.runtime.metricsSnapshot();
+    expect(memory.bytes).toBeLessThanOrEqual(256 * 1024);
+    expect(memory.entries).toBeGreaterThan(0);
+    expect(memory.evictions).toBeGreaterThan(0);
+    expect(memory.entries + memory.evictions).toBe(40);
+  });
+
+  it('a damaged file never enters memory', async () => {
+    const c = await cache({ dir: tempDir() });
+    await c.handler.set(PAGE, tagged('v1').value, tagged('v1').ctx);
+    const file = c.runtime.layout.entryPath(hashKey(PAGE), 'shared');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 20] ^= 0xff;
+    writeFileSync(file, bytes);
+    expect(await c.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
+    expect(c.runtime.metricsSnapshot().memory.entries).toBe(0);
+  });
+
+  it("takes Next's cacheMaxMemorySize unless memoryCacheBytes is set; 0 from either turns it off", async () => {
+    const dir = tempDir();
+    const fromNext = await openCache({ dir });
+    opened.push(fromNext);
+    // openCache turns the tier off (memoryCacheBytes 0): an explicit option wins over what Next passes.
+    fromNext.runtime.useNextMemorySize(50 * 1024 * 1024);
+    expect(fromNext.runtime.metricsSnapshot().memory.maxBytes).toBe(0);
+    const { resolveOptions } = await import('../lib/config');
+    const { Runtime } = await import('../lib/service/runtime');
+    const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'silent' }, {}), dir }, createParents: true });
+    expect(runtime.metricsSnapshot().memory.maxBytes).toBe(50 * 1024 * 1024);
+    runtime.useNextMemorySize(0);
+    expect(runtime.metricsSnapshot().memory.maxBytes).toBe(0);
+    runtime.useNextMemorySize(1024 * 1024);
+    expect(runtime.metricsSnapshot().memory.maxBytes).toBe(1024 * 1024);
+    await runtime.close();
+  });
+
+  it("'use cache' entries share the tier", async () => {
+    const c = await cache({ dir: tempDir() });
+    const useCache = bindUseCacheHandler(() => c.runtime);
+    const body = new TextEncoder().encode('computed');
+    const stream = () => new ReadableStream<Uint8Array>({ start: (ctl) => (ctl.enqueue(body), ctl.close()) });
+    await useCache.set('uc-key', Promise.resolve({ value: stream(), tags: [], stale: 0, timestamp: Date.now(), expire: 600, revalidate: 60 }));
+    expect(await useCache.get('uc-key', [])).toBeDefined();
+    expect(await useCache.get('uc-key', [])).toBeDefined();
+    expect(c.runtime.metrics.memoryHits).toBe(1);
+  });
+});
+
+describe('memory tier across processes', () => {
+  it("rewrites, invalidations and purges on A while B reads in a loop: B never serves a version older than the volume's for longer than the bound", { timeout: 60_000 }, async () => {
+    const dir = tempDir('nvc-memory-');
+    const refreshMs = 200;
+    // The trust window (= the refresh interval) + one refresh + scheduling slack on a busy machine.
+    const bound = refreshMs + 200 + 500;
+    const a = await Agent.start(dir, { tagRefreshMs: refreshMs });
+    const b = await Agent.start(dir, { tagRefreshMs: refreshMs });
+    try {
+      const result = await measureCoherence(a, b, { purge: (key) => main(['purge', '--key', key, '--dir', dir], () => {}, () => {}), settleMs: bound });
+      console.log(`memory coherence: ${result.reads} reads, ${result.memoryHits} from memory, longest served after being superseded ${result.worstMs} ms (bound ${bound} ms)${result.worstCase ? `: ${result.worstCase}` : ''}`);
+      expect(result.memoryHits).toBeGreaterThan(0);
+      expect(result.worstMs).toBeLessThanOrEqual(bound);
+      expect(result.lastServed).toBe(result.lastPublished);
+    } finally {
+      await Promise.all([a.kill(), b.kill()]);
+    }
+  });
+});
