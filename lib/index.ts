@@ -4,7 +4,6 @@
  *
  *   // next.config.js
  *   cacheHandler: require.resolve('next-volume-cache'),
- *   cacheMaxMemorySize: 0,
  *
  * The default export is the handler class configured from
  * `NEXT_VOLUME_CACHE_*` environment variables; `createCacheHandler(options)`

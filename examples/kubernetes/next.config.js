@@ -6,6 +6,5 @@ module.exports = {
     default: require.resolve('next-volume-cache/use-cache'),
     remote: require.resolve('next-volume-cache/use-cache'),
   },
-  cacheMaxMemorySize: 0,
   images: { customCacheHandler: true },
 };
