@@ -69,6 +69,17 @@ export interface CacheOptions {
    * pod's rewrite is seen within this); default: tagRefreshMs.
    */
   memoryTrustMs?: number;
+  /**
+   * One regeneration per staleness across the fleet: the pod that takes a stale entry's lease on the
+   * volume regenerates it, the others serve it as fresh meanwhile. A lease held longer than this (its
+   * holder died, or renders slower) is taken over. 0 turns leases off. Default: 5 × timeoutMs, at least 10 s.
+   */
+  regenerationLeaseMs?: number;
+  /**
+   * Opt-in: a miss for a key another pod is rendering waits up to this long for that render to land
+   * before rendering itself (after a hard invalidation, one origin call instead of one per pod). 0: off.
+   */
+  coalesceMissesMs?: number;
 }
 
 export type Scope = 'shared' | 'build';
@@ -102,6 +113,9 @@ export interface ResolvedOptions {
   memoryCacheBytes: number | undefined;
   /** Undefined: tagRefreshMs. */
   memoryTrustMs: number | undefined;
+  /** Undefined: max(10 s, 5 × timeoutMs). */
+  regenerationLeaseMs: number | undefined;
+  coalesceMissesMs: number;
 }
 
 /** Next's own default `cacheMaxMemorySize`, used until (or unless) Next passes one. */
@@ -147,6 +161,8 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   previousSecret: 'secret',
   memoryCacheBytes: 'bytesOrZero',
   memoryTrustMs: 'positiveInt',
+  regenerationLeaseMs: 'nonNegativeInt',
+  coalesceMissesMs: 'nonNegativeInt',
 };
 
 export const OPTION_NAMES = Object.keys(OPTION_KINDS) as OptionName[];
@@ -193,6 +209,8 @@ export function defaults(): ResolvedOptions {
     previousSecret: undefined,
     memoryCacheBytes: undefined,
     memoryTrustMs: undefined,
+    regenerationLeaseMs: undefined,
+    coalesceMissesMs: 0,
   };
 }
 

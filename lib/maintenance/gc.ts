@@ -2,7 +2,7 @@ import type { LockGuard } from '../fs/lock';
 import type { Maintenance } from './context';
 import { buildsToDrop, listBuilds, removeBuild } from './builds';
 import { openTagLog } from './context';
-import { metadataTemps } from './debris';
+import { leaseFiles, metadataTemps } from './debris';
 import { judgeImageFolder } from './images';
 import { isPastExpire } from './stats';
 import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
@@ -42,6 +42,8 @@ export interface GcResult {
   tagStateComplete: boolean;
   /** Entries and image files that could not be read: left alone. */
   unreadable: number;
+  /** Regeneration leases older than the debris age (their holder died mid-render). */
+  leasesRemoved: number;
 }
 
 /** Histogram bucket for the approximate LRU: constant memory whatever the number of files. */
@@ -71,6 +73,7 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
     buildsDropped: [],
     tagStateComplete: tags.complete,
     unreadable: 0,
+    leasesRemoved: 0,
   };
   if (options.keepBuilds !== undefined) {
     for (const build of buildsToDrop(await listBuilds(m), options.keepBuilds)) {
@@ -125,6 +128,9 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
   }
   for (const file of await metadataTemps(m)) {
     if (now - file.mtimeMs > options.debrisAgeMs && (await remove(file.path))) bump(result.debris, 0);
+  }
+  for (const lease of await leaseFiles(m)) {
+    if (now - lease.mtimeMs > options.debrisAgeMs && (await remove(lease.path))) result.leasesRemoved++;
   }
 
   // Pass 2: delete what is older than each budget's cutoff.

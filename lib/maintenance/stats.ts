@@ -3,6 +3,7 @@ import { isSafeName } from '../store/layout';
 import { freshMtime, listNames, listSegments, readSnapshot } from '../tags/files';
 import { errorCode } from '../util/errors';
 import type { Maintenance } from './context';
+import { leaseFiles } from './debris';
 import { listBuilds, type BuildInfo } from './builds';
 import { judgeImageFolder } from './images';
 import { hasImages, readHeaders, walkStore, type HeaderRead, type StoreFolder, type WalkProgress } from './walk';
@@ -29,6 +30,8 @@ export interface StoreStats {
   images: { total: Tally; orphans: Tally; broken: number; unreadable: number };
   shards: { folders: number; largest: { dir: string | null; files: number } };
   debris: { temp: Tally; foreign: number; nfsSilly: number };
+  /** Regeneration leases on the volume (a pod is regenerating the entry), and those older than an hour (their holder died). */
+  leases: { total: number; stale: number };
   /** Build namespaces, most recently served first. */
   builds: BuildInfo[];
   tagLog: {
@@ -64,6 +67,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
     images: { total: tally(), orphans: tally(), broken: 0, unreadable: 0 },
     shards: { folders: 0, largest: { dir: null, files: 0 } },
     debris: { temp: tally(), foreign: 0, nfsSilly: 0 },
+    leases: await leaseStats(m, now),
     builds: await listBuilds(m),
     tagLog: await tagLogStats(m, now),
   };
@@ -150,3 +154,11 @@ async function sizes(m: Maintenance, dir: string): Promise<Tally & { strangers: 
   }
   return t;
 }
+
+async function leaseStats(m: Maintenance, now: number): Promise<StoreStats['leases']> {
+  const leases = await leaseFiles(m);
+  return { total: leases.length, stale: leases.filter((l) => now - l.mtimeMs > STALE_LEASE_MS).length };
+}
+
+/** A lease lives seconds; one an hour old belongs to a process that died mid-render (gc removes it). */
+const STALE_LEASE_MS = 60 * 60_000;

@@ -10,6 +10,7 @@ import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
 import type { MemoryTier, MemoryCopy } from './memory-tier';
+import type { Regeneration } from './regeneration';
 import { TagView } from './tag-view';
 
 /**
@@ -23,6 +24,8 @@ import { TagView } from './tag-view';
  */
 export interface ServiceSettings {
   timeoutMs: number;
+  /** A miss for a key another process is rendering waits this long for it (0: never). */
+  coalesceMissesMs: number;
   /** A write time later than the volume's now plus this marks an entry as damaged (it would be immune to invalidation). */
   maxClockSkewMs: number;
 }
@@ -38,6 +41,7 @@ export interface ServiceParts {
   tags: TagLog;
   tagView: TagView;
   memory: MemoryTier;
+  regeneration: Regeneration;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -73,6 +77,9 @@ export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffe
 
 /** A record to write: the service stamps it on the volume clock, `ageMs` before now (a value computed earlier). */
 export type EntryDraft = Omit<EntryRecord, 'writtenAt'> & { ageMs?: number };
+
+/** How often a coalescing miss looks for the render it waits on. */
+const COALESCE_POLL_MS = 100;
 
 export class CacheService {
   /** Identity checks in flight, by namespace and key: concurrent hits on one key share one. */
@@ -132,11 +139,15 @@ export class CacheService {
       if (!(await viewReady)) return this.notJudgeable(started);
       if (!outcome.found) {
         if (outcome.reason !== 'absent' && !outcome.remembered) log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
-        return this.miss(outcome.reason);
+        return this.count((await this.coalesce(key, namespace, outcome.hash, options)) ?? { status: 'miss', reason: outcome.reason });
       }
       const judged = this.judge(outcome.record, options, outcome.hash);
-      if (judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options)) this.parts.memory.put(namespace, outcome.record, outcome.identity);
-      return this.count(judged);
+      if (judged.status === 'miss') return this.count((await this.coalesce(key, namespace, outcome.hash, options)) ?? judged);
+      if (judged.verdict === 'fresh' && !isStaleByTime(judged, options)) {
+        if (options.freshForMs) this.parts.memory.put(namespace, outcome.record, outcome.identity);
+        return this.count(judged);
+      }
+      return this.count(await this.staleOrDeferred(judged, namespace, outcome.hash));
     } catch (error) {
       this.reportIoError('get', 'reading an entry', error, hash);
       return this.miss(error instanceof GateError ? error.reason : 'io-error');
@@ -165,6 +176,49 @@ export class CacheService {
     }
     metrics.memoryHits++;
     return this.count(judged);
+  }
+
+  /**
+   * A stale hit (by tag, or by time): answered stale only by the process
+   * that takes the key's regeneration lease (Next then regenerates it);
+   * answered fresh by the others while the lease holds, so that one pod
+   * renders per staleness.
+   */
+  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, namespace: string, hash: string): Promise<EntryOutcome> {
+    const { regeneration, metrics } = this.parts;
+    if (!regeneration.enabled) return judged;
+    if (await regeneration.claim(hash, namespace)) {
+      metrics.regenerationsClaimed++;
+      return judged;
+    }
+    metrics.regenerationsDeferred++;
+    return { ...judged, verdict: 'fresh', ageMs: 0 };
+  }
+
+  /**
+   * Opt-in miss coalescing: a miss for a key another process is rendering
+   * (it holds the lease) waits up to coalesceMissesMs for that render to land
+   * and answers it; otherwise (or when this process takes the lease) it is a
+   * miss and Next renders here. Costs a miss with no contender one exclusive
+   * create.
+   */
+  private async coalesce(key: string, namespace: string, hash: string, options: ReadOptions): Promise<EntryOutcome | undefined> {
+    const { regeneration, settings, metrics, gate, entries } = this.parts;
+    if (settings.coalesceMissesMs <= 0 || !regeneration.enabled) return undefined;
+    if (await regeneration.claim(hash, namespace)) return undefined;
+    metrics.coalescedWaits++;
+    const deadline = performance.now() + settings.coalesceMissesMs;
+    while (performance.now() < deadline && regeneration.heldByOther(hash, namespace)) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(COALESCE_POLL_MS, Math.max(0, deadline - performance.now()))));
+      const outcome = await gate.run(() => entries.read(key, namespace)).catch(() => undefined);
+      if (!outcome?.found) continue;
+      const judged = this.judge(outcome.record, options, hash);
+      if (judged.status === 'hit' && judged.verdict === 'fresh') {
+        metrics.coalescedHits++;
+        return judged;
+      }
+    }
+    return undefined;
   }
 
   /** Whether the volume still holds the copy's version (one open, fstat, close); one check at a time per key. */
@@ -204,6 +258,7 @@ export class CacheService {
       hash = await gate.run(() => entries.write(record, namespace));
       this.parts.memory.drop(namespace, record.key);
       this.recordMembership(hash, namespace, record.tags);
+      await this.parts.regeneration.release(hash, namespace);
     } catch (error) {
       metrics.setFailures++;
       this.reportIoError('set', 'writing an entry', error, hash);
@@ -338,6 +393,12 @@ export class CacheService {
   }
 }
 
+/** Fresh by time, as far as the caller can tell (without freshForMs, never: nothing goes to memory). */
 function isFreshByTime(outcome: { record: EntryRecord; ageMs: number }, options: ReadOptions): boolean {
   return options.freshForMs !== undefined && outcome.ageMs < options.freshForMs(outcome.record);
+}
+
+/** Past its revalidate window (known only with freshForMs): Next would regenerate it. */
+function isStaleByTime(outcome: { record: EntryRecord; ageMs: number }, options: ReadOptions): boolean {
+  return options.freshForMs !== undefined && outcome.ageMs >= options.freshForMs(outcome.record);
 }

@@ -20,6 +20,8 @@ import { CacheLog } from '../util/log';
 import { newMetrics, type Metrics } from '../util/metrics';
 import { CacheService, type EntryDraft } from './cache-service';
 import { MemoryTier, type MemoryStats } from './memory-tier';
+import { Regeneration } from './regeneration';
+import { LeaseStore } from '../store/lease-store';
 import { TagView } from './tag-view';
 
 /** After the volume failed to open, how long calls stay no-ops before the next attempt. */
@@ -130,6 +132,10 @@ export class Runtime {
       tags: this.tags,
       tagView,
       memory: this.memory,
+      regeneration: new Regeneration(new LeaseStore(this.fs, this.layout), this.gate, this.clock, {
+        leaseMs: settings.regenerationLeaseMs ?? Math.max(10_000, 5 * settings.timeoutMs),
+        maxClockSkewMs: settings.maxClockSkewMs,
+      }),
       ready: () => this.ready(),
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });

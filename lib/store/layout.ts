@@ -22,6 +22,7 @@ import { TEMP_PREFIX } from '../fs/confined';
  *   <root>/apps/<app>/writers/<writer>            a process's lease (heartbeat) and clock probe
  *   <root>/apps/<app>/locks/<name>.lock           maintenance locks (proper-lockfile)
  *   <root>/apps/<app>/quarantine/                 files `verify --repair` found that the library did not write
+ *   <root>/apps/<app>/leases/<ns>/<aa>/<hash>.lease   a process is regenerating this entry (see lease-store.ts)
  *
  * Temp files sit beside their target and start with TEMP_PREFIX (".tmp.").
  */
@@ -30,6 +31,7 @@ export const MARKER_FILE = 'next-volume-cache.json';
 export { TEMP_PREFIX };
 export const ENTRY_SUFFIX = '.entry';
 export const SIDECAR_SUFFIX = '.json';
+export const LEASE_SUFFIX = '.lease';
 export const SHARED_NAMESPACE = 'shared';
 /** Entries of the 'use cache' handler (their keys already carry the build id). */
 export const USE_CACHE_NAMESPACE = 'use-cache';
@@ -73,7 +75,7 @@ export class Layout {
 
   /** The folders every process may assume, parents first (created at open, never on the request path). */
   skeleton(): string[] {
-    return [this.appsDir, this.appDir, this.entriesRoot, this.entriesDir(), this.imagesRoot, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.buildsDir, this.locksDir];
+    return [this.appsDir, this.appDir, this.entriesRoot, this.entriesDir(), this.imagesRoot, this.tagsDir, this.invalidationsDir, this.membersDir, this.writersDir, this.buildsDir, this.locksDir, this.leasesDir];
   }
 
   get marker(): string {
@@ -180,6 +182,14 @@ export class Layout {
 
   get quarantineDir(): string {
     return this.inside(this.appDir, 'quarantine');
+  }
+
+  get leasesDir(): string {
+    return this.inside(this.appDir, 'leases');
+  }
+  leasePath(hash: string, namespace: string): string {
+    if (!HASH.test(hash)) throw codedError('EINVAL', `not a key hash: ${JSON.stringify(hash)}`);
+    return path.join(this.inside(this.leasesDir, safeName(namespace)), hash.slice(0, 2), hash + LEASE_SUFFIX);
   }
 
   /** A clock probe in the root, for a process that has no app folder to keep a lease in. */

@@ -18,6 +18,13 @@ export interface Metrics {
   memoryHits: number;
   /** Identity checks of memory copies whose trust window was over. */
   memoryChecks: number;
+  /** Stale entries this process took the regeneration lease for (answered stale: Next regenerates). */
+  regenerationsClaimed: number;
+  /** Stale entries answered fresh because another process holds the lease (no regeneration here). */
+  regenerationsDeferred: number;
+  /** Misses that waited for another process's render (coalesceMissesMs), and those it answered. */
+  coalescedWaits: number;
+  coalescedHits: number;
 }
 
 export function newMetrics(): Metrics {
@@ -36,6 +43,10 @@ export function newMetrics(): Metrics {
     tagFilesUnusable: 0,
     memoryHits: 0,
     memoryChecks: 0,
+    regenerationsClaimed: 0,
+    regenerationsDeferred: 0,
+    coalescedWaits: 0,
+    coalescedHits: 0,
   };
 }
 

@@ -1,0 +1,77 @@
+import { readFailure, type ConfinedFs } from '../fs/confined';
+import { readOpened } from '../fs/read';
+import { errorCode } from '../util/errors';
+import type { Layout } from './layout';
+
+/**
+ * Regeneration leases: a small file per key, created exclusively (a hard
+ * link of a fully written temp file: atomic on NFS, never seen half
+ * written), that says one process is regenerating the entry. Its expiry is
+ * the file's own mtime (set by the volume's server, so on the volume clock)
+ * plus the lease duration the reader is configured with: nothing the file
+ * says about itself can make it live longer, and a holder that died stops
+ * holding it after one duration.
+ *
+ * Leases only save work (one render per staleness across pods instead of
+ * one per pod): two processes that both take over an expired lease at once
+ * both regenerate, which is what would have happened without leases.
+ */
+export type LeaseClaim = { won: true } | { won: false; holder: string; expiresAt: number };
+
+/** A lease body is one short JSON line. */
+const MAX_LEASE_BYTES = 1024;
+/** Folders between the leases area and a lease: the namespace and one shard level. */
+const LEASE_LEVELS = 2;
+
+export class LeaseStore {
+  constructor(
+    private readonly fs: ConfinedFs,
+    private readonly layout: Layout,
+  ) {}
+
+  /**
+   * Takes the key's lease, or says who holds it and until when (volume
+   * clock). An expired lease, or one this process cannot read or trust (a
+   * forged or damaged file, an mtime further ahead than `maxSkewMs`), is
+   * replaced.
+   */
+  async claim(hash: string, namespace: string, options: { durationMs: number; now: number; maxSkewMs: number }): Promise<LeaseClaim> {
+    const file = this.layout.leasePath(hash, namespace);
+    const body = [Buffer.from(JSON.stringify({ v: 1, w: this.fs.writes.writer }) + '\n')];
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (await this.fs.writeAtomic(file, body, { ifAbsent: true, fsync: false, createParents: LEASE_LEVELS })) return { won: true };
+      const current = await this.read(file);
+      if (current && current.mtimeMs <= options.now + options.maxSkewMs && current.mtimeMs + options.durationMs > options.now) {
+        return { won: false, holder: current.holder, expiresAt: current.mtimeMs + options.durationMs };
+      }
+      // Expired, unreadable or untrustworthy: removed, then claimed like a new one (once).
+      await this.fs.unlink(file);
+    }
+    return { won: false, holder: 'unknown', expiresAt: options.now + options.durationMs };
+  }
+
+  /** Gives the key's lease back, if this process holds it (another may have taken it over meanwhile). */
+  async release(hash: string, namespace: string): Promise<void> {
+    const file = this.layout.leasePath(hash, namespace);
+    const current = await this.read(file);
+    if (current?.holder === this.fs.writes.writer) await this.fs.unlink(file);
+  }
+
+  private async read(file: string): Promise<{ holder: string; mtimeMs: number } | undefined> {
+    try {
+      const { handle, stats } = await this.fs.openFile(file);
+      try {
+        const parsed = JSON.parse((await readOpened(handle, stats, { maxBytes: MAX_LEASE_BYTES, firstRead: MAX_LEASE_BYTES })).toString('utf8')) as { w?: unknown };
+        return { holder: typeof parsed.w === 'string' ? parsed.w : 'unknown', mtimeMs: stats.mtimeMs };
+      } catch (error) {
+        if (error instanceof SyntaxError) return undefined;
+        throw error;
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      if (readFailure(error) || errorCode(error) === 'EFBIG') return undefined;
+      throw error;
+    }
+  }
+}
