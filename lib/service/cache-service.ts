@@ -134,7 +134,7 @@ export class CacheService {
         const served = await this.fromMemory(copy, namespace, options);
         if (served) return served;
       }
-      const outcome = await this.parts.gate.run(() => this.parts.entries.read(key, namespace));
+      const outcome = await this.parts.gate.run((hold) => this.parts.entries.read(key, namespace, hold));
       hash = outcome.hash;
       if (!(await viewReady)) return this.notJudgeable(started);
       if (!outcome.found) {
@@ -210,7 +210,7 @@ export class CacheService {
     const deadline = performance.now() + settings.coalesceMissesMs;
     while (performance.now() < deadline && regeneration.heldByOther(hash, namespace)) {
       await new Promise((resolve) => setTimeout(resolve, Math.min(COALESCE_POLL_MS, Math.max(0, deadline - performance.now()))));
-      const outcome = await gate.run(() => entries.read(key, namespace)).catch(() => undefined);
+      const outcome = await gate.run((hold) => entries.read(key, namespace, hold)).catch(() => undefined);
       if (!outcome?.found) continue;
       const judged = this.judge(outcome.record, options, hash);
       if (judged.status === 'hit' && judged.verdict === 'fresh') {
@@ -228,7 +228,7 @@ export class CacheService {
     if (!pending) {
       this.parts.metrics.memoryChecks++;
       pending = this.parts.gate
-        .run(() => this.parts.entries.identify(copy.record.key, namespace))
+        .run((hold) => this.parts.entries.identify(copy.record.key, namespace, hold))
         .then((identity) => identity !== undefined && sameIdentity(identity, copy.identity))
         .catch(() => false)
         .finally(() => this.confirming.delete(id));
