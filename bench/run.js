@@ -67,6 +67,7 @@ function servesIntact(got, expected) {
 const MAKERS = [
   ['floor', (dir) => contenders.floor(dir)],
   ['nvc', (dir) => contenders.ours(dir)],
+  ['nvc-cold', (dir) => contenders.ours(dir, { memoryCacheBytes: 0 })],
   ['nvc-fsync', (dir) => contenders.ours(dir, { fsync: true })],
   ['next-fs', (dir) => contenders.nextFileSystem(dir)],
   ['redis', (dir) => contenders.fortedigitalRedis(dir)],
@@ -205,21 +206,106 @@ async function visibility() {
   console.table([results.visibility]);
 }
 
-/** Peak RSS of a process after 1 million gets across 100 thousand keys. */
+/**
+ * Peak RSS of a process after 1 million gets across 100 thousand keys: with the memory tier at 50 MiB
+ * (Next's default cacheMaxMemorySize; 100 k keys of 4 KB are 400 MB on the volume, so it evicts all
+ * along) against the same gets with the tier off, in the same run. The tier must stay within its bound.
+ */
 async function memory() {
   const dir = tmp('memory');
   const keys = QUICK ? 2000 : 100_000;
   const gets = QUICK ? 20_000 : 1_000_000;
-  const run = (role) =>
+  const run = (id, role) =>
     new Promise((resolve) => {
-      const child = fork(path.join(__dirname, 'worker.js'), ['nvc', dir, role, 'FETCH 4 KB', String(role === 'fill' ? keys : gets), String(keys)]);
+      const child = fork(path.join(__dirname, 'worker.js'), [id, dir, role, 'FETCH 4 KB', String(role === 'fill' ? keys : gets), String(keys)]);
       child.on('message', resolve);
     });
-  await run('fill');
-  const r = await run('get');
-  results.memory = { keys, gets, peakRssMiB: r.peakRssMiB, baselineRssMiB: r.baselineRssMiB };
-  console.log(`\nMemory: ${gets} gets across ${keys} keys`);
+  await run('nvc-cold', 'fill');
+  const cold = await run('nvc-cold', 'get');
+  const tiered = await run('nvc-50mib', 'get');
+  results.memory = {
+    keys,
+    gets,
+    'tier off: peak RSS MiB': cold.peakRssMiB,
+    'tier 50 MiB: peak RSS MiB': tiered.peakRssMiB,
+    'difference MiB (bound 50)': tiered.peakRssMiB - cold.peakRssMiB,
+    'start RSS MiB': tiered.baselineRssMiB,
+  };
+  console.log(`\nMemory: ${gets} gets across ${keys} keys (4 KB each), tier at 50 MiB against tier off`);
   console.table([results.memory]);
+}
+
+/**
+ * The memory tier against the floor (readFile of the same bytes) in one run: hot gets (served from
+ * memory), cold gets (the tier off: every get reads, checks and decodes the file), one in flight.
+ */
+async function tier() {
+  const rows = [];
+  for (const payloadName of ['FETCH 4 KB', 'APP_PAGE 90 KB', 'APP_PAGE 1 MB']) {
+    const value = PAYLOADS[payloadName]();
+    const n = QUICK ? 20 : payloadName.includes('1 MB') ? 1000 : 5000;
+    const stores = [await contenders.floor(tmp('tier-floor')), await contenders.ours(tmp('tier-hot')), await contenders.ours(tmp('tier-cold'), { memoryCacheBytes: 0 })];
+    const key = (i) => `/route-cache/APP_PAGE/tier/$/page-${i % 16}`;
+    for (const store of stores) for (let i = 0; i < 16; i++) await store.set(key(i), value);
+    // One get of every key first: the hot store's tier holds them all from then on.
+    for (const store of stores) for (let i = 0; i < 16; i++) await store.get(key(i), value);
+    // Interleaved, op by op: a busy machine slows all three alike.
+    const samples = stores.map(() => []);
+    for (let i = 0; i < n; i++) {
+      for (const [s, store] of stores.entries()) {
+        const t0 = performance.now();
+        if (!(await store.get(key(i), value))) throw new Error(`${store.name} missed ${payloadName}`);
+        samples[s].push((performance.now() - t0) * 1000);
+      }
+    }
+    const p50 = samples.map((list) => percentile(list.sort((a, b) => a - b), 50));
+    rows.push({ payload: payloadName, 'floor p50 µs': Math.round(p50[0]), 'hot p50 µs': Math.round(p50[1]), 'cold p50 µs': Math.round(p50[2]), 'hot x floor': +(p50[1] / p50[0]).toFixed(2), 'cold x floor': +(p50[2] / p50[0]).toFixed(2) });
+    for (const store of stores) await store.close();
+  }
+  results.tier = rows;
+  console.log('\nMemory tier: get p50 against the floor (readFile of the same bytes), 1 in flight, interleaved');
+  console.table(rows);
+}
+
+/**
+ * Regeneration leases: what a fresh hit costs with leases on and off (nothing: they are not touched),
+ * and a stale hit with no contender (one exclusive create) and with one (the holder's lease is read
+ * once, then remembered). Entries are made stale by a 'max' revalidation; the tier is off.
+ */
+async function regeneration() {
+  const rows = [];
+  const value = PAYLOADS['APP_PAGE 64 KB, 3 segments']();
+  const n = QUICK ? 20 : 2000;
+  const key = (i) => `/route-cache/APP_PAGE/regen/$/page-${i}`;
+  for (const leaseMs of [0, 10_000]) {
+    const dir = tmp(`regen-${leaseMs}`);
+    const holder = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    const reader = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    for (let i = 0; i < n; i++) await holder.set(key(i), { ...value, headers: { 'x-next-cache-tags': 'regen' } });
+    const fresh = await measure(n, 1, (i) => reader.get(key(i), value));
+    await holder.runtime.service.invalidate(['regen'], { expire: 31_536_000 });
+    await new Promise((r) => setTimeout(r, 5));
+    // Stale, nobody holds a lease: the reader takes one per key (answered stale).
+    const staleAlone = await measure(n, 1, (i) => reader.get(key(i), value));
+    // Stale, another process holds every key's lease: the holder takes them (fresh reader, new keys' leases).
+    const contendedReader = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    const staleContended = await measure(n, 1, (i) => contendedReader.get(key(i), value));
+    // Asked again: the holder's lease is remembered until it expires, nothing more is read for it.
+    const staleRemembered = await measure(n, 1, (i) => contendedReader.get(key(i), value));
+    rows.push({
+      leases: leaseMs ? `on (${leaseMs} ms)` : 'off',
+      'fresh hit p50 µs': fresh.p50us,
+      'stale hit, no contender p50 µs': staleAlone.p50us,
+      'stale hit, lease held elsewhere p50 µs': staleContended.p50us,
+      'same, asked again p50 µs': staleRemembered.p50us,
+    });
+    for (const store of [holder, reader, contendedReader]) await store.close();
+  }
+  const off = rows[0];
+  for (const r of rows) r['fresh x off'] = +(r['fresh hit p50 µs'] / off['fresh hit p50 µs']).toFixed(2);
+  results.regeneration = rows;
+  console.log('\nRegeneration leases: hit costs with leases off and on (64 KB page, memory tier off, 1 in flight)');
+  console.table(rows);
 }
 
 /** The real fixture app under load: next-volume-cache vs Next's built-in cache vs the Redis handler. */
@@ -299,7 +385,8 @@ async function network() {
   rig = await startRig(PROFILES.efs, 1);
   try {
     const rows = [];
-    for (const [id, make] of MAKERS.filter(([id]) => id === 'floor' || id === 'nvc')) {
+    // nvc: the memory tier on, so repeated gets are hot; nvc-cold: every get reads the volume.
+    for (const [id, make] of MAKERS.filter(([id]) => id === 'floor' || id === 'nvc' || id === 'nvc-cold')) {
       const dir = fs.mkdtempSync(path.join(rig.mounts[0], `${id}-`));
       const store = await make(dir);
       for (const payloadName of ['FETCH 4 KB', 'APP_PAGE 64 KB, 3 segments']) {
@@ -327,6 +414,8 @@ async function network() {
   if (wants('scale')) await scale();
   if (wants('visibility')) await visibility();
   if (wants('memory')) await memory();
+  if (wants('tier')) await tier();
+  if (wants('regeneration')) await regeneration();
   if (wants('site')) await site();
   if (wants('network')) await network();
   await contenders.stopShared();
