@@ -119,19 +119,21 @@ export interface TreeState {
   mode: number;
   uid: number;
   mtimeMs: number;
+  /** Changes with any write to the inode (content, mode, owner, times, links): reads leave it alone. */
+  ctimeMs: number;
   size: number;
   /** sha256 of a file's bytes; of a folder, its sorted names (what the walk lists). */
   digest: string;
 }
 
-/** Every path under `dir` (and `dir` itself) with its type, mode, owner, mtime and content digest. */
+/** Every path under `dir` (and `dir` itself) with its type, mode, owner, times and content digest. */
 export function treeState(dir: string): Map<string, TreeState> {
   const state = new Map<string, TreeState>();
   for (const file of [dir, ...walk(dir)]) {
     const stats = lstatSync(file);
     const type = stats.isDirectory() ? 'dir' : stats.isSymbolicLink() ? 'link' : stats.isFile() ? 'file' : 'other';
     const content = type === 'file' ? readFileSync(file) : type === 'dir' ? Buffer.from(readdirSync(file).sort().join('\n')) : Buffer.alloc(0);
-    state.set(path.relative(dir, file) || '.', { type, mode: stats.mode, uid: stats.uid, mtimeMs: stats.mtimeMs, size: stats.size, digest: createHash('sha256').update(content).digest('hex') });
+    state.set(path.relative(dir, file) || '.', { type, mode: stats.mode, uid: stats.uid, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs, size: stats.size, digest: createHash('sha256').update(content).digest('hex') });
   }
   return state;
 }
