@@ -15,7 +15,7 @@ describe('purge --key in every namespace', () => {
     const builds = tempDir('nvc-purge-key-builds-');
     const a = fakeBuild(builds, 'AAAA1111');
     const b = fakeBuild(builds, 'BBBB2222');
-    const page = pageKey('/blog/a');
+    const page = pageKey('/blog/a', '/blog/[slug]/page');
     // One server per build, as pods of two releases are.
     await fill(dir, [
       { op: 'page', key: page, serverDistDir: a.serverDistDir, tags: ['_N_T_/blog/a'] },

@@ -69,9 +69,13 @@ export async function fill(dir: string, ops: FillOp[], options: Record<string, u
   return JSON.parse(result.stdout) as unknown[];
 }
 
-/** Next 16.3.8+'s cache key of an App Router page: `/route-cache/<KIND>/<sha256 of the route>/$<path>`. */
-export function pageKey(route: string, kind = 'APP_PAGE'): string {
-  return `/route-cache/${kind}/${createHash('sha256').update(route).digest('hex')}/$${route}`;
+/**
+ * Next 16.3.8+'s cache key of an App Router page: `/route-cache/<KIND>/<sha256 of its source
+ * route>/$<path>`, `/` as `$/index` (e.g. `/blog/a` of `app/blog/[slug]/page`: the sha256 of
+ * `/blog/[slug]/page`). The source route defaults to the path's own page.
+ */
+export function pageKey(pagePath: string, sourceRoute = `${pagePath === '/' ? '' : pagePath}/page`, kind = 'APP_PAGE'): string {
+  return `/route-cache/${kind}/${createHash('sha256').update(sourceRoute).digest('hex')}/$${pagePath === '/' ? '/index' : pagePath}`;
 }
 
 export interface FakeBuild {
