@@ -105,6 +105,9 @@ function buildProgram(io: Output): Command {
     .addOption(new Option('--all-apps', 'run the command for every app on the root (one JSON document keyed by app with --json)').conflicts('app'))
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run with --help for usage)')
+    // Every command's help lists the cache options too (gc --help shows the budgets gc enforces); set before
+    // the commands are added, which inherit it.
+    .configureHelp({ showGlobalOptions: true })
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
   for (const name of OPTION_NAMES) program.addOption(new Option(`${flagNameOf(name)} <value>`, OPTION_HELP[name] ?? name));
@@ -183,7 +186,7 @@ function buildProgram(io: Output): Command {
       .command('verify')
       .description('check every entry, image pair and log file; exit 3 if problems are found (without --repair, writes nothing)')
       .option('--repair', 'delete what is broken, quarantine what the library did not write or cannot vouch for, compact')
-      .option('--debris-age <duration>', 'temp files and orphans younger than this are left alone', durationArg, ms('1h')),
+      .addOption(durationOption('--debris-age <duration>', 'temp files and orphans younger than this are left alone', '1h')),
   ).action(
     perApp(async (options, flags, progress) => {
       const repair = flags.repair === true;
@@ -209,8 +212,8 @@ function buildProgram(io: Output): Command {
       .command('gc')
       .description('delete expired and invalidated entries, debris, and enforce byte budgets (oldest / least recently used first)')
       .option('--dry-run', 'report what would be deleted, delete nothing')
-      .option('--grace <duration>', 'keep entries this long past their expire', durationArg, ms('1h'))
-      .option('--debris-age <duration>', 'temp files and orphans older than this are debris', durationArg, ms('1h'))
+      .addOption(durationOption('--grace <duration>', 'keep entries this long past their expire', '1h'))
+      .addOption(durationOption('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h'))
       .option('--keep-builds <n>', 'drop the namespaces of all but the n most recently served builds (never one being served now)', countArg),
   ).action(
     perApp(async (options, flags, progress) => {
@@ -238,6 +241,7 @@ function buildProgram(io: Output): Command {
           [`${verb}: temp files`, tally(result.debris)],
           [`${verb}: leases of processes that died mid-render`, result.leasesRemoved],
           ...result.buildsDropped.map((b): [string, string] => [`${verb}: build ${b.namespace}`, `${b.files} files (${formatBytes(b.bytes)})${b.skipped.length ? `, ${b.skipped.length} left in place` : ''}`]),
+          ...result.buildsKept.map((b): [string, string] => [`kept: build ${b.namespace}`, b.reason === 'marker-unreadable' ? 'its marker cannot be read, so it may be served now (check its permissions)' : 'served within the lease timeout']),
           ['unreadable (left alone)', result.unreadable],
           ['kept entries', `${result.kept.entries} (${formatBytes(result.kept.bytes)})`],
           ['kept images', `${result.kept.images} (${formatBytes(result.kept.imageBytes)})`],
@@ -314,7 +318,7 @@ function buildProgram(io: Output): Command {
   program
     .command('check')
     .description('start-up check: the root is mounted, a compatible cache root (or empty), its tag files readable, writable and fast enough; exit 1 if not. A startupProbe, never a liveness or readiness probe')
-    .option('--max-latency <duration>', 'fail when a small write, read and delete takes longer', durationArg, ms('1s'))
+    .addOption(durationOption('--max-latency <duration>', 'fail when a small write, read and delete takes longer', '1s'))
     .option('--read-only', 'check without writing anything (a read-only mount, a debug pod)')
     .action(
       perApp(async (options, flags) => {
@@ -388,6 +392,11 @@ function durationArg(value: string): number {
   const parsed = /^\s*\d+(\.\d+)?\s*[a-z]*\s*$/i.test(value) ? (ms(value as ms.StringValue) as number | undefined) : undefined;
   if (parsed === undefined || !Number.isFinite(parsed) || parsed < 0) throw new InvalidArgumentError(`expected a duration like 90s, 15m, 12h, 7d, got "${value}"`);
   return Math.round(parsed);
+}
+
+/** A duration option whose help shows its default as written ("1h"), not in milliseconds. */
+function durationOption(flags: string, description: string, defaultText: string): Option {
+  return new Option(flags, description).argParser(durationArg).default(durationArg(defaultText), defaultText);
 }
 
 /** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json. */

@@ -100,17 +100,23 @@ export class ConfinedFs {
    * is not there: it must not be recreated on the container's disk.
    */
   async ensureRoot(parents: boolean): Promise<void> {
+    let created = true;
     try {
       await this.raw.mkdir(this.root);
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' && parents) {
         await this.createAncestors(this.root);
-      } else if (code !== 'EEXIST') {
+      } else if (code === 'EEXIST') {
+        created = false;
+      } else {
         throw error;
       }
     }
     await this.resolveRoot();
+    // A root the library created is one of its folders: the folder mode applies (an existing one is left as it is).
+    const mode = this.writes.dirMode;
+    if (created && mode !== undefined) await this.withDirHandle(this.root, (handle) => handle.chmod(mode));
   }
 
   /** The root's real path, resolved on first success and never again. */

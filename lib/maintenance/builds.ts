@@ -43,6 +43,17 @@ export function buildsToDrop(builds: BuildInfo[], keep: number): BuildInfo[] {
   return builds.slice(keep).filter((b) => !b.live);
 }
 
+/** Why a build beyond the n kept was not dropped: a pod served it within the lease timeout, or its marker cannot be read. */
+export type KeptReason = 'served-recently' | 'marker-unreadable';
+
+/** The builds beyond the n most recently served that `gc --keep-builds n` keeps all the same, and why: reported, never silent. */
+export function buildsKeptBeyond(builds: BuildInfo[], keep: number): Array<{ namespace: string; reason: KeptReason }> {
+  return builds
+    .slice(keep)
+    .filter((b) => b.live)
+    .map((b) => ({ namespace: b.namespace, reason: b.servedAt === undefined ? 'marker-unreadable' : 'served-recently' }));
+}
+
 export interface Removal {
   files: number;
   bytes: number;
