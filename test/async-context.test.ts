@@ -64,6 +64,7 @@ describe('the caller of a cache call is not kept alive', () => {
   });
 
   const modes: Array<[string, string]> = [
+    ['package-loaded-in-request', 'the package loaded inside a store, then a first call in another (both stores)'],
     ['page-cold-get', 'page handler: the first get of a fresh process (constructs and opens the runtime)'],
     ['page-tagged-set', 'page handler: a set with tags (appends to the tag index in the background)'],
     ['page-pages-set', 'page handler: a Pages Router set (its route is looked up in the build)'],

@@ -15,16 +15,19 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const [dist, mode, dir, nextDir] = process.argv.slice(2);
-const { createCacheHandler } = require(path.join(dist, 'lib/index.js'));
-const { createUseCacheHandler } = require(path.join(dist, 'lib/use-cache.js'));
-
 if (typeof gc !== 'function') throw new Error('run with --expose-gc');
+const requestStorage = new AsyncLocalStorage();
 const options = { dir, logLevel: 'silent', seed: mode === 'page-autoseed' };
-const PageHandler = createCacheHandler(options);
-const useCache = createUseCacheHandler(options);
 const serverDistDir = nextDir ? path.join(nextDir, 'server') : undefined;
 
-const requestStorage = new AsyncLocalStorage();
+let PageHandler;
+let useCache;
+function loadPackage() {
+  PageHandler = require(path.join(dist, 'lib/index.js')).createCacheHandler(options);
+  useCache = require(path.join(dist, 'lib/use-cache.js')).createUseCacheHandler(options);
+}
+// Next loads its cache handlers outside any request; one mode loads them inside one instead.
+if (mode !== 'package-loaded-in-request') loadPackage();
 
 /** Runs `work` in a fresh request store; resolves, once it completed, with a WeakRef to that store. */
 async function inRequest(work) {
@@ -98,6 +101,13 @@ const MODES = {
   // gc and WeakRef checks do see a retained context (a check that cannot fail proves nothing).
   async 'control-interval'() {
     return { refs: { request: await inRequest(async () => void setInterval(() => {}, 60_000).unref()) } };
+  },
+  // Something (an instrumentation, a custom server) loads the package inside its own store: what the
+  // package makes at load (its detached root, its dependencies' signal handlers) must not keep it.
+  async 'package-loaded-in-request'() {
+    const loader = await inRequest(async () => loadPackage());
+    const request = await inRequest(() => new PageHandler({ serverDistDir }).set('/tagged', appPage(['post']), pageSetContext));
+    return { refs: { loader, request } };
   },
   async 'page-cold-get'() {
     return { refs: { request: await inRequest(() => new PageHandler({ serverDistDir }).get('/cold', { kind: 'APP_PAGE', isFallback: false })) } };
