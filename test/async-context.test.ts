@@ -63,6 +63,10 @@ describe('the caller of a cache call is not kept alive', () => {
     expect(await retention('control-interval')).toEqual([{ name: 'request', quick: false, settled: false }]);
   });
 
+  it('control: the check right after the call sees a store held by a pending timer', async () => {
+    expect(await retention('control-timeout')).toMatchObject([{ name: 'request', quick: false }]);
+  });
+
   const modes: Array<[string, string]> = [
     ['package-loaded-in-request', 'the package loaded inside a store, then a first call in another (both stores)'],
     ['page-cold-get', 'page handler: the first get of a fresh process (constructs and opens the runtime)'],

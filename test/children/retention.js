@@ -102,6 +102,11 @@ const MODES = {
   async 'control-interval'() {
     return { refs: { request: await inRequest(async () => void setInterval(() => {}, 60_000).unref()) } };
   },
+  // A pending timer made in the request (a dedupe window, a deadline): the quick check must see it. It
+  // runs ~40 ms after the call here; the timer is longer so that a loaded machine cannot make it flaky.
+  async 'control-timeout'() {
+    return { refs: { request: await inRequest(async () => void setTimeout(() => {}, 1000)) } };
+  },
   // Something (an instrumentation, a custom server) loads the package inside its own store: what the
   // package makes at load (its detached root, its dependencies' signal handlers) must not keep it.
   async 'package-loaded-in-request'() {
