@@ -7,6 +7,7 @@ import { hashKey } from '../store/hash';
 import { buildNamespace } from '../store/layout';
 import { detached } from '../util/detached';
 import { tagsOf } from './freshness';
+import { isTaggablePagesEntry, pagesBuildOf, pagesImplicitTags } from './implicit-tags';
 import type { CachedValue } from './types';
 
 /**
@@ -40,7 +41,7 @@ interface Meta {
   status?: number;
   postponed?: string;
   segmentPaths?: string[];
-  routeCache?: { key?: string; owner?: { kind?: string } };
+  routeCache?: { key?: string; owner?: { kind?: string; sourceRoute?: string }; isFallback?: boolean };
 }
 
 interface PrerenderRoute {
@@ -112,9 +113,16 @@ async function draftFor(metaFile: string, base: string, manifest: Manifest): Pro
     // The build's age: an invalidation recorded after the build wins over the seeded copy.
     ageMs: Math.max(0, Date.now() - built),
     cacheControl: lifetimes ? { revalidate: lifetimes.initialRevalidateSeconds ?? false, expire: lifetimes.initialExpireSeconds } : undefined,
-    tags: tagsOf(value, undefined),
+    tags: [...tagsOf(value, undefined), ...seededPagesTags(meta, key, value, path.dirname(base))],
     value,
   };
+}
+
+/** A prerendered Pages Router page gets the implicit path tags a rendered one gets (see implicit-tags.ts); the .meta names its route. */
+function seededPagesTags(meta: Meta, key: string, value: CachedValue, serverDir: string): string[] {
+  if (meta.routeCache?.owner?.kind !== 'PAGES' || !isTaggablePagesEntry(key, value, { isFallback: meta.routeCache.isFallback === true })) return [];
+  const sourceRoute = meta.routeCache.owner.sourceRoute;
+  return pagesImplicitTags(key, pagesBuildOf(serverDir), typeof sourceRoute === 'string' ? sourceRoute : undefined);
 }
 
 async function valueFor(kind: string, stem: string, meta: Meta): Promise<CachedValue | undefined> {

@@ -5,6 +5,7 @@ import { hashKey } from '../store/hash';
 import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store';
 import type { CacheControl } from '../store/codec';
 import type { TagLog, Durations } from '../tags/tag-log';
+import { detached } from '../util/detached';
 import { describe } from '../util/errors';
 import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
@@ -380,11 +381,15 @@ export class CacheService {
   /**
    * Appends to the tag index in the background, through the gate like every
    * other filesystem call (a hung mount must not hold a thread outside it);
-   * dropped when the gate is saturated (the index is advisory).
+   * dropped when the gate is saturated (the index is advisory). Detached: the
+   * append outlives the set that asked for it, and would otherwise keep that
+   * request's async context alive until it is written.
    */
   private recordMembership(hash: string, ns: string, tags: string[]): void {
     if (tags.length === 0) return;
-    this.parts.gate.run(() => this.parts.tags.recordMembership({ hash, ns, tags })).catch((error: unknown) => this.reportIoError('membership', 'appending to the tag index', error));
+    detached(() => {
+      this.parts.gate.run(() => this.parts.tags.recordMembership({ hash, ns, tags })).catch((error: unknown) => this.reportIoError('membership', 'appending to the tag index', error));
+    });
   }
 
   private miss(reason: string): { status: 'miss'; reason: string } {

@@ -42,6 +42,27 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Past the servers' tag refresh interval (NEXT_VOLUME_CACHE_TAG_REFRESH_MS=200), which is also their memory tier's trust window. */
 const AFTER_REFRESH = 300;
 
+/** App Router revalidatePath through the fixture's route handler on `server`. */
+async function revalidatePathOn(server: Server, pathname: string, type?: 'page' | 'layout'): Promise<void> {
+  const query = new URLSearchParams({ path: pathname, ...(type ? { type } : {}) });
+  const res = await fetch(`${server.url}/api/revalidate?${query}`);
+  expect(res.status).toBe(200);
+}
+
+/**
+ * Asks `server` for `pathname` until its answer is no longer the cached one it gave before (another
+ * render, or not a HIT): B sees an invalidation at its next tag refresh, polled with a deadline.
+ */
+async function firstChange(server: Server, pathname: string, before: Answer, timeoutMs = 10_000): Promise<Answer> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await get(server, pathname);
+    if (answer.cache !== 'HIT' || answer.render !== before.render) return answer;
+    if (Date.now() > deadline) throw new Error(`${pathname} on ${server.name} was still the cached answer after ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 let cacheDir: string;
 let data: DataServer;
 let a: Server;
@@ -194,6 +215,33 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const after = await get(b, '/pages-isr');
     expect(after.render).not.toBe(before.render);
     expect(after.render).toMatch(/\|A\|/);
+  });
+
+  it("3. App Router revalidatePath('/pages-isr') on A: B renders the Pages Router page again", async () => {
+    await get(a, '/pages-isr');
+    const before = await get(b, '/pages-isr');
+    expect(before.cache).toBe('HIT');
+    await revalidatePathOn(a, '/pages-isr');
+    const after = await firstChange(b, '/pages-isr', before);
+    expect(after.cache).toBe('MISS');
+    expect(after.render).toMatch(/^pages\|B\|/);
+  });
+
+  it("3. revalidatePath('/', 'layout') on A reaches every Pages Router entry on B; revalidatePath('/moved/[id]', 'page') a dynamic route's", async () => {
+    const page = await get(b, '/pages-isr');
+    await get(a, '/moved/x');
+    expect((await get(b, '/moved/x')).cache).toBe('HIT');
+    await revalidatePathOn(a, '/', 'layout');
+    const after = await firstChange(b, '/pages-isr', page);
+    expect(after.cache).toBe('MISS');
+    expect(after.render).toMatch(/^pages\|B\|/);
+    const moved = await get(b, '/moved/x');
+    expect(moved.cache).toBe('MISS');
+    expect(moved.status).toBe(307);
+    expect((await get(b, '/moved/x')).cache).toBe('HIT');
+    await revalidatePathOn(a, '/moved/[id]', 'page');
+    const again = await firstChange(b, '/moved/x', await get(b, '/moved/x'));
+    expect(again.cache).toBe('MISS');
   });
 
   it('4. an image optimized by A is a HIT on B with identical bytes', async () => {
