@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { TEMP_PREFIX } from '../store/layout';
-import { listNames } from '../tags/files';
+import { listNamesIfFolder } from '../tags/files';
 import type { Maintenance } from './context';
 import { lstatOrNull } from './walk';
 
@@ -8,7 +8,7 @@ import { lstatOrNull } from './walk';
 export async function metadataTemps(m: Maintenance): Promise<Array<{ path: string; mtimeMs: number }>> {
   const out: Array<{ path: string; mtimeMs: number }> = [];
   for (const dir of m.layout.metadataDirs()) {
-    for (const name of await listNames(m.fs, dir)) {
+    for (const name of await listNamesIfFolder(m.fs, dir)) {
       if (!name.startsWith(TEMP_PREFIX)) continue;
       const stats = await lstatOrNull(m.fs, path.join(dir, name));
       if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs });
