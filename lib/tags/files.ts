@@ -163,12 +163,17 @@ export async function readSegment<T>(files: TagFiles, dir: string, name: string,
   const file = files.layout.segmentPath(dir, name);
   const records: T[] = [];
   let skipped = 0;
+  const onLine = (line: string): void => {
+    const record = parse(line);
+    if (record === undefined) skipped++;
+    else records.push(record);
+  };
   try {
-    const scan = await scanLines(files.fs, file, from, (line) => {
-      const record = parse(line);
-      if (record === undefined) skipped++;
-      else records.push(record);
-    });
+    let scan = await scanLines(files.fs, file, from, onLine);
+    // Segments only grow: an offset past the end (a forged or damaged snapshot claiming more was
+    // folded than exists) would hide every record appended until the file reached it. Read it all
+    // again instead: applying a record twice changes nothing.
+    if (scan.beyondEnd) scan = await scanLines(files.fs, file, 0, onLine);
     return { status: 'ok', records, consumed: scan.consumed, skipped: skipped + scan.tooLong };
   } catch (error) {
     const code = errorCode(error);
