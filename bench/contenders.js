@@ -47,13 +47,13 @@ async function floor(dir) {
   };
 }
 
-async function ours(dir, { fsync = false } = {}) {
+async function ours(dir, { fsync = false, secret } = {}) {
   await loadHasher();
-  const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error' }, {}), dir, fsync }, createParents: true });
+  const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error', secret }, {}), dir, fsync }, createParents: true });
   const Handler = bindHandler(() => runtime);
   const handler = new Handler({});
   return {
-    name: fsync ? 'next-volume-cache (fsync)' : 'next-volume-cache',
+    name: fsync ? 'next-volume-cache (fsync)' : secret ? 'next-volume-cache (secret)' : 'next-volume-cache',
     set: (key, value) => handler.set(key, value, ctxFor(value).set),
     get: (key, value) => handler.get(key, ctxFor(value).get),
     close: () => runtime.close(),

@@ -6,6 +6,7 @@
 //   npm run bench            full run (about 15 minutes; by hand). It runs with UV_THREADPOOL_SIZE=16,
 //                            the setting the README recommends for servers using this cache.
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
+//   npm run bench -- --only=integrity[,micro,...]  only those sections
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
 'use strict';
@@ -249,6 +250,84 @@ async function site() {
   console.table(rows);
 }
 
+/**
+ * What a secret costs (issue 14): gets with and without one, in the same run (each entry's seal is
+ * checked on every get), and the MAC candidates per payload size, with xxh64 (the checksum every
+ * entry carries anyway, secret or not) as the reference.
+ */
+async function integrity() {
+  const gets = [];
+  for (const payloadName of Object.keys(PAYLOADS)) {
+    const value = PAYLOADS[payloadName]();
+    const n = QUICK ? 20 : payloadName.includes('1 MB') ? 600 : 4000;
+    const key = (i) => `/route-cache/APP_PAGE/bench/$/integrity-${i % 64}`;
+    const row = { payload: payloadName };
+    for (const [label, options] of [['no secret', {}], ['secret', { secret: 'bench-secret-0123456789abcdef' }]]) {
+      const store = await contenders.ours(tmp(`integrity-${label.replace(' ', '-')}`), options);
+      await measure(64, 1, (i) => store.set(key(i), value));
+      const hit = await measure(n, 1, async (i) => servesIntact(await store.get(key(i), value), value));
+      row[`get p50 µs (${label})`] = hit.p50us;
+      row[`get/s (${label})`] = hit.opsPerSec;
+      row[`hit % (${label})`] = hit.returnedPct;
+      await store.close();
+    }
+    row['x no secret'] = +(row['get p50 µs (secret)'] / row['get p50 µs (no secret)']).toFixed(2);
+    gets.push(row);
+  }
+  console.log('\nA get with and without a secret (1 in flight; x no secret: time per get relative to the same run without one)');
+  console.table(gets);
+  const macs = await macCosts();
+  results.integrity = { gets, macs };
+  console.log('\nMAC candidates, µs per message (median of batches; x xxh64: relative to the checksum every entry already has)');
+  console.table(macs);
+}
+
+/** µs per message of each MAC candidate at 4 KiB, 64 KiB and 1 MiB. */
+async function macCosts() {
+  const crypto = require('node:crypto');
+  const { loadHasher, checksum } = require('../dist/lib/store/hash.js');
+  const { createIntegrity } = require('../dist/lib/store/integrity.js');
+  await loadHasher();
+  const key = crypto.randomBytes(32);
+  const nonce = crypto.randomBytes(12);
+  const aeadTag = (algorithm) => (data) => {
+    // Used as a MAC: the data is additional authenticated data, nothing is encrypted.
+    const cipher = crypto.createCipheriv(algorithm, key, nonce, { authTagLength: 16 });
+    cipher.setAAD(data, { plaintextLength: 0 });
+    cipher.final();
+    return cipher.getAuthTag();
+  };
+  const library = createIntegrity(['bench-secret-0123456789abcdef']);
+  const candidates = {
+    xxh64: (data) => checksum([data]),
+    'chacha20-poly1305': aeadTag('chacha20-poly1305'),
+    'aes-256-gcm GMAC': aeadTag('aes-256-gcm'),
+    'HMAC-SHA256': (data) => crypto.createHmac('sha256', key).update(data).digest(),
+    // What a sealed get pays: chacha20-poly1305 with a fresh nonce, the place bound in.
+    'library seal': (data) => library.seal('app/shared', [data]),
+  };
+  const rows = [];
+  for (const [label, size] of [['4 KiB', 4096], ['64 KiB', 65536], ['1 MiB', 1048576]]) {
+    const data = crypto.randomBytes(size);
+    const perBatch = QUICK ? 20 : Math.max(200, Math.round(2e8 / size));
+    const micros = Object.fromEntries(Object.entries(candidates).map(([name, mac]) => [name, microsPerCall(() => mac(data), perBatch)]));
+    for (const [name, us] of Object.entries(micros)) rows.push({ size: label, mac: name, 'µs per message': us, 'x xxh64': +(us / micros.xxh64).toFixed(1) });
+  }
+  return rows;
+}
+
+/** Median over 7 batches of the µs one call takes (after a warm-up batch). */
+function microsPerCall(call, perBatch) {
+  const batches = [];
+  for (let b = 0; b < 8; b++) {
+    const started = performance.now();
+    for (let i = 0; i < perBatch; i++) call();
+    if (b > 0) batches.push(((performance.now() - started) * 1000) / perBatch);
+  }
+  batches.sort((a, b) => a - b);
+  return +batches[3].toFixed(2);
+}
+
 /** Filesystem operations per get and set (each is a round trip on NFS), counted through the fs layer. */
 async function operations() {
   const { Runtime } = require('../dist/lib/service/runtime.js');
@@ -329,6 +408,7 @@ async function network() {
   if (wants('memory')) await memory();
   if (wants('site')) await site();
   if (wants('network')) await network();
+  if (wants('integrity')) await integrity();
   await contenders.stopShared();
   const out = path.join(__dirname, 'results');
   fs.mkdirSync(out, { recursive: true });
