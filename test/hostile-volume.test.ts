@@ -71,19 +71,20 @@ interface Stored {
   tags: string[];
   marker: string;
 }
+type Stores = Record<string, Stored>;
 const page = (key: string, marker: string, tags: string[]): Stored => ({ key, kind: 'page', tags, marker });
 /** Victims (entries and images a link will hide) on first-level shards apart from each other and from B and FB. */
 const VICTIMS = ['v1', 'v2', 'v3'];
 const IMAGES = ['i1', 'i2', 'i3'];
 
-function storedKeys(): Record<string, Stored> {
+function storedKeys(): Stores {
   const taken = [A, B, FB];
   const pick = (prefix: string): string => {
     const key = keyApartFrom(prefix, taken);
     taken.push(key);
     return key;
   };
-  const stored: Record<string, Stored> = { b: page(B, 'B', ['tb']), fb: { key: FB, kind: 'fetch', tags: ['tb'], marker: 'FB' } };
+  const stored: Stores = { b: page(B, 'B', ['tb']), fb: { key: FB, kind: 'fetch', tags: ['tb'], marker: 'FB' } };
   for (const name of VICTIMS) stored[name] = page(pick(`victim-${name}`), name.toUpperCase(), ['tv']);
   const images: string[] = [];
   for (const name of IMAGES) {
@@ -104,7 +105,7 @@ interface Target {
 }
 
 /** What a healthy writer puts in an app before anything hostile happens, and an older build's namespace. */
-async function fill(writer: Replica, t: Target, stored: Record<string, Stored>): Promise<void> {
+async function fill(writer: Replica, t: Target, stored: Stores): Promise<void> {
   await writer.set(t.root, t.app, A, 'A', ['ta']);
   for (const s of Object.values(stored)) await writer.set(t.root, t.app, s.key, s.marker, s.tags, s.kind);
   expect((await writer.revalidate(t.root, t.app, ['t-early'])).ok).toBe(true);
@@ -131,7 +132,7 @@ class Observer {
    * The healthy writer's invalidation of `ta` reaches this replica (page-a becomes a miss) and
    * what the case leaves alone is still served.
    */
-  async seesHealthyState(t: Target, stored: Record<string, Stored>): Promise<void> {
+  async seesHealthyState(t: Target, stored: Stores): Promise<void> {
     const label = `${t.app} in ${path.basename(t.root)}`;
     if (t.unjudged) {
       for (const s of Object.values(stored)) await this.get(t, s.key, s.kind, s.tags);
@@ -191,7 +192,6 @@ function isLink(file: string): boolean {
 
 // ---- symlinks --------------------------------------------------------------------------------
 
-type Stores = Record<string, Stored>;
 interface LinkCase {
   name: string;
   /** The paths replaced by links, in one app's folder. */
@@ -246,6 +246,66 @@ const LINK_CASES: LinkCase[] = [
     lost: [...VICTIMS, ...IMAGES],
   },
 ];
+
+/** One root with an app per link case, and two roots whose own top level is a link (apps/, the marker). */
+function linkRoots(): { outside: string; targets: Target[]; stored: Stores } {
+  const base = tempDir('nvc-hostile-links-');
+  const [outside, root, linkedApps, linkedMarker] = ['outside', 'cache', 'cache-apps-link', 'cache-marker-link'].map((name) => path.join(base, name)) as [string, string, string, string];
+  for (const dir of [outside, root, linkedApps, linkedMarker]) mkdirSync(dir);
+  const stored = storedKeys();
+  const everything = Object.keys(stored);
+  const targets: Target[] = [
+    ...LINK_CASES.map((c) => ({ root, app: `l-${c.name}`, lost: c.lost })),
+    { root: linkedApps, app: 'default', lost: everything },
+    { root: linkedMarker, app: 'default', lost: everything, unjudged: true },
+  ];
+  return { outside, targets, stored };
+}
+
+interface Planted {
+  target: Target;
+  inside: string;
+}
+
+/** Replaces every case's paths with links to copies (plus bait) outside; returns what was replaced below an app folder. */
+function plantLinks(targets: Target[], outside: string, stored: Stores): Planted[] {
+  const planted: Planted[] = [];
+  for (const c of LINK_CASES) {
+    const target = targets.find((t) => t.app === `l-${c.name}`)!;
+    c.at(target.root, target.app, stored).forEach((inside, i) => {
+      linkOut(inside, outside, `${c.name}-${i}`);
+      // A snapshot replaced by a link may have held invalidations: entries older than the link are
+      // expired. Planted an hour ago, it hides nothing written since.
+      if (inside.endsWith('snapshot')) age(inside, Date.now() - HOUR_MS);
+      if (c.name !== 'app') planted.push({ target, inside });
+    });
+  }
+  const [linkedApps, linkedMarker] = targets.slice(-2).map((t) => t.root) as [string, string];
+  linkOut(path.join(linkedApps, 'apps'), outside, 'root-apps');
+  linkOut(path.join(linkedMarker, 'next-volume-cache.json'), outside, 'root-marker');
+  return planted;
+}
+
+/** A replica's own writes (sets of both kinds, an invalidation) with the links in place. */
+async function writeThrough(replica: Replica, t: Target): Promise<void> {
+  await replica.set(t.root, t.app, 'page-new', 'NEW', ['tn']);
+  await replica.set(t.root, t.app, 'img-new', 'IMG-NEW', [], 'image');
+  await replica.revalidate(t.root, t.app, ['tn']);
+}
+
+/**
+ * verify --repair quarantines every link below an app's folder (never following it; the outside
+ * digest shows its target untouched), after which every command on that app works again.
+ */
+function expectLinksRepaired(runs: CommandsRun[], planted: Planted[]): void {
+  for (const t of new Set(planted.map((p) => p.target))) {
+    const results = resultsFor(runs, t);
+    const repair = results.findIndex((r) => r.argv.includes('--repair'));
+    expect(results[repair]!.code, `${t.app}: verify --repair: ${results[repair]!.err}`).toBeLessThanOrEqual(3);
+    for (const r of results.slice(repair + 1)) expect(r.code, `${t.app}: ${r.argv[0]} after verify --repair: ${r.err}`).toBe(0);
+  }
+  for (const { inside } of planted) expect(isLink(inside), `${inside} was quarantined`).toBe(false);
+}
 
 // ---- one root, one app, one hostile case ---------------------------------------------------------
 
@@ -328,11 +388,7 @@ async function checkScenario(s: Scenario, options: CheckOptions): Promise<Comman
     for (const m of options.misses ?? []) expect(await waitFor(async () => (await observer.get(target, m.key, m.kind, m.tags)) === null, 5000), `${m.key} becomes a miss`).toBe(true);
   }
   const replicas = [s.writer, s.running.replica, fresh.replica];
-  for (const replica of replicas) {
-    await replica.set(s.root, 'default', 'page-new', 'NEW', ['tn']);
-    await replica.set(s.root, 'default', 'img-new', 'IMG-NEW', [], 'image');
-    await replica.revalidate(s.root, 'default', ['tn']);
-  }
+  for (const replica of replicas) await writeThrough(replica, s.target);
   expect(changes(before, digest(watch)), 'the handler changed files it must not touch').toEqual([]);
   phase(`${s.root}: replicas checked`);
   s.running.expectWithinDeadline();
@@ -350,103 +406,50 @@ function resultOf(run: CommandsRun, command: string, flag?: string): CommandsRun
   return found;
 }
 
-// ---- FIFOs -------------------------------------------------------------------------------------
-
-// ---- sizes a file declares ------------------------------------------------------------------------
+// ---- what the cases plant ----------------------------------------------------------------------------
 
 const GiB = 1024 ** 3;
 const MB = 1000 * 1000;
-
-// ---- names the library did not write ----------------------------------------------------------------
-
-/** A name that would drive a terminal if printed raw. */
+const YEAR_MS = 365 * DAY_MS;
+/** Names that would drive a terminal if printed raw. */
 const ESC = '\u001b';
 const CONTROL_NAMES = [`${ESC}[31mred${ESC}[0m`, `${ESC}]0;owned\u0007`, 'line\nbreak'];
-
-// ---- another UID's files ----------------------------------------------------------------------------
-
+/** Replicas and commands of the other-UID case run as this pod user; the unreadable files belong to another. */
 const POD = { uid: 1000, gid: 1000 };
 const OTHER_UID = 65534;
 const canSetpriv = isRoot();
 if (!canSetpriv) console.log(`SKIP hostile volume, another UID's files: needs root for setpriv${process.env.CI === 'true' ? ' (CI=true: failing instead)' : ''}`);
-
-// ---- clocks and forgeries without a secret ------------------------------------------------------------
-
-const YEAR_MS = 365 * DAY_MS;
-
-// ---- forgeries with a secret -------------------------------------------------------------------------
-
 const SECRET = 'hostile-volume-secret-0123456789';
-
-// ---- the CLI's own guards ------------------------------------------------------------------------------
 
 // ---- the cases, concurrently: each has its own root, children and outside folder -----------------------------
 
 describe.concurrent('a hostile volume (issue 14)', () => {
   it('symlinks at every level are never followed by gets, sets, revalidateTag or any command; replicas keep serving what they do not hide', async () => {
-    const base = tempDir('nvc-hostile-links-');
-    const outside = path.join(base, 'outside');
-    const root = path.join(base, 'cache');
-    const rootWithLinkedApps = path.join(base, 'cache-apps-link');
-    const rootWithLinkedMarker = path.join(base, 'cache-marker-link');
-    for (const dir of [outside, root, rootWithLinkedApps, rootWithLinkedMarker]) mkdirSync(dir);
-    const stored = storedKeys();
-    const everything = Object.keys(stored);
-    const targets: Target[] = [
-      ...LINK_CASES.map((c) => ({ root, app: `l-${c.name}`, lost: c.lost })),
-      { root: rootWithLinkedApps, app: 'default', lost: everything },
-      { root: rootWithLinkedMarker, app: 'default', lost: everything, unjudged: true },
-    ];
-
+    const { outside, targets, stored } = linkRoots();
     phase('links: start');
     const writer = await Replica.start();
     for (const t of targets) await fill(writer, t, stored);
-    phase('links: filled');
     await compactAll(targets);
-    phase('links: compacted');
     const running = new Observer(await Replica.start());
     for (const t of targets) expect(await running.get(t, B)).toBe('B');
-
-    const planted = LINK_CASES.flatMap((c) => c.at(root, `l-${c.name}`, stored).map((inside, i) => ({ app: `l-${c.name}`, inside, name: `${c.name}-${i}` })));
-    for (const { inside, name } of planted) {
-      linkOut(inside, outside, name);
-      // A snapshot replaced by a link may have held invalidations: entries older than the link are
-      // expired. Planted an hour ago, it hides nothing written since.
-      if (inside.endsWith('snapshot')) age(inside, Date.now() - HOUR_MS);
-    }
-    linkOut(path.join(rootWithLinkedApps, 'apps'), outside, 'root-apps');
-    linkOut(path.join(rootWithLinkedMarker, 'next-volume-cache.json'), outside, 'root-marker');
+    const planted = plantLinks(targets, outside, stored);
     const before = digest([outside]);
     phase('links: planted');
 
     const fresh = new Observer(await Replica.start());
     for (const t of targets) await writer.revalidate(t.root, t.app, ['ta']);
     for (const observer of [running, fresh]) for (const t of targets) await observer.seesHealthyState(t, stored);
-    phase('links: observed');
     const replicas = [writer, running.replica, fresh.replica];
-    for (const replica of replicas) {
-      for (const t of targets) {
-        await replica.set(t.root, t.app, 'page-new', 'NEW', ['tn']);
-        await replica.set(t.root, t.app, 'img-new', 'IMG-NEW', [], 'image');
-        await replica.revalidate(t.root, t.app, ['tn']);
-      }
-    }
+    for (const replica of replicas) for (const t of targets) await writeThrough(replica, t);
     expect(changes(before, digest([outside])), 'the handler changed files outside the root').toEqual([]);
     running.expectWithinDeadline();
     fresh.expectWithinDeadline();
-    phase('links: written');
+    phase('links: replicas checked');
 
     const runs = await runEverywhere(targets, stored.v1!.key, [outside]);
     phase('links: commands run');
     for (const run of runs) expectHarmless(run, 'symlinks');
-    // verify --repair quarantines every link it finds below the app's folder (never following it),
-    // after which every command works again.
-    for (const t of targets.filter((t) => t.root === root && t.app !== 'l-app')) {
-      const results = resultsFor(runs, t);
-      const repair = results.findIndex((r) => r.argv.includes('--repair'));
-      for (const r of results.slice(repair)) expect(r.code, `${t.app}: ${r.argv[0]} after verify --repair: ${r.err}`).toBeLessThanOrEqual(r === results[repair] ? 3 : 0);
-    }
-    for (const { app, inside } of planted) if (app !== 'l-app') expect(isLink(inside), `${inside} was quarantined`).toBe(false);
+    expectLinksRepaired(runs, planted);
     await expectReplicasDone(replicas);
   });
 
