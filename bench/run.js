@@ -6,6 +6,7 @@
 //   npm run bench            full run (about 15 minutes; by hand). It runs with UV_THREADPOOL_SIZE=16,
 //                            the setting the README recommends for servers using this cache.
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
+//   npm run bench -- --only=integrity[,micro,...]  only those sections
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
 'use strict';
@@ -335,6 +336,95 @@ async function site() {
   console.table(rows);
 }
 
+/**
+ * What a secret costs (issue 14): gets with and without one, in the same run (each entry's seal is
+ * checked on every get), and the MAC candidates per payload size, with xxh64 (the checksum every
+ * entry carries anyway, secret or not) as the reference.
+ */
+async function integrity() {
+  const gets = [];
+  for (const payloadName of Object.keys(PAYLOADS)) gets.push(await secretGetCost(payloadName));
+  console.log('\nA get with and without a secret (1 in flight, the two stores measured in alternating rounds, median p50; x no secret: time per get relative to the same run without one)');
+  console.table(gets);
+  const macs = await macCosts();
+  results.integrity = { gets, macs };
+  console.log('\nMAC candidates, µs per message (candidates interleaved, median of batches; x xxh64: relative to the checksum every entry already has)');
+  console.table(macs);
+}
+
+/** p50 of a hit with and without a secret, alternating between the two stores so that a busy machine weighs on both alike. */
+async function secretGetCost(payloadName) {
+  const value = PAYLOADS[payloadName]();
+  const n = QUICK ? 20 : payloadName.includes('1 MB') ? 200 : 1000;
+  const key = (i) => `/route-cache/APP_PAGE/bench/$/integrity-${i % 64}`;
+  const stores = {};
+  // The memory tier off: every get reads, checks and decodes the file (what a seal adds to).
+  for (const [label, options] of [['no secret', { memoryCacheBytes: 0 }], ['secret', { memoryCacheBytes: 0, secret: 'bench-secret-0123456789abcdef' }]]) {
+    stores[label] = await contenders.ours(tmp(`integrity-${label.replace(' ', '-')}`), options);
+    await measure(64, 1, (i) => stores[label].set(key(i), value));
+  }
+  const rounds = { 'no secret': [], secret: [] };
+  for (let round = 0; round < (QUICK ? 1 : 5); round++) {
+    for (const label of Object.keys(stores)) rounds[label].push(await measure(n, 1, async (i) => servesIntact(await stores[label].get(key(i), value), value)));
+  }
+  const row = { payload: payloadName };
+  for (const [label, measured] of Object.entries(rounds)) {
+    const p50s = measured.map((m) => m.p50us).sort((a, b) => a - b);
+    row[`get p50 µs (${label})`] = p50s[Math.floor(p50s.length / 2)];
+    row[`hit % (${label})`] = Math.min(...measured.map((m) => m.returnedPct));
+  }
+  row['x no secret'] = +(row['get p50 µs (secret)'] / row['get p50 µs (no secret)']).toFixed(2);
+  for (const store of Object.values(stores)) await store.close();
+  return row;
+}
+
+/** µs per message of each MAC candidate at 4 KiB, 64 KiB and 1 MiB. */
+async function macCosts() {
+  const crypto = require('node:crypto');
+  const { loadHasher, checksum } = require('../dist/lib/store/hash.js');
+  const { createIntegrity } = require('../dist/lib/store/integrity.js');
+  await loadHasher();
+  const key = crypto.randomBytes(32);
+  const nonce = crypto.randomBytes(12);
+  const aeadTag = (algorithm) => (data) => {
+    // Used as a MAC: the data is additional authenticated data, nothing is encrypted.
+    const cipher = crypto.createCipheriv(algorithm, key, nonce, { authTagLength: 16 });
+    cipher.setAAD(data, { plaintextLength: 0 });
+    cipher.final();
+    return cipher.getAuthTag();
+  };
+  const library = createIntegrity(['bench-secret-0123456789abcdef']);
+  const candidates = {
+    xxh64: (data) => checksum([data]),
+    'chacha20-poly1305': aeadTag('chacha20-poly1305'),
+    'aes-256-gcm GMAC': aeadTag('aes-256-gcm'),
+    'HMAC-SHA256': (data) => crypto.createHmac('sha256', key).update(data).digest(),
+    // What a sealed get pays: chacha20-poly1305 with a fresh nonce, the place bound in.
+    'library seal': (data) => library.seal('app/shared', [data]),
+  };
+  const rows = [];
+  for (const [label, size] of [['4 KiB', 4096], ['64 KiB', 65536], ['1 MiB', 1048576]]) {
+    const data = crypto.randomBytes(size);
+    const perBatch = QUICK ? 20 : Math.max(100, Math.round(1e8 / size));
+    const micros = microsPerCall(Object.fromEntries(Object.entries(candidates).map(([name, mac]) => [name, () => mac(data)])), perBatch);
+    for (const [name, us] of Object.entries(micros)) rows.push({ size: label, mac: name, 'µs per message': us, 'x xxh64': +(us / micros.xxh64).toFixed(1) });
+  }
+  return rows;
+}
+
+/** Median over 9 batches of the µs one call of each candidate takes; candidates take turns batch by batch (a warm-up batch first). */
+function microsPerCall(calls, perBatch) {
+  const batches = Object.fromEntries(Object.keys(calls).map((name) => [name, []]));
+  for (let b = 0; b < 10; b++) {
+    for (const [name, call] of Object.entries(calls)) {
+      const started = performance.now();
+      for (let i = 0; i < perBatch; i++) call();
+      if (b > 0) batches[name].push(((performance.now() - started) * 1000) / perBatch);
+    }
+  }
+  return Object.fromEntries(Object.entries(batches).map(([name, times]) => [name, +times.sort((a, b) => a - b)[4].toFixed(2)]));
+}
+
 /** Filesystem operations per get and set (each is a round trip on NFS), counted through the fs layer. */
 async function operations() {
   const { Runtime } = require('../dist/lib/service/runtime.js');
@@ -418,6 +508,7 @@ async function network() {
   if (wants('regeneration')) await regeneration();
   if (wants('site')) await site();
   if (wants('network')) await network();
+  if (wants('integrity')) await integrity();
   await contenders.stopShared();
   const out = path.join(__dirname, 'results');
   fs.mkdirSync(out, { recursive: true });

@@ -21,5 +21,7 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(figures.visibility.trials).toBe(3);
     expect(figures.site.map((r: { cache: string }) => r.cache)).toEqual(['nvc', 'nvc', 'builtin', 'builtin', 'redis', 'redis']);
     expect(figures.site.every((r: { errors: number }) => r.errors === 0)).toBe(true);
+    expect(figures.integrity.gets.every((r: Record<string, number>) => r['hit % (secret)'] === 100 && r['hit % (no secret)'] === 100)).toBe(true);
+    expect(figures.integrity.macs.length).toBe(15);
   });
 });

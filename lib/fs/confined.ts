@@ -78,6 +78,16 @@ export function readFailure(error: unknown): 'absent' | 'not-a-file' | 'too-larg
   return undefined;
 }
 
+/**
+ * Whether an error says a folder on the way is there but is not a real
+ * folder inside the root (a link, or a file, where a folder belongs): damage
+ * to report, not a volume failure.
+ */
+export function isNotAFolder(error: unknown): boolean {
+  return NOT_A_FOLDER.has(errorCode(error) ?? '');
+}
+const NOT_A_FOLDER = new Set(['EOUTSIDE', 'ENOTDIR', 'ELOOP']);
+
 /** An open regular file and what fstat said about it when it was opened. */
 export interface OpenedFile {
   handle: VolumeFile;

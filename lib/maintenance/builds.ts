@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { LockGuard } from '../fs/lock';
 import { readFailure } from '../fs/confined';
 import { BUILD_PREFIX, isSafeName, NFS_SILLY_PREFIX } from '../store/layout';
-import { freshMtime, listNames } from '../tags/files';
+import { freshMtime, listNamesIfFolder } from '../tags/files';
 import { errorCode } from '../util/errors';
 import type { Maintenance } from './context';
 
@@ -17,8 +17,9 @@ export interface BuildInfo {
 /** Every build namespace found on the volume (entries, images or markers), newest served first. */
 export async function listBuilds(m: Maintenance): Promise<BuildInfo[]> {
   const names = new Set<string>();
+  // An impostor folder lists nothing: a build whose marker cannot be read is live, so none is dropped for it.
   for (const dir of [m.layout.entriesRoot, m.layout.imagesRoot, m.layout.buildsDir]) {
-    for (const name of await listNames(m.fs, dir)) if (name.startsWith(BUILD_PREFIX) && isSafeName(name)) names.add(name);
+    for (const name of await listNamesIfFolder(m.fs, dir)) if (name.startsWith(BUILD_PREFIX) && isSafeName(name)) names.add(name);
   }
   const now = m.clock.now();
   const builds: BuildInfo[] = [];

@@ -237,6 +237,11 @@ export class TagLog {
     const offset = this.offsets.get(name) ?? 0;
     const read = await readSegment(this.options, layout.invalidationsDir, name, offset, (line) => parseInvalidation(line, seals.invalidations));
     if (read.status === 'absent') return;
+    if (read.status === 'stranger') {
+      this.damaged.delete(name);
+      log.onceWarn(`segment-stranger:${name}`, `ignoring ${name} in ${layout.invalidationsDir}: named like a log segment but not a regular file (${read.reason}); \`next-volume-cache verify --repair\` quarantines it`);
+      return;
+    }
     if (read.status === 'damaged') {
       this.failClosed(name, read);
       return;
