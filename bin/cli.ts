@@ -196,6 +196,7 @@ function buildProgram(io: Output): Command {
         ['images checked', report.checked.images],
         ['in flight (too young to judge)', report.inFlight],
         ['entries of another format version (left alone)', report.foreignVersion],
+        ['larger than --max-entry-bytes (left alone)', report.oversize],
         ['.nfs files (left alone)', report.nfsSilly],
       ];
       for (const [problem, count] of Object.entries(report.problems)) {

@@ -48,13 +48,18 @@ export interface VerifyReport {
   inFlight: number;
   /** Entries of another format version (a newer or older library on the same volume): left alone. */
   foreignVersion: number;
+  /**
+   * Entries and raw images larger than this process's maxEntryBytes: never served with this setting,
+   * but not damage either (another process may allow more), so reported and left alone.
+   */
+  oversize: number;
   /** `.nfs*` files (an NFS client's silly-renamed open files): never touched. */
   nfsSilly: number;
 }
 
 const SAMPLES = 10;
 
-type EntryVerdict = Exclude<Problem, 'temp-debris' | 'orphan-image' | 'broken-image' | 'forged-image' | 'foreign-file' | 'log-garbage' | 'damaged-tag-file'> | 'foreign-version' | undefined;
+type EntryVerdict = Exclude<Problem, 'temp-debris' | 'orphan-image' | 'broken-image' | 'forged-image' | 'foreign-file' | 'log-garbage' | 'damaged-tag-file'> | 'foreign-version' | 'oversize' | undefined;
 
 /**
  * Checks every entry's checksum, format, key hash, seal (with a secret) and
@@ -80,6 +85,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     repaired: Object.fromEntries(PROBLEMS.map((p) => [p, 0])) as Record<Problem, number>,
     inFlight: 0,
     foreignVersion: 0,
+    oversize: 0,
     nfsSilly: 0,
   };
   const now = m.clock.now();
@@ -107,6 +113,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
           report.checked.entries++;
           const verdict = verdicts.get(file.path);
           if (verdict === 'foreign-version') report.foreignVersion++;
+          else if (verdict === 'oversize') report.oversize++;
           else if (verdict) await found(verdict, file.path, fixFor(verdict, file.path));
           break;
         }
@@ -187,6 +194,7 @@ async function verifyImages(m: Maintenance, folder: StoreFolder, report: VerifyR
       // Only a raw file known to be gone breaks the pair; one that cannot be read is left alone.
       const failure = readFailure(error);
       if (failure === 'absent') await found('broken-image', pair.sidecarFile.path, () => removePair(m, pair.sidecarFile.path, pair.raw.path));
+      else if (failure === 'too-large') report.oversize++;
       else await found('unreadable-file', pair.raw.path);
       continue;
     }
@@ -216,6 +224,7 @@ async function checkEntry(m: Maintenance, file: string, hash: string, namespace:
     if (head.reason === 'absent') return undefined;
     if (head.reason === 'foreign-version') return 'foreign-version';
     if (head.reason === 'unreadable') return 'unreadable-file';
+    if (head.reason === 'too-large') return 'oversize';
     return 'corrupt-entry';
   }
   if (hashKey(head.header.key) !== hash) return 'misplaced-entry';
@@ -225,6 +234,7 @@ async function checkEntry(m: Maintenance, file: string, hash: string, namespace:
   } catch (error) {
     const failure = readFailure(error);
     if (failure === 'absent') return undefined;
+    if (failure === 'too-large') return 'oversize';
     return failure ? 'corrupt-entry' : 'unreadable-file';
   }
   const decoded = decodeEntry(bytes, head.header.key, m.entries.sealFor(namespace));
