@@ -7,7 +7,7 @@ const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
 
-const { REPO, atLeast, nextTarget, prepareFixture } = require('./next-target.js');
+const { REPO, atLeast, lockFolder, nextTarget, prepareFixture } = require('./next-target.js');
 
 /** The Next.js under test: the repository's, or NVC_NEXT_VERSION's (installed into .cache/next/<version>). */
 const TARGET = nextTarget();
@@ -36,7 +36,7 @@ function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.ne
   const fresh = () => !force && fs.existsSync(built) && fs.statSync(built).mtimeMs > newestSource(app);
   if (fresh()) return fs.readFileSync(buildId, 'utf8');
   // Test files run in parallel and may want the same build: one builds, the others wait for it.
-  const release = lockBuild(path.join(app, `${distDir}.building`));
+  const release = lockFolder(path.join(app, `${distDir}.building`));
   try {
     if (fresh()) return fs.readFileSync(buildId, 'utf8');
     runBuild({ log, app, distDir, variant });
@@ -44,22 +44,6 @@ function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.ne
     return fs.readFileSync(buildId, 'utf8');
   } finally {
     release();
-  }
-}
-
-function lockBuild(lockDir) {
-  const deadline = Date.now() + 10 * 60_000;
-  for (;;) {
-    try {
-      fs.mkdirSync(lockDir);
-      return () => fs.rmSync(lockDir, { recursive: true, force: true });
-    } catch (error) {
-      if (error.code !== 'EEXIST') throw error;
-      // A build killed mid-way leaves its lock: older than 10 minutes is stale.
-      if (Date.now() - fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs > 10 * 60_000) fs.rmSync(lockDir, { recursive: true, force: true });
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lockDir}`);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
-    }
   }
 }
 

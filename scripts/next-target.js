@@ -26,6 +26,24 @@ function parseVersion(version) {
   return { major: Number(match[1]), minor: Number(match[2]), patch: Number(match[3]), prerelease: match[4] };
 }
 
+/** Orders versions as semver does: 16.5.0-canary.9 < 16.5.0-canary.38 < 16.5.0. */
+function compareVersions(a, b) {
+  const x = parseVersion(a);
+  const y = parseVersion(b);
+  const release = x.major - y.major || x.minor - y.minor || x.patch - y.patch;
+  if (release !== 0) return release;
+  if (!x.prerelease || !y.prerelease) return (x.prerelease ? -1 : 0) - (y.prerelease ? -1 : 0);
+  const left = x.prerelease.slice(1).split('.');
+  const right = y.prerelease.slice(1).split('.');
+  for (let i = 0; i < Math.max(left.length, right.length); i++) {
+    if (left[i] === undefined || right[i] === undefined) return left[i] === undefined ? -1 : 1;
+    const numeric = /^\d+$/.test(left[i]) && /^\d+$/.test(right[i]);
+    const order = numeric ? Number(left[i]) - Number(right[i]) : left[i] < right[i] ? -1 : left[i] > right[i] ? 1 : 0;
+    if (order !== 0) return order;
+  }
+  return 0;
+}
+
 /** Whether `version` is at least `major.minor.patch`; a prerelease counts as its release (16.5.0-canary.38 ≥ 16.5.0). */
 function atLeast(version, [major, minor, patch]) {
   const v = parseVersion(version);
@@ -51,12 +69,22 @@ function reactPins() {
 
 /**
  * Installs next@<version> (and the repository's React) into <root>/node_modules unless it is there.
- * npm runs in a scratch folder whose node_modules is then renamed into place, so a test file running
- * in parallel sees a complete install or none, and an interrupted install leaves no half tree behind.
+ * npm runs in a scratch folder whose node_modules is then renamed into place, so an interrupted
+ * install leaves no half tree behind that a later run would take for complete.
  */
 function ensureInstalled(target, log = () => {}) {
   if (target.own || installedVersion(target.root) === target.version) return;
   fs.mkdirSync(target.root, { recursive: true });
+  // Test files start in parallel: one installs, the others wait for it.
+  const release = lockFolder(path.join(target.root, '.installing'));
+  try {
+    if (installedVersion(target.root) !== target.version) install(target, log);
+  } finally {
+    release();
+  }
+}
+
+function install(target, log) {
   removeAbandonedScratch(target.root);
   const scratch = path.join(target.root, `.install-${process.pid}`);
   fs.rmSync(scratch, { recursive: true, force: true });
@@ -81,6 +109,23 @@ function moveIntoPlace(from, to, target) {
     fs.renameSync(from, to);
   } catch (error) {
     if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+  }
+}
+
+/** Takes a lock (a folder: mkdir is atomic) for a long operation, waiting up to 10 minutes; returns its release. */
+function lockFolder(lockDir) {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    try {
+      fs.mkdirSync(lockDir);
+      return () => fs.rmSync(lockDir, { recursive: true, force: true });
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw error;
+      // A build or install killed mid-way leaves its lock: older than 10 minutes is stale.
+      if (Date.now() - fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs > 10 * 60_000) fs.rmSync(lockDir, { recursive: true, force: true });
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lockDir}`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
+    }
   }
 }
 
@@ -159,4 +204,4 @@ function prepareFixture(target, app, log) {
   syncFixture(path.join(REPO, path.relative(target.root, app)), app);
 }
 
-module.exports = { REPO, CACHE, atLeast, nextTarget, parseVersion, prepareFixture, ensureInstalled };
+module.exports = { REPO, CACHE, atLeast, compareVersions, ensureInstalled, lockFolder, nextTarget, parseVersion, prepareFixture };
