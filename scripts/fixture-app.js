@@ -23,6 +23,12 @@ const FEATURES = {
   imagesThroughHandler: atLeast(NEXT_VERSION, [16, 2, 0]),
   /** The build's `.meta` files name each page's runtime key (`routeCache.key`, 16.3.8), which seeding stores under. */
   seedableBuild: atLeast(NEXT_VERSION, [16, 3, 8]),
+  /**
+   * Next takes a page's lifetimes from the `cacheControl` the handler's get returns (16.4.0). Before,
+   * only from its prerender manifest or a set in the same process: for a path another server neither
+   * prerendered nor rendered itself, it sends no Cache-Control and counts the entry stale after 1 s.
+   */
+  cacheControlFromHandler: atLeast(NEXT_VERSION, [16, 4, 0]),
 };
 
 const BUILT_MARKER = 'fixture-build-complete';

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -14,10 +15,11 @@ async function value(server: Server, pathname: string): Promise<{ value: string 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let a: Server;
 let b: Server;
+let cacheDir: string | undefined;
 
 beforeAll(async () => {
   fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
-  const cacheDir = tempDir('nvc-e2e-cc-');
+  cacheDir = tempDir('nvc-e2e-cc-');
   [a, b] = await Promise.all([
     fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
     fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
@@ -26,6 +28,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
+  if (cacheDir) rmSync(cacheDir, { recursive: true, force: true });
 });
 
 describe("'use cache' across two servers (cacheComponents: true)", () => {
