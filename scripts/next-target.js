@@ -19,7 +19,7 @@ function installedVersion(root, name = 'next') {
   }
 }
 
-/** `16.2.0-canary.3` → [16, 2, 0, prerelease?]; enough to compare the versions this project supports. */
+/** `16.2.0-canary.3` → { major: 16, minor: 2, patch: 0, prerelease: '-canary.3' }. */
 function parseVersion(version) {
   const match = /^(\d+)\.(\d+)\.(\d+)(-.*)?$/.exec(version);
   if (!match) throw new Error(`not a version: ${version}`);
@@ -174,7 +174,8 @@ const isTemporary = (name) => /\.copy-\d+$/.test(name);
 
 function sameFile(stat, file) {
   const other = fs.statSync(file, { throwIfNoEntry: false });
-  return other !== undefined && other.isFile() && other.size === stat.size && other.mtimeMs === stat.mtimeMs;
+  // utimes keeps about a microsecond of the mtime, not the filesystem's nanoseconds.
+  return other !== undefined && other.isFile() && other.size === stat.size && Math.abs(other.mtimeMs - stat.mtimeMs) < 1;
 }
 
 function copyAtomically(from, to, stat) {
