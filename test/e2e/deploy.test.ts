@@ -5,6 +5,7 @@ import { main } from '../../bin/cli';
 import { hashKey, loadHasher } from '../../lib/store/hash';
 import { buildNamespace } from '../../lib/store/layout';
 import { tempDir } from '../helpers';
+import { pollUntil } from './poll';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
 
@@ -72,8 +73,7 @@ describe('a rolling deploy: two builds on one volume', () => {
     expect(await page(fresh, '/isr')).toMatchObject({ cache: 'HIT', variant: '2' });
 
     await fetch(`${fresh.url}/api/revalidate?path=/isr`);
-    await sleep(300);
-    const reRendered = await page(old, '/isr');
+    const reRendered = await pollUntil(() => page(old, '/isr'), (p) => p.render !== oldCached.render);
     expect(reRendered.cache).toBe('MISS');
     expect(reRendered.variant).toBe('1');
     expect(reRendered.render).not.toBe(oldCached.render);
@@ -125,9 +125,10 @@ describe('seeding from the build', () => {
       expect((await page(server, pathname)).cache, pathname).toMatch(/^(HIT|STALE)$/);
     }
     // A runtime revalidation regenerates /isr; seeding again must not bring back the build's version.
+    const seededIsr = (await page(server, '/isr')).render;
     await fetch(`${server.url}/api/revalidate?path=/isr`);
-    await sleep(300);
-    const regenerated = await page(server, '/isr');
+    const regenerated = await pollUntil(() => page(server, '/isr'), (p) => p.render !== seededIsr);
+    expect(regenerated.render).not.toBe(seededIsr);
     const again = JSON.parse((await cli('--json', 'seed', '--dir', cacheDir, '--next-dir', path.join(fixture.APP, '.next'))).out);
     expect(again.written).toBe(0);
     expect(again.skipped).toBe(seeded.written);

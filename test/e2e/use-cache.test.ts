@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers';
+import { pollUntil } from './poll';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
 
@@ -12,7 +13,6 @@ async function value(server: Server, pathname: string): Promise<{ value: string 
   return { value: /data-value="([^"]*)"/.exec(body)?.[1], cache: res.headers.get('x-nextjs-cache') };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let a: Server;
 let b: Server;
 let cacheDir: string | undefined;
@@ -46,8 +46,7 @@ describe("'use cache' across two servers (cacheComponents: true)", () => {
     expect(embedBefore.value).toBe(before);
     const res = await fetch(`${a.url}/api/revalidate?tag=product`);
     expect(res.status).toBe(200);
-    await sleep(300);
-    const after = await value(b, '/dynamic');
+    const after = await pollUntil(() => value(b, '/dynamic'), (v) => v.value !== before);
     expect(after.value).not.toBe(before);
     expect(after.value).toMatch(/^product\|B\|/);
     const embedAfter = await value(b, '/embed');
