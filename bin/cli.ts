@@ -310,6 +310,7 @@ function buildProgram(io: Output): Command {
             ['written', result.written],
             ['already present (kept)', result.skipped],
             ['failed', result.failed.length],
+            ['without a runtime key (Next before 16.3.8: not seeded)', result.unkeyed],
             ...result.failed.slice(0, 20).map((f): [string, string] => ['  ', `${f.file}: ${f.reason}`]),
           ],
         };

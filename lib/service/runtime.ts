@@ -137,6 +137,7 @@ export class Runtime {
         maxClockSkewMs: settings.maxClockSkewMs,
       }),
       ready: () => this.ready(),
+      isOpen: () => this.state === 'ready',
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
   }
@@ -208,7 +209,7 @@ export class Runtime {
    * go on without waiting. Every volume call goes through the gate and the
    * confined filesystem, the lock's included.
    */
-  async seedOnce(namespace: string, produce: (writer: SeedWriter) => Promise<{ written: number; skipped: number; buildId: string }>): Promise<void> {
+  async seedOnce(namespace: string, produce: (writer: SeedWriter) => Promise<{ written: number; skipped: number; buildId: string; unkeyed: number }>): Promise<void> {
     if (!(await this.ready()) || !this.volume.writable) return;
     const marker = this.layout.seededMarker(namespace);
     const gated = <T>(task: () => Promise<T>): Promise<T> => this.gate.run(task);
@@ -228,6 +229,9 @@ export class Runtime {
         const result = await produce({ writeIfAbsent: (draft) => this.service.writeIfAbsent(draft, namespace) });
         await gated(() => this.fs.writeAtomic(marker, [Buffer.from(JSON.stringify(result) + '\n')], { createParents: 1 }));
         this.log.info(`seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
+        if (result.unkeyed > 0 && result.written + result.skipped === 0) {
+          this.log.warn(`seeding found ${result.unkeyed} prerendered page(s) but no runtime cache key for any: Next writes them into its build output from 16.3.8 on; with this version, pages render on their first request`);
+        }
       });
     } catch (error) {
       if (error instanceof LockHeldError) return;
