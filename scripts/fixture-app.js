@@ -100,7 +100,13 @@ async function startDataServer() {
   });
   const port = await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { port, get requests() { return value; }, stop: () => new Promise((resolve) => server.close(resolve)) };
+  return {
+    port,
+    get requests() {
+      return value;
+    },
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
 
 /** Starts `next start` on a free port; resolves once it answers. */

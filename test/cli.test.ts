@@ -13,7 +13,11 @@ import { appPage, appRoute, FETCH_CTX, fetchValue, image, PAGE_CTX, pages, redir
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
@@ -105,7 +109,11 @@ describe('gc', () => {
     await c.handler.set(pageKey(2), appPage({ tags: 'keep' }), PAGE_CTX);
     await c.handler.set(pageKey(3), appPage({ tags: 'doomed' }), PAGE_CTX);
     await c.handler.revalidateTag(['doomed']);
-    for (const [i, hoursAgo] of [[1, 30], [2, 20], [3, 0]] as const) {
+    for (const [i, hoursAgo] of [
+      [1, 30],
+      [2, 20],
+      [3, 0],
+    ] as const) {
       await c.handler.set(`img-${i}`, image(Buffer.alloc(10_000, i)), { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } });
       const sidecar = JSON.parse(readFileSync(c.runtime.layout.sidecarPath(hashKey(`img-${i}`)), 'utf8'));
       const when = new Date(Date.now() - hoursAgo * 3_600_000);
@@ -155,7 +163,7 @@ describe('purge', () => {
     expect(JSON.parse((await cli('--json', 'purge', '--dir', dir, '--kind', 'IMAGE')).out)).toMatchObject({ deleted: 2 });
     const all = JSON.parse((await cli('--json', 'purge', '--dir', dir, '--all', '--yes')).out);
     expect(all.deleted).toBe(12 - 3 - 1 - 1 - 1);
-    expect(walk(dir).filter((p) => p.endsWith('.entry') || p.endsWith('.json') && p.includes('/images/'))).toEqual([]);
+    expect(walk(dir).filter((p) => p.endsWith('.entry') || (p.endsWith('.json') && p.includes('/images/')))).toEqual([]);
   });
 
   it('under concurrent readers and writers: zero errors for them, exactly the tagged entries deleted', async () => {

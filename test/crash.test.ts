@@ -70,10 +70,22 @@ describe('SIGKILL at random points', () => {
     // Repair removes all debris (temp files, orphan images) left by the kills.
     await new Promise((r) => setTimeout(r, 1100)); // locks of killed runs go stale
     let out = '';
-    expect(await main(['--json', 'verify', '--repair', '--debris-age', '0s', '--wait', '--lock-stale-ms', '1000', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'verify', '--repair', '--debris-age', '0s', '--wait', '--lock-stale-ms', '1000', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     const repaired = JSON.parse(out);
     out = '';
-    expect(await main(['--json', 'verify', '--debris-age', '0s', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'verify', '--debris-age', '0s', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     const after = JSON.parse(out);
     expect(Object.values(after.problems).reduce((a: number, b) => a + (b as number), 0)).toBe(0);
     expect(walk(dir).filter((p) => path.basename(p).startsWith('.tmp.') && !p.includes('/locks/'))).toEqual([]);

@@ -22,12 +22,16 @@ async function cache(options: Parameters<typeof openCache>[0]): Promise<TestCach
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
 describe('several apps on one volume', () => {
-  it('never see each other\'s entries or tags', async () => {
+  it("never see each other's entries or tags", async () => {
     const dir = tempDir();
     const shop = await cache({ dir, app: 'shop' });
     const blog = await cache({ dir, app: 'blog' });

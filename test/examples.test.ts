@@ -81,14 +81,14 @@ describe('the Kubernetes example stays true to the library', () => {
     for (const words of invocations) expect(words[1]).toBe(cliPath);
   });
 
-  it("next.config.js resolves entry points the package exports", () => {
+  it('next.config.js resolves entry points the package exports', () => {
     const config = readFileSync(path.join(EXAMPLE, 'next.config.js'), 'utf8');
     const specifiers = [...config.matchAll(/require\.resolve\('([^']+)'\)/g)].map((m) => m[1]!);
     expect(specifiers).toContain(pkg.name);
     for (const s of specifiers) expect(Object.keys(pkg.exports)).toContain(s === pkg.name ? '.' : `.${s.slice(pkg.name.length)}`);
   });
 
-  it('every CLI command in the manifests runs successfully, with the manifests\' environment, against a real cache', async () => {
+  it("every CLI command in the manifests runs successfully, with the manifests' environment, against a real cache", async () => {
     const dir = tempDir('nvc-example-');
     const c = await openCache({ dir, app: 'web' });
     await c.handler.set('k', fetchValue(), FETCH_CTX);
@@ -100,7 +100,11 @@ describe('the Kubernetes example stays true to the library', () => {
       const own = [container.startupProbe?.exec?.command, container.command].flat().join(' ');
       for (const words of cliInvocations().filter((w) => own.includes(w.slice(1).join(' ')))) {
         let err = '';
-        const code = await main(words.slice(2), () => {}, (t) => (err += t));
+        const code = await main(
+          words.slice(2),
+          () => {},
+          (t) => (err += t),
+        );
         expect(code, `${words.slice(2).join(' ')}: ${err}`).toBe(0);
         ran++;
       }

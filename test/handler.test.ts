@@ -46,7 +46,7 @@ describe('handler round trips', () => {
     expect(got!.lastModified).toBeGreaterThan(before - 5_000);
   });
 
-  it('a miss is null and a second key never sees the first key\'s entry', async () => {
+  it("a miss is null and a second key never sees the first key's entry", async () => {
     const { handler } = await cache();
     await handler.set('a\ud800', fetchValue('one'), FETCH_CTX);
     await handler.set('a\udc00', fetchValue('two'), FETCH_CTX);

@@ -28,7 +28,9 @@ beforeAll(async () => {
   images.jpeg = await base.clone().jpeg().toBuffer();
   // ~10 MB: noise does not compress.
   const noise = randomBytes(seededRandom(21), 1900 * 1800 * 3);
-  images.big = await sharp(noise, { raw: { width: 1900, height: 1800, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+  images.big = await sharp(noise, { raw: { width: 1900, height: 1800, channels: 3 } })
+    .png({ compressionLevel: 0 })
+    .toBuffer();
 });
 
 function imageValue(extension: string, buffer: Buffer, etag = 'etag-' + extension) {
@@ -51,7 +53,12 @@ describe('images as raw files with a JSON sidecar', () => {
     const files = walk(path.join(c.root, 'apps/default/images')).filter((p) => statSync(p).isFile());
     expect(files).toHaveLength(2);
     const raw = files.find((f) => !f.endsWith('.json'))!;
-    const sidecar = JSON.parse(readFileSync(files.find((f) => f.endsWith('.json'))!, 'utf8'));
+    const sidecar = JSON.parse(
+      readFileSync(
+        files.find((f) => f.endsWith('.json'))!,
+        'utf8',
+      ),
+    );
     expect(sidecar).toMatchObject({ key: `img-${kind}`, size: buffer.length, contentType: kind === 'jpeg' ? 'image/jpeg' : `image/${kind === 'big' ? 'png' : kind}` });
     expect(readFileSync(raw).equals(buffer)).toBe(true);
     expect((await sharp(raw).metadata()).format).toBe(kind === 'big' ? 'png' : kind === 'avif' ? 'heif' : kind);
@@ -121,10 +128,7 @@ describe('bad input around images', () => {
 describe('images across processes', () => {
   it('writers replacing the same keys never let a reader see bytes that do not hash to their etag', async () => {
     const dir = tempDir();
-    const runs = [
-      ...['w1', 'w2'].map((id) => runChild('image-stress.js', ['writer', dir, '4000', id])),
-      ...['r1', 'r2', 'r3'].map((id) => runChild('image-stress.js', ['reader', dir, '4000', id])),
-    ];
+    const runs = [...['w1', 'w2'].map((id) => runChild('image-stress.js', ['writer', dir, '4000', id])), ...['r1', 'r2', 'r3'].map((id) => runChild('image-stress.js', ['reader', dir, '4000', id]))];
     const results = await Promise.all(runs);
     for (const r of results) expect(r.code, r.stderr).toBe(0);
     const counts = results.map((r) => JSON.parse(r.stdout) as { role: string; writes: number; hits: number; mismatches: number });

@@ -51,7 +51,10 @@ describe('the published package', () => {
     const cache = await openCache({ dir: root });
     await cache.handler.set('k', fetchValue(), FETCH_CTX);
     await cache.runtime.close();
-    for (const args of [['compact', '--dir', root], ['stats', '--dir', root, '--json']]) {
+    for (const args of [
+      ['compact', '--dir', root],
+      ['stats', '--dir', root, '--json'],
+    ]) {
       const result = run(args);
       expect(result.status, `${args.join(' ')}: ${result.stderr}`).toBe(0);
     }

@@ -121,4 +121,3 @@ export function checkRoot(options: CacheOptions & CheckOptions): Promise<CheckRe
   const { maxLatencyMs, readOnly, fs, ...cache } = options;
   return check(pickCacheOptions(cache), { maxLatencyMs, readOnly: readOnly ?? false, ...(fs ? { fs } : {}) });
 }
-

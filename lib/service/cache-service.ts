@@ -56,9 +56,7 @@ export type { EntryRecord, CacheControl, ImageValue };
 /** How a served entry stands: fresh, or stale (served once while it is regenerated). */
 export type HitVerdict = 'fresh' | 'stale';
 
-export type EntryOutcome =
-  | { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number }
-  | { status: 'miss'; reason: string };
+export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number } | { status: 'miss'; reason: string };
 
 export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffer; ageMs: number } | { status: 'miss'; reason: string };
 

@@ -26,7 +26,11 @@ export interface MarkerFile {
 
 /** A unique id for this process: the name of its lease, log segments and temp files. */
 export function newWriterId(): string {
-  const host = os.hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40) || 'host';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9-]/g, '-')
+      .slice(0, 40) || 'host';
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 

@@ -15,11 +15,13 @@ const [dist, copy, dir] = process.argv.slice(2);
   const c = new copyModule.default({});
   await a.set('k', { kind: 'FETCH', data: { headers: {}, body: 'x', url: 'u', status: 200 }, revalidate: 5 }, { fetchCache: true });
   const hits = [await b.get('k', {}), await c.get('k', {})].filter(Boolean).length;
-  process.stdout.write(JSON.stringify({
-    requireIsClass: typeof viaRequire.default === 'function',
-    importIsClass: typeof HandlerFromImport === 'function' && HandlerFromImport === viaRequire.default,
-    hits,
-    runtimesSeenByCopy: copyModule.getMetrics().length,
-    getsSeenByCopy: copyModule.getMetrics()[0].metrics.gets,
-  }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      requireIsClass: typeof viaRequire.default === 'function',
+      importIsClass: typeof HandlerFromImport === 'function' && HandlerFromImport === viaRequire.default,
+      hits,
+      runtimesSeenByCopy: copyModule.getMetrics().length,
+      getsSeenByCopy: copyModule.getMetrics()[0].metrics.gets,
+    }) + '\n',
+  );
 })();

@@ -18,7 +18,11 @@ async function page(server: Server, pathname: string): Promise<{ cache: string |
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
@@ -116,10 +120,26 @@ describe('seeding from the build', () => {
     let seededLines = 0;
     for (let i = 0; i < 50 && seededLines === 0; i++) {
       await sleep(100);
-      seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
+      seededLines = [a, b]
+        .map(
+          (s) =>
+            s
+              .output()
+              .split('\n')
+              .filter((l) => l.includes('seeded ')).length,
+        )
+        .reduce((x, y) => x + y, 0);
     }
     await sleep(300);
-    seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
+    seededLines = [a, b]
+      .map(
+        (s) =>
+          s
+            .output()
+            .split('\n')
+            .filter((l) => l.includes('seeded ')).length,
+      )
+      .reduce((x, y) => x + y, 0);
     expect(seededLines).toBe(1);
     expect((await page(b, '/blog/a')).cache).toMatch(/^(HIT|STALE)$/);
     expect((await page(a, '/blog/b')).cache).toMatch(/^(HIT|STALE)$/);

@@ -18,10 +18,7 @@ let b: Server;
 beforeAll(async () => {
   fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
   const cacheDir = tempDir('nvc-e2e-cc-');
-  [a, b] = await Promise.all([
-    fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
-    fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
-  ]);
+  [a, b] = await Promise.all([fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }), fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP })]);
 });
 
 afterAll(async () => {
@@ -36,7 +33,7 @@ describe("'use cache' across two servers (cacheComponents: true)", () => {
     expect(onB.value).toBe(onA.value);
   });
 
-  it("revalidateTag on A invalidates the cached value on B, and the page that embeds it", async () => {
+  it('revalidateTag on A invalidates the cached value on B, and the page that embeds it', async () => {
     const before = (await value(a, '/dynamic')).value;
     await value(a, '/embed');
     const embedBefore = await value(b, '/embed');
