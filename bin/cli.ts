@@ -330,11 +330,11 @@ function buildProgram(io: Output): Command {
  * keyed by app with --json. The exit code is the highest of the runs.
  */
 async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, alwaysJson = false): Promise<void> {
-  const flags = command.optsWithGlobals() as Record<string, unknown>;
+  const flags = command.optsWithGlobals<Record<string, unknown>>();
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
   const json = alwaysJson || flags.json === true;
-  const apps = flags.allApps === true ? await listApps(options as CacheOptions) : [undefined];
+  const apps = flags.allApps === true ? await listApps(options) : [undefined];
   const documents: Record<string, object> = {};
   let exit: number = EXIT.ok;
   for (const app of apps) {

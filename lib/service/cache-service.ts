@@ -9,7 +9,7 @@ import { describe } from '../util/errors';
 import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
-import { TagView } from './tag-view';
+import type { TagView } from './tag-view';
 
 /**
  * The store service: the one narrow surface the Next.js adapters (and

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { errorCode } from '../util/errors';
 import type { ConfinedFs } from '../fs/confined';
-import { FORMAT_VERSION, Layout } from './layout';
+import { FORMAT_VERSION, type Layout } from './layout';
 import type { VolumeClock } from './clock';
 
 const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
