@@ -232,7 +232,7 @@ async function site() {
   const autocannon = require('autocannon');
   const fixture = require('../scripts/fixture-app.js');
   // Its own build folder: the test suite may be building or serving the fixture's default one.
-  fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
+  await fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
   const data = await fixture.startDataServer();
   const rows = [];
   for (const variant of ['nvc', 'builtin', 'redis']) {

@@ -10,7 +10,7 @@ const { buildFixture, startDataServer, startServer } = require('./fixture-app.js
 
 (async () => {
   const cacheDir = process.env.NEXT_VOLUME_CACHE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'next-volume-cache-demo-'));
-  buildFixture({ log: console.log });
+  await buildFixture({ log: console.log });
   const data = await startDataServer();
   const [a, b] = await Promise.all([startServer({ name: 'A', cacheDir, dataPort: data.port }), startServer({ name: 'B', cacheDir, dataPort: data.port })]);
   const show = async (server, pathname) => {

@@ -1,11 +1,12 @@
 // Drives the real Next.js app in fixtures/next-app: build it once, start a tiny data server and
 // `next start` servers that share one cache folder. Used by the end-to-end tests and the demo.
 'use strict';
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
+const lockfile = require('proper-lockfile');
 
 const REPO = path.resolve(__dirname, '..');
 const APP = path.join(REPO, 'fixtures', 'next-app');
@@ -13,42 +14,45 @@ const APP = path.join(REPO, 'fixtures', 'next-app');
 const CACHE_COMPONENTS_APP = path.join(REPO, 'fixtures', 'next-app-cc');
 const NEXT_BIN = path.join(REPO, 'node_modules', 'next', 'dist', 'bin', 'next');
 
-/** Builds the app unless a build of the current sources exists (`force` rebuilds). */
-function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
+/** How long a waiting test file waits for another one's build of the same app before giving up. */
+const BUILD_WAIT_MS = 10 * 60_000;
+/**
+ * A lock whose holder died (a killed test run) is taken over after this long without a refresh. The
+ * holder refreshes it every few seconds for as long as its build runs: the build is a child process,
+ * so this process's event loop stays free to do so.
+ */
+const BUILD_LOCK_STALE_MS = 30_000;
+
+/**
+ * Builds the app unless a build of the current sources exists (`force` rebuilds); resolves with its BUILD_ID.
+ * @param {{ force?: boolean, log?: (message: string) => void, app?: string, distDir?: string, variant?: string }} [options]
+ * @returns {Promise<string>}
+ */
+async function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
   const buildId = path.join(app, distDir, 'BUILD_ID');
   const fresh = () => !force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app);
   if (fresh()) return fs.readFileSync(buildId, 'utf8');
   // Test files run in parallel and may want the same build: one builds, the others wait for it.
-  const release = lockBuild(path.join(app, `${distDir}.building`));
+  const release = await lockfile.lock(app, {
+    lockfilePath: path.join(app, `${distDir}.building`),
+    stale: BUILD_LOCK_STALE_MS,
+    retries: { retries: Math.ceil(BUILD_WAIT_MS / 1000), factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+  });
   try {
     if (fresh()) return fs.readFileSync(buildId, 'utf8');
-    return runBuild({ log, app, distDir, variant, buildId });
+    await runBuild({ log, app, distDir, variant });
+    return fs.readFileSync(buildId, 'utf8');
   } finally {
-    release();
+    await release();
   }
 }
 
-function lockBuild(lockDir) {
-  const deadline = Date.now() + 10 * 60_000;
-  for (;;) {
-    try {
-      fs.mkdirSync(lockDir);
-      return () => fs.rmSync(lockDir, { recursive: true, force: true });
-    } catch (error) {
-      if (error.code !== 'EEXIST') throw error;
-      // A build killed mid-way leaves its lock: older than 10 minutes is stale.
-      if (Date.now() - fs.statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs > 10 * 60_000) fs.rmSync(lockDir, { recursive: true, force: true });
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lockDir}`);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
-    }
-  }
-}
-
-function runBuild({ log, app, distDir, variant, buildId }) {
+/** `next build` in a child process; resolves when it succeeds. */
+function runBuild({ log, app, distDir, variant }) {
   log(`building ${path.relative(REPO, app)} into ${distDir} (next build) ...`);
   // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
   // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
-  execFileSync(process.execPath, [NEXT_BIN, 'build'], {
+  const child = spawn(process.execPath, [NEXT_BIN, 'build'], {
     cwd: app,
     env: {
       ...process.env,
@@ -58,9 +62,12 @@ function runBuild({ log, app, distDir, variant, buildId }) {
       FIXTURE_DIST_DIR: distDir,
       FIXTURE_VARIANT: variant,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'ignore', 'inherit'],
   });
-  return fs.readFileSync(buildId, 'utf8');
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`next build of ${path.relative(REPO, app)} (${distDir}) failed: ${signal ?? `exit code ${code}`}`))));
+  });
 }
 
 function newestSource(app) {
@@ -109,7 +116,10 @@ async function startDataServer() {
   };
 }
 
-/** Starts `next start` on a free port; resolves once it answers. */
+/**
+ * Starts `next start` on a free port; resolves once it answers.
+ * @param {{ name: string, cacheDir: string, dataPort: number, env?: Record<string, string>, command?: string, commandArgs?: string[], app?: string, distDir?: string }} options
+ */
 async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [], app = APP, distDir = '.next' }) {
   const port = await freePort();
   const args = [...commandArgs, NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'];

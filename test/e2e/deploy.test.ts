@@ -3,8 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../bin/cli';
 import { tempDir } from '../helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
 type DataServer = Awaited<ReturnType<typeof fixture.startDataServer>>;
@@ -40,8 +39,8 @@ async function start(name: string, cacheDir: string, distDir: string, env: Recor
 }
 
 beforeAll(async () => {
-  build1 = fixture.buildFixture({ log: (m: string) => console.log(m) });
-  build2 = fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) });
+  build1 = await fixture.buildFixture({ log: (m: string) => console.log(m) });
+  build2 = await fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) });
   data = await fixture.startDataServer();
 });
 

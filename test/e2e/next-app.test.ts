@@ -3,8 +3,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRoot, tempDir, walk } from '../helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
 type DataServer = Awaited<ReturnType<typeof fixture.startDataServer>>;
@@ -52,7 +51,7 @@ async function startBoth(): Promise<void> {
 }
 
 beforeAll(async () => {
-  fixture.buildFixture({ log: (m: string) => console.log(m) });
+  await fixture.buildFixture({ log: (m: string) => console.log(m) });
   cacheDir = tempDir('nvc-e2e-');
   data = await fixture.startDataServer();
   await startBoth();

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
 
@@ -16,7 +15,7 @@ let a: Server;
 let b: Server;
 
 beforeAll(async () => {
-  fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
+  await fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
   const cacheDir = tempDir('nvc-e2e-cc-');
   [a, b] = await Promise.all([fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }), fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP })]);
 });
