@@ -51,7 +51,7 @@ describe('SIGKILL at random points', () => {
         const got = await c.handler.get(`/route-cache/APP_ROUTE/crash/$/${prefix}${k}`, { kind: 'APP_ROUTE' });
         if (!got) continue;
         served++;
-        const value = got.value as { body: Buffer; headers: Record<string, string> };
+        const value = got.value as { kind: string; body: Buffer; headers: Record<string, string> };
         expect(sha(value.body)).toBe(value.headers['x-body-sha']);
       }
     }
@@ -59,7 +59,7 @@ describe('SIGKILL at random points', () => {
       const got = await c.handler.get(`img-${k}`, { kind: 'IMAGE' });
       if (got) {
         served++;
-        const value = got.value as { buffer: Buffer; etag: string };
+        const value = got.value as { kind: string; buffer: Buffer; etag: string };
         expect(sha(value.buffer)).toBe(value.etag);
       }
     }

@@ -37,8 +37,8 @@ describe('several apps on one volume', () => {
     const blog = await cache({ dir, app: 'blog' });
     await shop.handler.set('same-key', fetchValue('shop'), FETCH_CTX);
     await blog.handler.set('same-key', fetchValue('blog'), FETCH_CTX);
-    expect(((await shop.handler.get('same-key', {}))!.value as { data: { body: string } }).data.body).toBe('shop');
-    expect(((await blog.handler.get('same-key', {}))!.value as { data: { body: string } }).data.body).toBe('blog');
+    expect(((await shop.handler.get('same-key', {}))!.value as { kind: string; data: { body: string } }).data.body).toBe('shop');
+    expect(((await blog.handler.get('same-key', {}))!.value as { kind: string; data: { body: string } }).data.body).toBe('blog');
     await shop.handler.revalidateTag(['data']);
     expect(await shop.handler.get('same-key', {})).toBeNull();
     expect(await blog.handler.get('same-key', {})).not.toBeNull();

@@ -19,16 +19,26 @@ interface Container {
   volumeMounts?: Array<{ name: string; mountPath: string }>;
 }
 
-function manifests(file: string): Array<Record<string, any>> {
+interface PodTemplate {
+  template: { spec: { containers: Container[] } };
+}
+
+/** The parts of a Kubernetes manifest these tests read (a CronJob nests its pod one level deeper). */
+interface Manifest {
+  kind: string;
+  spec: PodTemplate & { jobTemplate: { spec: PodTemplate } };
+}
+
+function manifests(file: string): Manifest[] {
   return parseAllDocuments(readFileSync(path.join(EXAMPLE, file), 'utf8')).map((d) => {
     expect(d.errors).toEqual([]);
-    return d.toJSON() as Record<string, any>;
+    return d.toJSON() as Manifest;
   });
 }
 
-function containersOf(doc: Record<string, any>): Container[] {
+function containersOf(doc: Manifest): Container[] {
   const spec = doc.kind === 'CronJob' ? doc.spec.jobTemplate.spec.template.spec : doc.spec.template.spec;
-  return spec.containers as Container[];
+  return spec.containers;
 }
 
 const workloads = [...manifests('deployment.yaml'), ...manifests('cronjob.yaml')];

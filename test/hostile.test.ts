@@ -72,7 +72,7 @@ describe('fuzzing what is on the volume (fixed seed)', () => {
       const damageSidecar = random() < 0.5;
       writeFileSync(damageSidecar ? sidecarPath : rawPath, mutate(random, damageSidecar ? sidecar : raw));
       const got = await c.handler.get('img', { kind: 'IMAGE' });
-      if (got) expect((got.value as { buffer: Buffer }).buffer.equals(buffer), `iteration ${i}`).toBe(true);
+      if (got) expect((got.value as { kind: string; buffer: Buffer }).buffer.equals(buffer), `iteration ${i}`).toBe(true);
       writeFileSync(sidecarPath, sidecar);
       writeFileSync(rawPath, raw);
     }

@@ -46,7 +46,7 @@ describe('images as raw files with a JSON sidecar', () => {
     const got = await c.handler.get(`img-${kind}`, GET_CTX);
     expect(got).not.toBeNull();
     const value = got!.value as Record<string, unknown>;
-    expect(Buffer.isBuffer(value.buffer) && (value.buffer as Buffer).equals(buffer)).toBe(true);
+    expect(Buffer.isBuffer(value.buffer) && value.buffer.equals(buffer)).toBe(true);
     expect(value).toMatchObject({ kind: 'IMAGE', etag: `etag-${kind}`, upstreamEtag: `upstream-${kind}`, revalidate: 14400 });
     expect(got!.cacheControl).toEqual({ revalidate: 14400 });
     expect(Date.now() - got!.lastModified).toBeLessThan(5000);
@@ -71,7 +71,7 @@ describe('images as raw files with a JSON sidecar', () => {
     await c.handler.set('img', imageValue('webp', images.webp!), IMAGE_CTX);
     const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).sort()).toHaveLength(2);
-    expect(((await c.handler.get('img', GET_CTX))!.value as { extension: string }).extension).toBe('webp');
+    expect(((await c.handler.get('img', GET_CTX))!.value as { kind: string; extension: string }).extension).toBe('webp');
   });
 
   it('a hit marks the raw file as used (mtime on the volume clock), at most once per period', async () => {
@@ -148,7 +148,7 @@ describe('images across processes', () => {
     const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).filter((n) => n.endsWith('.png'))).toHaveLength(2);
     const got = await c.handler.get('img', GET_CTX);
-    expect((got!.value as { buffer: Buffer }).buffer.equals(images.png!)).toBe(true);
+    expect((got!.value as { kind: string; buffer: Buffer }).buffer.equals(images.png!)).toBe(true);
     const fresh = await runChild('image-crash.js', [c.root, 'never-published']);
     expect(fresh.signal).toBe('SIGKILL');
     expect(await c.handler.get('never-published', GET_CTX)).toBeNull();

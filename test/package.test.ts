@@ -4,8 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCache, REPO } from './helpers';
 import { FETCH_CTX, fetchValue } from './values';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const image = require('../scripts/production-image.js') as typeof import('../scripts/production-image.js');
+import * as image from '../scripts/production-image.js';
 
 interface PackageJson {
   version: string;

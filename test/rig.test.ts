@@ -1,13 +1,12 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseInvalidation, parseMembership } from '../lib/tags/record';
 import { loadHasher } from '../lib/store/hash';
 import { Agent, sleep, type PageView } from './agent';
 import { DIST, readSegmentFile, runChild, runInvalidator } from './helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { PROFILES, requireRigOrSkip, startRig } = require('../scripts/volume-rig.js') as typeof import('../scripts/volume-rig.js');
+import { PROFILES, requireRigOrSkip, startRig } from '../scripts/volume-rig.js';
 type Profile = (typeof PROFILES)[keyof typeof PROFILES];
 type Rig = Awaited<ReturnType<typeof startRig>>;
 
