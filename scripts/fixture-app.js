@@ -33,17 +33,23 @@ async function buildFixture({ force = false, log = () => {}, app = APP, distDir 
   const fresh = () => !force && fs.existsSync(buildId) && fs.statSync(buildId).mtimeMs > newestSource(app);
   if (fresh()) return fs.readFileSync(buildId, 'utf8');
   // Test files run in parallel and may want the same build: one builds, the others wait for it.
+  /** @type {Error | undefined} */
+  let lost;
   const release = await lockfile.lock(app, {
     lockfilePath: path.join(app, `${distDir}.building`),
     stale: BUILD_LOCK_STALE_MS,
     retries: { retries: Math.ceil(BUILD_WAIT_MS / 1000), factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+    // Not proper-lockfile's default (throwing from a timer): the build fails instead, below.
+    onCompromised: (error) => (lost = error),
   });
   try {
     if (fresh()) return fs.readFileSync(buildId, 'utf8');
     await runBuild({ log, app, distDir, variant });
+    // Another process may have built into the same folder meanwhile: this build cannot be trusted.
+    if (lost) throw new Error(`lost the build lock of ${path.relative(REPO, app)} (${distDir}) while building: ${lost.message}`);
     return fs.readFileSync(buildId, 'utf8');
   } finally {
-    await release();
+    if (!lost) await release();
   }
 }
 
