@@ -67,8 +67,8 @@ describe('SIGKILL at random points', () => {
     expect(acknowledged.filter((tag) => c.runtime.service.tagVerdict([tag], 1) !== 'expired')).toEqual([]);
     if (purgesAcknowledged > 0) expect(c.runtime.service.tagVerdict(['crash-purge'], 1)).toBe('expired');
     await c.runtime.close();
-    // Repair removes all debris (temp files, orphan images) left by the kills.
-    await new Promise((r) => setTimeout(r, 1100)); // locks of killed runs go stale
+    // Repair removes all debris (temp files, orphan images) left by the kills. A lock a killed run left
+    // behind goes stale after 1 s: --wait retries until it can take it over.
     let out = '';
     expect(
       await main(
