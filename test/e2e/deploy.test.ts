@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../bin/cli';
-import { tempDir } from '../helpers';
+import { pollUntil, tempDir, waitFor } from '../helpers';
 import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
@@ -54,17 +54,23 @@ describe('a rolling deploy: two builds on one volume', () => {
     expect(build1).not.toBe(build2);
     const cacheDir = tempDir('nvc-deploy-');
     const old = await start('old', cacheDir, '.next');
-    await sleep(50); // the new build is the more recently served one
-    const fresh = await start('new', cacheDir, '.next-build2');
     expect((await page(old, '/isr')).variant).toBe('1');
+    // The new build is the more recently served one: it starts once the old one has marked its build served.
+    expect(await waitFor(() => existsSync(path.join(cacheDir, 'apps/default/builds', `build-${build1}`)))).toBe(true);
+    const fresh = await start('new', cacheDir, '.next-build2');
     expect((await page(fresh, '/isr')).variant).toBe('2');
     const oldCached = await page(old, '/isr');
     expect(oldCached).toMatchObject({ cache: 'HIT', variant: '1' });
     expect(await page(fresh, '/isr')).toMatchObject({ cache: 'HIT', variant: '2' });
 
     await fetch(`${fresh.url}/api/revalidate?path=/isr`);
-    await sleep(300);
-    const reRendered = await page(old, '/isr');
+    // The old server's tag refresh brings the invalidation in; until then it answers HIT.
+    const reRendered = await pollUntil(
+      () => page(old, '/isr'),
+      (answer) => answer.cache !== 'HIT',
+      15_000,
+      50,
+    );
     expect(reRendered.cache).toBe('MISS');
     expect(reRendered.variant).toBe('1');
     expect(reRendered.render).not.toBe(oldCached.render);
@@ -77,8 +83,13 @@ describe('a rolling deploy: two builds on one volume', () => {
     const whileLive = JSON.parse((await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000')).out);
     expect(whileLive.buildsDropped).toEqual([]);
     await old.stop();
-    await sleep(2500);
-    const after = await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000');
+    // Build 1 is dropped once its marker is older than the 2 s lease timeout; gc reports when, nothing is guessed.
+    const after = await pollUntil(
+      () => cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000'),
+      (run) => run.code !== 0 || (JSON.parse(run.out) as { buildsDropped: unknown[] }).buildsDropped.length > 0,
+      15_000,
+      250,
+    );
     expect(after.code, after.err).toBe(0);
     expect(JSON.parse(after.out).buildsDropped.map((b: { namespace: string }) => b.namespace)).toEqual([`build-${build1}`]);
     expect(existsSync(path.join(entries, `build-${build1}`))).toBe(false);
@@ -103,8 +114,13 @@ describe('seeding from the build', () => {
     }
     // A runtime revalidation regenerates /isr; seeding again must not bring back the build's version.
     await fetch(`${server.url}/api/revalidate?path=/isr`);
-    await sleep(300);
-    const regenerated = await page(server, '/isr');
+    // Next records the revalidation after answering: the page is re-rendered once it is in.
+    const regenerated = await pollUntil(
+      () => page(server, '/isr'),
+      (answer) => answer.cache !== 'HIT',
+      15_000,
+      50,
+    );
     const again = JSON.parse((await cli('--json', 'seed', '--dir', cacheDir, '--next-dir', path.join(fixture.APP, '.next'))).out);
     expect(again.written).toBe(0);
     expect(again.skipped).toBe(seeded.written);
@@ -116,10 +132,8 @@ describe('seeding from the build', () => {
     const env = { NEXT_VOLUME_CACHE_SEED: 'true', NEXT_VOLUME_CACHE_LOG_LEVEL: 'info' };
     const [a, b] = await Promise.all([start('a', cacheDir, '.next', env), start('b', cacheDir, '.next', env)]);
     await Promise.all([page(a, '/data'), page(b, '/data')]);
-    let seededLines = 0;
-    for (let i = 0; i < 50 && seededLines === 0; i++) {
-      await sleep(100);
-      seededLines = [a, b]
+    const seededLines = () =>
+      [a, b]
         .map(
           (s) =>
             s
@@ -128,18 +142,10 @@ describe('seeding from the build', () => {
               .filter((l) => l.includes('seeded ')).length,
         )
         .reduce((x, y) => x + y, 0);
-    }
+    expect(await waitFor(() => seededLines() > 0, 5000, 100)).toBe(true);
+    // A second seed would log within moments: an absence cannot be polled for, so this one window stays a fixed wait.
     await sleep(300);
-    seededLines = [a, b]
-      .map(
-        (s) =>
-          s
-            .output()
-            .split('\n')
-            .filter((l) => l.includes('seeded ')).length,
-      )
-      .reduce((x, y) => x + y, 0);
-    expect(seededLines).toBe(1);
+    expect(seededLines()).toBe(1);
     expect((await page(b, '/blog/a')).cache).toMatch(/^(HIT|STALE)$/);
     expect((await page(a, '/blog/b')).cache).toMatch(/^(HIT|STALE)$/);
   });

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRoot, tempDir, walk } from '../helpers';
+import { isRoot, pollUntil, tempDir, waitFor, walk } from '../helpers';
 import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
@@ -37,9 +37,13 @@ async function getRsc(server: Server, pathname: string, headers: Record<string, 
   return get(server, location ?? pathname, headers);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Past the servers' tag refresh interval (NEXT_VOLUME_CACHE_TAG_REFRESH_MS=200). */
-const AFTER_REFRESH = 300;
+/**
+ * B's answers for `pathname` until `changed` holds (its tag refresh, every 200 ms, brought A's invalidation in).
+ * Until then B answers from its cache without side effects (a HIT, a cached fetch).
+ */
+function afterRefresh(server: Server, pathname: string, changed: (answer: Answer) => boolean): Promise<Answer> {
+  return pollUntil(() => get(server, pathname), changed, 15_000, 50);
+}
 
 let cacheDir: string;
 let data: DataServer;
@@ -97,8 +101,7 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const before = await get(b, '/blog/a');
     expect(before.cache).toBe('HIT');
     await fetch(`${a.url}/api/revalidate?tag=_N_T_/blog/a`);
-    await sleep(AFTER_REFRESH);
-    const after = await get(b, '/blog/a');
+    const after = await afterRefresh(b, '/blog/a', (answer) => answer.cache !== 'HIT');
     expect(after.cache).toBe('MISS');
     expect(after.render).not.toBe(before.render);
     expect(after.render).toMatch(/\|B\|/);
@@ -109,16 +112,16 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const before = await get(b, '/blog/c');
     expect(before.cache).toBe('HIT');
     await fetch(`${a.url}/api/revalidate?tag=_N_T_/blog/c&mode=max`);
-    await sleep(AFTER_REFRESH);
-    const stale = await get(b, '/blog/c');
+    const stale = await afterRefresh(b, '/blog/c', (answer) => answer.cache !== 'HIT');
     expect(stale.cache).toBe('STALE');
     expect(stale.render).toBe(before.render);
     // The background regeneration on B: wait for it (bounded), without assuming how long it takes.
-    let fresh = await get(b, '/blog/c');
-    for (let i = 0; i < 100 && fresh.render === before.render; i++) {
-      await sleep(100);
-      fresh = await get(b, '/blog/c');
-    }
+    const fresh = await pollUntil(
+      () => get(b, '/blog/c'),
+      (answer) => answer.render !== before.render,
+      10_000,
+      100,
+    );
     expect(fresh.cache).toBe('HIT');
     expect(fresh.render).not.toBe(before.render);
     expect((await get(a, '/blog/c')).render).toBe(fresh.render);
@@ -128,8 +131,7 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     await get(a, '/isr');
     const before = await get(b, '/isr');
     await fetch(`${a.url}/api/revalidate?path=/isr`);
-    await sleep(AFTER_REFRESH);
-    const after = await get(b, '/isr');
+    const after = await afterRefresh(b, '/isr', (answer) => answer.cache !== 'HIT');
     expect(after.cache).toBe('MISS');
     expect(after.render).not.toBe(before.render);
   });
@@ -139,8 +141,7 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const shared = await get(b, '/data');
     expect(shared.value).toBe(first.value);
     await fetch(`${a.url}/api/revalidate?tag=data`);
-    await sleep(AFTER_REFRESH);
-    const refetched = await get(b, '/data');
+    const refetched = await afterRefresh(b, '/data', (answer) => answer.value !== first.value);
     expect(Number(refetched.value)).toBeGreaterThan(Number(first.value));
     expect((await get(a, '/data')).value).toBe(refetched.value);
     // updateTag is only allowed in a Server Action: post the fixture's form to A.
@@ -149,8 +150,7 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     form.set('tag', 'data');
     const action = await fetch(`${a.url}/action`, { method: 'POST', body: form });
     expect(action.status).toBe(200);
-    await sleep(AFTER_REFRESH);
-    const afterAction = await get(b, '/data');
+    const afterAction = await afterRefresh(b, '/data', (answer) => answer.value !== refetched.value);
     expect(Number(afterAction.value)).toBeGreaterThan(Number(refetched.value));
   });
 
@@ -158,8 +158,7 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const first = await get(a, '/cached');
     expect((await get(b, '/cached')).value).toBe(first.value);
     await fetch(`${a.url}/api/revalidate?tag=computed`);
-    await sleep(AFTER_REFRESH);
-    const after = await get(b, '/cached');
+    const after = await afterRefresh(b, '/cached', (answer) => answer.value !== first.value);
     expect(after.value).not.toBe(first.value);
     expect(after.value).toMatch(/\|B\|/);
   });
@@ -247,7 +246,7 @@ needRoot('the cache folder becomes read-only', () => {
         expect(fresh.render).toMatch(/\|C\|/);
         // Next runs revalidations after the response and logs a failure: the log must say it was not recorded.
         await fetch(`${c.url}/api/revalidate?tag=anything`);
-        await sleep(200);
+        await waitFor(() => /EROFS/.test(c.output()));
         expect(c.output()).toMatch(/EROFS/);
         expect((await get(c, '/isr')).status).toBe(200);
         expect(readdirSync(path.join(readOnly, 'apps'))).toEqual(['default']);
