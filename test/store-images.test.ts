@@ -63,16 +63,16 @@ describe('image store: a pair of sidecar and raw file, trusted only when they ag
   it('a sidecar that is not JSON, not ours, oversized, or naming another key: a miss with its reason', async () => {
     const s = await stored();
     const good = readFileSync(s.sidecar);
+    const sidecar = JSON.parse(good.toString()) as ImageSidecar;
     writeFileSync(s.sidecar, '{not json');
     expect(await reasonOf(s)).toBe('bad-sidecar');
-    writeFileSync(s.sidecar, JSON.stringify({ ...s.written(), v: 2 }));
+    writeFileSync(s.sidecar, JSON.stringify({ ...sidecar, v: 2 }));
     expect(await reasonOf(s)).toBe('bad-sidecar');
     writeFileSync(s.sidecar, good);
     truncateSync(s.sidecar, 64 * 1024 + 1);
     expect(await reasonOf(s)).toBe('bad-sidecar');
     writeFileSync(s.sidecar, good);
     expect(await reasonOf(s, '/another/key')).toBe('absent'); // another key has another hash: another sidecar
-    const sidecar = JSON.parse(good.toString()) as ImageSidecar;
     writeFileSync(s.sidecar, JSON.stringify({ ...sidecar, key: '/colliding/key' }));
     expect(await reasonOf(s)).toBe('key-mismatch');
   });
