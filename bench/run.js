@@ -94,7 +94,12 @@ async function micro() {
         const set = await measure(n, concurrency, (i) => store.set(key(i), value));
         const hit = await measure(n, concurrency, async (i) => servesIntact(await store.get(key(i), value), value));
         const miss = await measure(n, concurrency, (i) => store.get(`/route-cache/APP_PAGE/bench/$/absent-${i}`, value));
-        for (const [op, r] of [['get hit', hit], ['get miss', miss], ['set', set]]) rows.push({ payload: payloadName, concurrency, contender: store.name, id, op, ...r });
+        for (const [op, r] of [
+          ['get hit', hit],
+          ['get miss', miss],
+          ['set', set],
+        ])
+          rows.push({ payload: payloadName, concurrency, contender: store.name, id, op, ...r });
         await store.close();
       }
       for (const row of rows) {
@@ -314,7 +319,7 @@ async function site() {
   const autocannon = require('autocannon');
   const fixture = require('../scripts/fixture-app.js');
   // Its own build folder: the test suite may be building or serving the fixture's default one.
-  fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
+  await fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
   const data = await fixture.startDataServer();
   const rows = [];
   for (const variant of ['nvc', 'builtin', 'redis']) {
@@ -452,7 +457,9 @@ async function operations() {
     const measureOps = async (fn) => {
       for (const k of Object.keys(counts)) delete counts[k];
       await fn();
-      return Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
+      return Object.entries(counts)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
     };
     rows.push({ payload: payloadName, 'get hit': await measureOps(() => handler.get('warm', getCtx)), 'get miss': await measureOps(() => handler.get('absent', getCtx)), set: await measureOps(() => handler.set('warm', value, ctx)) });
     await runtime.close();

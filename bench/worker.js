@@ -29,12 +29,14 @@ const makers = {
     for (let i = 0; i < keys; i++) await store.set(key(i), value);
   } else {
     let next = 0;
-    await Promise.all(Array.from({ length: 4 }, async () => {
-      while (next < count) {
-        const i = next++;
-        if (await store.get(key(i), value)) ops++;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < count) {
+          const i = next++;
+          if (await store.get(key(i), value)) ops++;
+        }
+      }),
+    );
   }
   const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
   await store.close();

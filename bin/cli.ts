@@ -10,21 +10,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { SingleBar } from 'cli-progress';
 import ms from 'ms';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
-import {
-  checkRoot,
-  compact,
-  gc,
-  inspect,
-  listApps,
-  LockHeldError,
-  NotACacheRootError,
-  purge,
-  PurgeUsageError,
-  seed,
-  stats,
-  verify,
-  type WalkProgress,
-} from '../lib/maintenance';
+import { checkRoot, compact, gc, inspect, listApps, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
 import { VolumeError } from '../lib/store/volume';
 import { formatBytes } from '../lib/util/units';
 
@@ -79,7 +65,7 @@ const OPTION_HELP: Record<string, string> = {
   timeoutMs: 'deadline of one filesystem sequence on the request path (default 2000)',
   concurrency: 'filesystem sequences in flight at once (default UV_THREADPOOL_SIZE - 1)',
   fsync: 'fsync entry files before publishing them (true/false)',
-  tagRefreshMs: 'how often a process looks for other processes\' invalidations (default 1000)',
+  tagRefreshMs: "how often a process looks for other processes' invalidations (default 1000)",
   leaseTimeoutMs: 'a writer whose lease is older is gone, for compact (default 300000)',
   logLevel: 'debug, info, warn (default), error, silent',
   lockStaleMs: 'a maintenance lock not refreshed for this long is taken over (default 120000)',
@@ -112,8 +98,7 @@ function buildProgram(io: Output): Command {
     .exitOverride();
   for (const name of OPTION_NAMES) program.addOption(new Option(`${flagNameOf(name)} <value>`, OPTION_HELP[name] ?? name));
 
-  const withWait = (command: Command): Command =>
-    command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
+  const withWait = (command: Command): Command => command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
   const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>) =>
     async function (this: Command): Promise<void> {
       await runForApps(this, io, run);
@@ -259,7 +244,7 @@ function buildProgram(io: Output): Command {
       .option('--path <route>', 'entries revalidatePath(route) would hit (repeatable)', collect, [])
       .option('--kind <kind>', 'APP_PAGE, APP_ROUTE, PAGES, REDIRECT, FETCH, USE_CACHE, IMAGE (repeatable)', collect, [])
       .option('--older-than <duration>', 'only entries written longer ago than this, e.g. 7d', durationArg)
-      .option('--key <key>', 'one cache key, in every namespace: pages of every build, fetches, \'use cache\' entries, images (repeatable)', collect, [])
+      .option('--key <key>', "one cache key, in every namespace: pages of every build, fetches, 'use cache' entries, images (repeatable)", collect, [])
       .option('--build <id>', "only entries of this BUILD_ID's namespace (repeatable)", collect, [])
       .option('--all', 'every entry (needs --yes)')
       .option('--yes', 'confirm a purge of everything (--all, or --older-than 0)')
@@ -334,10 +319,15 @@ function buildProgram(io: Output): Command {
     .description('where a key lives, its metadata and tags, and whether an invalidation applies (writes nothing; always JSON)')
     .option('--raw', 'include the decoded value (Buffers as base64)')
     .action(async function (this: Command, key: string) {
-      await runForApps(this, io, async (options, flags) => {
-        const result = await inspect({ ...options, key, raw: flags.raw === true });
-        return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
-      }, true);
+      await runForApps(
+        this,
+        io,
+        async (options, flags) => {
+          const result = await inspect({ ...options, key, raw: flags.raw === true });
+          return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
+        },
+        true,
+      );
     });
   return program;
 }
@@ -348,11 +338,11 @@ function buildProgram(io: Output): Command {
  * keyed by app with --json. The exit code is the highest of the runs.
  */
 async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, alwaysJson = false): Promise<void> {
-  const flags = command.optsWithGlobals() as Record<string, unknown>;
+  const flags = command.optsWithGlobals<Record<string, unknown>>();
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
   const json = alwaysJson || flags.json === true;
-  const apps = flags.allApps === true ? await listApps(options as CacheOptions) : [undefined];
+  const apps = flags.allApps === true ? await listApps(options) : [undefined];
   const documents: Record<string, object> = {};
   let exit: number = EXIT.ok;
   for (const app of apps) {

@@ -313,7 +313,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): CacheOptio
     }
     options[option] = parseValue(option, name, value);
   }
-  return options as CacheOptions;
+  return options;
 }
 
 /** Validates factory options (unknown keys are errors), then lays them over env and defaults. */
@@ -349,5 +349,5 @@ export function pickCacheOptions(options: object): CacheOptions {
     const value = (options as Record<string, unknown>)[name];
     if (value !== undefined) out[name] = value;
   }
-  return out as CacheOptions;
+  return out;
 }

@@ -1,13 +1,14 @@
 // Drives the real Next.js app in fixtures/next-app: build it once, start a tiny data server and
 // `next start` servers that share one cache folder. Used by the end-to-end tests and the demo.
 'use strict';
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
+const lockfile = require('proper-lockfile');
 
-const { REPO, atLeast, lockFolder, nextTarget, prepareFixture } = require('./next-target.js');
+const { REPO, atLeast, nextTarget, prepareFixture } = require('./next-target.js');
 
 /** The Next.js under test: the repository's, or NVC_NEXT_VERSION's (installed into .cache/next/<version>). */
 const TARGET = nextTarget();
@@ -33,8 +34,21 @@ const FEATURES = {
 
 const BUILT_MARKER = 'fixture-build-complete';
 
-/** Builds the app unless a build of the current sources exists (`force` rebuilds). */
-function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
+/** How long a waiting test file waits for another one's build of the same app before giving up. */
+const BUILD_WAIT_MS = 10 * 60_000;
+/**
+ * A lock whose holder died (a killed test run) is taken over after this long without a refresh. The
+ * holder refreshes it every few seconds for as long as its build runs: the build is a child process,
+ * so this process's event loop stays free to do so.
+ */
+const BUILD_LOCK_STALE_MS = 30_000;
+
+/**
+ * Builds the app unless a build of the current sources exists (`force` rebuilds); resolves with its BUILD_ID.
+ * @param {{ force?: boolean, log?: (message: string) => void, app?: string, distDir?: string, variant?: string }} [options]
+ * @returns {Promise<string>}
+ */
+async function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.next', variant = '1' } = {}) {
   prepareFixture(TARGET, app, log);
   const buildId = path.join(app, distDir, 'BUILD_ID');
   // Next writes BUILD_ID before prerendering: only this marker, written after a successful build, says the build is usable.
@@ -42,37 +56,51 @@ function buildFixture({ force = false, log = () => {}, app = APP, distDir = '.ne
   const fresh = () => !force && fs.existsSync(built) && fs.statSync(built).mtimeMs > newestSource(app);
   if (fresh()) return fs.readFileSync(buildId, 'utf8');
   // Test files run in parallel and may want the same build: one builds, the others wait for it.
-  const release = lockFolder(path.join(app, `${distDir}.building`));
+  /** @type {Error | undefined} */
+  let lost;
+  const release = await lockfile.lock(app, {
+    lockfilePath: path.join(app, `${distDir}.building`),
+    stale: BUILD_LOCK_STALE_MS,
+    retries: { retries: Math.ceil(BUILD_WAIT_MS / 1000), factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+    // Not proper-lockfile's default (throwing from a timer): the build fails instead, below.
+    onCompromised: (error) => (lost = error),
+  });
   try {
     if (fresh()) return fs.readFileSync(buildId, 'utf8');
-    runBuild({ log, app, distDir, variant });
+    await runBuild({ log, app, distDir, variant });
+    // Another process may have built into the same folder meanwhile: this build cannot be trusted.
+    if (lost) throw new Error(`lost the build lock of ${path.relative(REPO, app)} (${distDir}) while building: ${lost.message}`);
     fs.writeFileSync(built, NEXT_VERSION);
     return fs.readFileSync(buildId, 'utf8');
   } finally {
-    release();
+    if (!lost) await release();
   }
 }
 
+/** `next build` in a child process (so this process can keep refreshing the build lock); resolves when it succeeds. */
 function runBuild({ log, app, distDir, variant }) {
   log(`building ${path.relative(REPO, app)} into ${distDir} with next@${NEXT_VERSION} (next build) ...`);
   // No cache folder at build time: `next build` only hands fetches to the handler, and a CI build
   // machine has no volume. The handler must cope (it degrades to misses), which this also proves.
-  try {
-    execFileSync(process.execPath, [NEXT_BIN, 'build'], {
-      cwd: app,
-      env: nextEnv({
-        NEXT_VOLUME_CACHE_DIR: path.join(app, distDir, 'no-volume-at-build', 'cache'),
-        DATA_PORT: '9',
-        FIXTURE_DIST_DIR: distDir,
-        FIXTURE_VARIANT: variant,
-      }),
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-  } catch (error) {
-    // Next reports some build failures (a page timing out) on stdout only.
-    error.message += `\n${String(error.stdout ?? '').split('\n').slice(-30).join('\n')}`;
-    throw error;
-  }
+  const child = spawn(process.execPath, [NEXT_BIN, 'build'], {
+    cwd: app,
+    env: nextEnv({
+      NEXT_VOLUME_CACHE_DIR: path.join(app, distDir, 'no-volume-at-build', 'cache'),
+      DATA_PORT: '9',
+      FIXTURE_DIST_DIR: distDir,
+      FIXTURE_VARIANT: variant,
+    }),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  // Next reports some build failures (a page timing out) on stdout only: its tail goes into the error.
+  let tail = '';
+  child.stdout.on('data', (d) => (tail = (tail + d.toString()).slice(-8000)));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`next build of ${path.relative(REPO, app)} (${distDir}) failed: ${signal ?? `exit code ${code}`}\n${tail.split('\n').slice(-30).join('\n')}`)),
+    );
+  });
 }
 
 /**
@@ -123,10 +151,19 @@ async function startDataServer() {
   });
   const port = await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { port, get requests() { return value; }, stop: () => new Promise((resolve) => server.close(resolve)) };
+  return {
+    port,
+    get requests() {
+      return value;
+    },
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
 
-/** Starts `next start` on a free port; resolves once it answers. */
+/**
+ * Starts `next start` on a free port; resolves once it answers.
+ * @param {{ name: string, cacheDir: string, dataPort: number, env?: Record<string, string>, command?: string, commandArgs?: string[], app?: string, distDir?: string }} options
+ */
 async function startServer({ name, cacheDir, dataPort, env = {}, command, commandArgs = [], app = APP, distDir = '.next' }) {
   const port = await freePort();
   const args = [...commandArgs, NEXT_BIN, 'start', '-p', String(port), '-H', '127.0.0.1'];

@@ -281,9 +281,7 @@ export class ConfinedFs {
 
   /** Renames a name (a link itself, never its target), each side looked up in its verified folder. */
   rename(from: string, to: string): Promise<void> {
-    return this.inDir(path.dirname(from), (fromDir) =>
-      this.inDir(path.dirname(to), (toDir) => this.raw.rename(path.join(fromDir, path.basename(from)), path.join(toDir, path.basename(to)))),
-    );
+    return this.inDir(path.dirname(from), (fromDir) => this.inDir(path.dirname(to), (toDir) => this.raw.rename(path.join(fromDir, path.basename(from)), path.join(toDir, path.basename(to)))));
   }
 
   /** Sets a regular file's times (ms since the epoch) on its open descriptor. */

@@ -131,8 +131,20 @@ function lockFs(fs: ConfinedFs, options: LockOptions): object {
         }),
         callback,
       ),
-    rmdir: (file: string, callback: Callback) => done(through(() => fs.rmdir(file)), callback),
-    stat: (file: string, callback: Callback<{ mtime: Date }>) => done(through(() => fs.statDir(file)).then((stats) => ({ mtime: new Date(localMtime(file, stats)) })), callback),
-    utimes: (file: string, _atime: Date, mtime: Date, callback: Callback) => done(through(() => fs.touchDir(file, mtime.getTime() + offsetMs)), callback),
+    rmdir: (file: string, callback: Callback) =>
+      done(
+        through(() => fs.rmdir(file)),
+        callback,
+      ),
+    stat: (file: string, callback: Callback<{ mtime: Date }>) =>
+      done(
+        through(() => fs.statDir(file)).then((stats) => ({ mtime: new Date(localMtime(file, stats)) })),
+        callback,
+      ),
+    utimes: (file: string, _atime: Date, mtime: Date, callback: Callback) =>
+      done(
+        through(() => fs.touchDir(file, mtime.getTime() + offsetMs)),
+        callback,
+      ),
   };
 }

@@ -108,4 +108,3 @@ async function removeTree(m: Maintenance, dir: string, guard: LockGuard, removed
     if (!['ENOENT', 'ENOTEMPTY', 'EEXIST'].includes(errorCode(error) ?? '')) throw error;
   });
 }
-

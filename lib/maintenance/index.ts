@@ -125,4 +125,3 @@ export function checkRoot(options: CacheOptions & CheckOptions): Promise<CheckRe
   const { maxLatencyMs, readOnly, fs, ...cache } = options;
   return check(pickCacheOptions(cache), { maxLatencyMs, readOnly: readOnly ?? false, ...(fs ? { fs } : {}) });
 }
-

@@ -12,7 +12,7 @@ import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
 import type { MemoryTier, MemoryCopy } from './memory-tier';
 import type { Regeneration } from './regeneration';
-import { TagView } from './tag-view';
+import type { TagView } from './tag-view';
 
 /**
  * The store service: the one narrow surface the Next.js adapters (and
@@ -72,9 +72,7 @@ export type { EntryRecord, CacheControl, ImageValue };
 /** How a served entry stands: fresh, or stale (served once while it is regenerated). */
 export type HitVerdict = 'fresh' | 'stale';
 
-export type EntryOutcome =
-  | { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number }
-  | { status: 'miss'; reason: string };
+export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number } | { status: 'miss'; reason: string };
 
 export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffer; ageMs: number } | { status: 'miss'; reason: string };
 

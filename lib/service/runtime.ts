@@ -305,9 +305,11 @@ export class Runtime {
     if (this.touchedImages.size >= MAX_TRACKED_TOUCHES) this.touchedImages.clear();
     this.touchedImages.set(rawPath, now);
     detached(() => {
-      this.gate.run(() => this.images.touch(rawPath, this.clock.now())).catch((error: unknown) => {
-        if (errorCode(error) !== 'ENOENT') this.service.reportIoError('image-touch', 'marking an image as used', error);
-      });
+      this.gate
+        .run(() => this.images.touch(rawPath, this.clock.now()))
+        .catch((error: unknown) => {
+          if (errorCode(error) !== 'ENOENT') this.service.reportIoError('image-touch', 'marking an image as used', error);
+        });
     });
   }
 

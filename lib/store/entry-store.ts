@@ -12,8 +12,7 @@ import { RememberedFailures } from './remembered-failures';
 export type MissReason = 'absent' | DecodeFailure | 'not-a-file' | 'too-large';
 
 export type ReadOutcome =
-  | { found: true; record: EntryRecord; hash: string; identity: FileIdentity }
-  | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
+  { found: true; record: EntryRecord; hash: string; identity: FileIdentity } | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
 
 /** What tells one version of a file from another without reading it (published by rename: a new version is a new inode). */
 export interface FileIdentity {

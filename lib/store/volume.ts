@@ -2,7 +2,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { errorCode } from '../util/errors';
 import { isNotAFolder, type ConfinedFs } from '../fs/confined';
-import { FORMAT_VERSION, Layout } from './layout';
+import { FORMAT_VERSION, type Layout } from './layout';
 import type { VolumeClock } from './clock';
 
 const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
@@ -27,7 +27,11 @@ export interface MarkerFile {
 
 /** A unique id for this process: the name of its lease, log segments and temp files. */
 export function newWriterId(): string {
-  const host = os.hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40) || 'host';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9-]/g, '-')
+      .slice(0, 40) || 'host';
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 

@@ -50,10 +50,7 @@ export interface Damage {
   mtimeMs: number | undefined;
 }
 
-export type SnapshotRead =
-  | { status: 'absent' }
-  | { status: 'ok'; snapshot: TagSnapshot; identity: string }
-  | ({ status: 'damaged'; identity: string } & Damage);
+export type SnapshotRead = { status: 'absent' } | { status: 'ok'; snapshot: TagSnapshot; identity: string } | ({ status: 'damaged'; identity: string } & Damage);
 
 /** The snapshot, with its identity (inode, size, mtime): replaced by rename, so a new identity means a new snapshot. */
 export async function readSnapshot(files: TagFiles, now: number, knownIdentity?: string): Promise<SnapshotRead | { status: 'unchanged' }> {

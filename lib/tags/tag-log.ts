@@ -269,7 +269,10 @@ export class TagLog {
     if (!this.damaged.has(name)) metrics.tagFilesUnusable++;
     this.damaged.set(name, damage);
     this.state.apply({ tags: [ALL_ENTRIES], stale: upTo, expired: upTo }, now);
-    log.onceWarn(`tag-file-unusable:${name}`, `cannot use tag log file ${name} (${damage.reason}): entries written before ${new Date(clock.toLocal(upTo)).toISOString()} are treated as invalidated until it can be read; run \`next-volume-cache check\``);
+    log.onceWarn(
+      `tag-file-unusable:${name}`,
+      `cannot use tag log file ${name} (${damage.reason}): entries written before ${new Date(clock.toLocal(upTo)).toISOString()} are treated as invalidated until it can be read; run \`next-volume-cache check\``,
+    );
   }
 
   private linesFor(record: Invalidation): string[] {

@@ -88,11 +88,14 @@ export class FsGate {
         this.active++;
         resolve();
       };
-      const timer = setTimeout(() => {
-        const index = this.waiting.indexOf(wake);
-        if (index >= 0) this.waiting.splice(index, 1);
-        reject(new GateError('timeout'));
-      }, Math.max(0, deadline - performance.now()));
+      const timer = setTimeout(
+        () => {
+          const index = this.waiting.indexOf(wake);
+          if (index >= 0) this.waiting.splice(index, 1);
+          reject(new GateError('timeout'));
+        },
+        Math.max(0, deadline - performance.now()),
+      );
       timer.unref();
       this.waiting.push(wake);
     });

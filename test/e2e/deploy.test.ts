@@ -21,7 +21,11 @@ async function page(server: Server, pathname: string): Promise<{ cache: string |
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
@@ -48,8 +52,8 @@ async function start(name: string, cacheDir: string, distDir: string, env: Recor
 
 beforeAll(async () => {
   await loadHasher();
-  build1 = buildNamespace(fixture.buildFixture({ log: (m: string) => console.log(m) }), hashKey);
-  build2 = buildNamespace(fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) }), hashKey);
+  build1 = buildNamespace(await fixture.buildFixture({ log: (m: string) => console.log(m) }), hashKey);
+  build2 = buildNamespace(await fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) }), hashKey);
   data = await fixture.startDataServer();
 });
 
@@ -64,9 +68,10 @@ describe('a rolling deploy: two builds on one volume', () => {
     expect(build1).not.toBe(build2);
     const cacheDir = cacheFolder('nvc-deploy-');
     const old = await start('old', cacheDir, '.next');
-    await sleep(50); // the new build is the more recently served one
-    const fresh = await start('new', cacheDir, '.next-build2');
     expect((await page(old, '/isr')).variant).toBe('1');
+    // The new build is the more recently served one: it starts once the old one has marked its build served.
+    expect(await waitFor(() => existsSync(path.join(cacheDir, 'apps/default/builds', `build-${build1}`)))).toBe(true);
+    const fresh = await start('new', cacheDir, '.next-build2');
     expect((await page(fresh, '/isr')).variant).toBe('2');
     const oldCached = await page(old, '/isr');
     expect(oldCached).toMatchObject({ cache: 'HIT', variant: '1' });
@@ -86,8 +91,13 @@ describe('a rolling deploy: two builds on one volume', () => {
     const whileLive = JSON.parse((await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000')).out);
     expect(whileLive.buildsDropped).toEqual([]);
     await old.stop();
-    await sleep(2500);
-    const after = await cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000');
+    // Build 1 is dropped once its marker is older than the 2 s lease timeout; gc reports when, nothing is guessed.
+    const after = await pollUntil(
+      () => cli('--json', 'gc', '--dir', cacheDir, '--keep-builds', '1', '--lease-timeout-ms', '2000'),
+      (run) => run.code !== 0 || (JSON.parse(run.out) as { buildsDropped: unknown[] }).buildsDropped.length > 0,
+      15_000,
+      250,
+    );
     expect(after.code, after.err).toBe(0);
     expect(JSON.parse(after.out).buildsDropped.map((b: { namespace: string }) => b.namespace)).toEqual([build1]);
     expect(existsSync(path.join(entries, build1))).toBe(false);
@@ -140,11 +150,18 @@ describe('seeding from the build', () => {
     const env = { NEXT_VOLUME_CACHE_SEED: 'true', NEXT_VOLUME_CACHE_LOG_LEVEL: 'info' };
     const [a, b] = await Promise.all([start('a', cacheDir, '.next', env), start('b', cacheDir, '.next', env)]);
     await Promise.all([page(a, '/data'), page(b, '/data')]);
-    let seededLines = 0;
-    for (let i = 0; i < 50 && seededLines === 0; i++) {
-      await sleep(100);
-      seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
-    }
+    const seededLines = () =>
+      [a, b]
+        .map(
+          (s) =>
+            s
+              .output()
+              .split('\n')
+              .filter((l) => l.includes('seeded ')).length,
+        )
+        .reduce((x, y) => x + y, 0);
+    expect(await waitFor(() => seededLines() > 0, 5000, 100)).toBe(true);
+    // A second seed would log within moments: an absence cannot be polled for, so this one window stays a fixed wait.
     await sleep(300);
     seededLines = [a, b].map((s) => s.output().split('\n').filter((l) => l.includes('seeded ')).length).reduce((x, y) => x + y, 0);
     expect(seededLines).toBe(1);

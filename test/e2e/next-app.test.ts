@@ -27,7 +27,7 @@ async function get(server: Server, pathname: string, headers: Record<string, str
     cache: res.headers.get('x-nextjs-cache'),
     cacheControl: res.headers.get('cache-control'),
     body,
-    render: /data-render="([^"]*)"/.exec(body)?.[1] ?? (/"render":"([^"]*)"/.exec(body)?.[1]),
+    render: /data-render="([^"]*)"/.exec(body)?.[1] ?? /"render":"([^"]*)"/.exec(body)?.[1],
     value: /data-value="([^"]*)"/.exec(body)?.[1],
   };
 }
@@ -68,14 +68,11 @@ let a: Server;
 let b: Server;
 
 async function startBoth(): Promise<void> {
-  [a, b] = await Promise.all([
-    fixture.startServer({ name: 'A', cacheDir, dataPort: data.port }),
-    fixture.startServer({ name: 'B', cacheDir, dataPort: data.port }),
-  ]);
+  [a, b] = await Promise.all([fixture.startServer({ name: 'A', cacheDir, dataPort: data.port }), fixture.startServer({ name: 'B', cacheDir, dataPort: data.port })]);
 }
 
 beforeAll(async () => {
-  fixture.buildFixture({ log: (m: string) => console.log(m) });
+  await fixture.buildFixture({ log: (m: string) => console.log(m) });
   cacheDir = tempDir('nvc-e2e-');
   data = await fixture.startDataServer();
   await startBoth();

@@ -18,7 +18,7 @@ let b: Server;
 let cacheDir: string | undefined;
 
 beforeAll(async () => {
-  fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
+  await fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
   cacheDir = tempDir('nvc-e2e-cc-');
   [a, b] = await Promise.all([
     fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
@@ -39,7 +39,7 @@ describe("'use cache' across two servers (cacheComponents: true)", () => {
     expect(onB.value).toBe(onA.value);
   });
 
-  it("revalidateTag on A invalidates the cached value on B, and the page that embeds it", async () => {
+  it('revalidateTag on A invalidates the cached value on B, and the page that embeds it', async () => {
     const before = (await value(a, '/dynamic')).value;
     await value(a, '/embed');
     const embedBefore = await value(b, '/embed');
