@@ -43,8 +43,6 @@ export interface ServiceParts {
   tagView: TagView;
   memory: MemoryTier;
   regeneration: Regeneration;
-  /** Whether the volume is open now, without waiting or opening it. */
-  isOpen(): boolean;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -331,14 +329,7 @@ export class CacheService {
 
   /** Brings the tag view up to date if its interval has passed ('use cache' refreshTags). Never throws. */
   async refreshTags(): Promise<void> {
-    // Not open yet (the first request, or `next build` with no volume): opening starts in the
-    // background and this call does not wait for it. Next calls it during prerendering too, where
-    // Next 16.0 never lets the I/O of a first open settle; every get waits for the volume anyway.
-    if (!this.parts.isOpen()) {
-      void this.parts.ready();
-      return;
-    }
-    await this.parts.tagView.refreshIfDue();
+    if (await this.parts.ready()) await this.parts.tagView.refreshIfDue();
   }
 
   /** Counts and logs a set that failed before it reached the store (the value itself could not be produced). */

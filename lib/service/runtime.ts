@@ -137,7 +137,6 @@ export class Runtime {
         maxClockSkewMs: settings.maxClockSkewMs,
       }),
       ready: () => this.ready(),
-      isOpen: () => this.state === 'ready',
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
   }
