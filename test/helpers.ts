@@ -49,10 +49,10 @@ export interface ChildResult {
   stderr: string;
 }
 
-/** Runs a Node script from test/children with arguments; resolves when it exits. */
+/** Runs a Node script from test/children (or at an absolute path) with arguments; resolves when it exits. */
 export function runChild(script: string, args: string[], env: NodeJS.ProcessEnv = {}, command = process.execPath, prefixArgs: string[] = []): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...prefixArgs, path.join(REPO, 'test', 'children', script), ...args], {
+    const child = spawn(command, [...prefixArgs, path.resolve(REPO, 'test', 'children', script), ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
