@@ -282,14 +282,15 @@ describe('usage and safety', () => {
   it('a second destructive run exits 4 while the lock is held; a SIGKILLed run leaves a lock that is taken over', async () => {
     const dir = await filledStore();
     for (let i = 0; i < 300; i++) writeFileSync(path.join(dir, 'apps/default/entries/shared', `bulk-${i}`), 'x');
-    const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'gc', '--dir', dir, '--wait'], { stdio: 'ignore' });
+    const waiter = spawnCli(['gc', '--dir', dir, '--wait']);
     // Hold the lock from this process while the child waits, then kill the child and check recovery.
     const m = await openMaintenance({ dir, logLevel: 'silent', lockStaleMs: 2000 });
     const { withMaintenanceLock } = await import('../lib/maintenance/lock');
     await withMaintenanceLock(m.layout, 'maintenance', { wait: true, staleMs: 2000 }, async () => {
       expect((await cli('gc', '--dir', dir, '--no-wait')).code).toBe(4);
     });
-    child.kill('SIGKILL');
+    waiter.child.kill('SIGKILL');
+    await waiter.exited;
     // Simulate a run killed while holding the lock: a lock folder nobody refreshes.
     mkdirSync(path.join(m.layout.locksDir, 'maintenance.lock'), { recursive: true });
     expect((await cli('gc', '--dir', dir, '--no-wait', '--lock-stale-ms', '2000')).code).toBe(4);
