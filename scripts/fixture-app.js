@@ -133,7 +133,11 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
       await fetch(`${url}/api/revalidate`);
       break;
     } catch {
-      if (Date.now() > deadline) throw new Error(`server ${name} did not start: ${output}`);
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL'); // not left running behind a failed test
+        await exit.ended;
+        throw new Error(`server ${name} did not start: ${output}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
