@@ -18,7 +18,9 @@ function runUntilKilled(op: string, dir: string, trial: number, ms: number): Pro
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last output is read, and a line printed just
+    // before the kill is an acknowledgement the test must check.
+    child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (signal !== 'SIGKILL') return reject(new Error(`${op} exited on its own (${code}): ${err}`));
       // Only whole lines count: a line cut by the kill was not acknowledged.

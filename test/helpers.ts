@@ -99,7 +99,8 @@ export function runInvalidator(dir: string, ms: number, name: string, leaseMs: n
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const killer = options.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.killAfterMs);
     child.on('error', reject);
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last acknowledged line is read.
+    child.on('close', (code, signal) => {
       clearTimeout(killer);
       if (code === 0 || (signal === 'SIGKILL' && killer)) resolve(out.split('\n').slice(0, -1));
       else reject(new Error(`invalidator ${name} exited with ${code ?? signal}`));
