@@ -9,22 +9,32 @@ import { openCache, REPO, runInvalidator, seededRandom, tempDir, walk } from './
 const TRIALS = Number(process.env.NVC_CRASH_TRIALS ?? 6);
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('base64url');
 
-/** Runs `op` in a child and SIGKILLs it after `ms`; returns the lines it printed (its acknowledgements). */
+const STARTED = 'started\n';
+
+/**
+ * Runs `op` in a child and SIGKILLs it `ms` after it has started working; returns the lines it
+ * printed then (its acknowledgements). The delay counts from the child's 'started' line, not from
+ * its spawn: on a busy machine loading alone can outlast the delay, and a child killed before it
+ * did anything tests nothing.
+ */
 function runUntilKilled(op: string, dir: string, trial: number, ms: number): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(REPO, 'test/children/crash-op.js'), op, dir, String(trial)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let timer: NodeJS.Timeout | undefined;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (timer === undefined && out.startsWith(STARTED)) timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
     // 'close', not 'exit': 'exit' may come before the last output is read, and a line printed just
     // before the kill is an acknowledgement the test must check.
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (signal !== 'SIGKILL') return reject(new Error(`${op} exited on its own (${code}): ${err}`));
       // Only whole lines count: a line cut by the kill was not acknowledged.
-      resolve(out.split('\n').slice(0, -1));
+      resolve(out.slice(STARTED.length).split('\n').slice(0, -1));
     });
   });
 }

@@ -1,4 +1,4 @@
-// Does one kind of work in a loop until it is SIGKILLed; prints a line per acknowledged invalidation.
+// Does one kind of work in a loop until it is SIGKILLed; prints 'started', then a line per acknowledged invalidation.
 //   crash-op.js <set|image|revalidate|compact|purge|gc> <dir> <trial>
 'use strict';
 const crypto = require('node:crypto');
@@ -17,6 +17,9 @@ function page(seq) {
 }
 
 (async () => {
+  // Loaded and opened: the test counts its random kill delay from this line, not from the spawn.
+  await handler.get('warm-up', {});
+  process.stdout.write('started\n');
   for (let seq = 0; ; seq++) {
     switch (op) {
       case 'set':
