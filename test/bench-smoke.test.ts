@@ -24,7 +24,7 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(figures.integrity.gets.every((r: Record<string, number>) => r['hit % (secret)'] === 100 && r['hit % (no secret)'] === 100)).toBe(true);
     expect(figures.integrity.macs.length).toBe(15);
     expect(figures.tier.length).toBeGreaterThan(0);
-    expect(figures.tier.every((r: Record<string, number>) => r['hot p50 µs'] > 0 && r['cold p50 µs'] > 0)).toBe(true);
+    expect(figures.tier.every((r: Record<string, number>) => r['hot p50 µs']! > 0 && r['cold p50 µs']! > 0)).toBe(true);
     expect(figures.regeneration.map((r: { leases: string }) => r.leases.split(' ')[0])).toEqual(['off', 'on']);
     expect(figures.memory['tier 50 MiB: peak RSS MiB']).toBeGreaterThan(0);
   });
