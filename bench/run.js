@@ -26,7 +26,17 @@ function machine() {
   return { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 }
 
-const tmp = (prefix) => fs.mkdtempSync(path.join(os.tmpdir(), `nvc-bench-${prefix}-`));
+/** Every folder the run makes; all removed when it exits (success, failure or Ctrl-C). */
+const made = new Set();
+const tmp = (prefix) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `nvc-bench-${prefix}-`));
+  made.add(dir);
+  return dir;
+};
+process.on('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+process.on('SIGINT', () => process.exit(130));
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 /** Runs `op(i)` n times with `concurrency` in flight; ops/s, latency percentiles (µs) and how many returned a value. */

@@ -76,6 +76,9 @@ async function startRig(profile, clients) {
     for (const m of mounts) spawnSync('fusermount3', ['-u', '-z', m]);
     for (const p of processes) p.kill(); // a no-op for a client that has ended
     await Promise.all(ended);
+    // Unmounted (lazily, so a mount point may still be busy for a moment): the backing folder and
+    // the mount points go with the base folder; what cannot go yet is retried, never left for good.
+    fs.rmSync(base, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   };
   const deadline = Date.now() + 10_000;
   while (!mounts.every((m) => fs.readFileSync('/proc/mounts', 'utf8').includes(` ${m} `))) {
