@@ -136,17 +136,23 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  // A child killed by a signal has a signalCode and no exitCode: either means its 'exit' has fired.
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  const kill = (signal) =>
+    new Promise((resolve) => {
+      if (exited()) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
   return {
     name,
     url,
     port,
+    pid: child.pid,
     output: () => output,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    /** Sends `signal` and resolves once the server has exited (listening before the signal is sent). */
+    kill,
+    stop: () => kill('SIGTERM'),
   };
 }
 
