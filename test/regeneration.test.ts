@@ -204,4 +204,28 @@ describe("Next's own staleness check agrees with the service's (found by the end
     expect(nextSees(got)).toBe('stale');
     expect(a.runtime.metrics.regenerationsClaimed).toBe(1);
   });
+
+  it('a process that read the old version, then takes the lease after its holder wrote the new one and gave it back, does not regenerate it again', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const fs = new FaultyFs();
+    const a = await cache(dir);
+    const b = await cache(dir, {}, fs);
+    await a.handler.set(KEY, page('v1', 1).value, page('v1', 1).ctx);
+    vi.advanceTimersByTime(1500);
+    expect(nextSees(await a.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('stale'); // a regenerates
+    // b reads v1 (stale) and goes for the lease; it gets there only after a has written v2 and given the lease back.
+    const leaseFile = (p: string) => p.includes('/leases/');
+    fs.add({ op: 'open', path: leaseFile, times: 1, fault: { hang: true } });
+    const opened = fs.opened.length;
+    const answer = b.handler.get(KEY, { kind: 'APP_PAGE' });
+    await vi.waitUntil(() => fs.opened.slice(opened).some(leaseFile));
+    await a.handler.set(KEY, page('v2', 1).value, page('v2', 1).ctx);
+    expect(leaseFiles(dir)).toHaveLength(0);
+    fs.releaseHung();
+    expect(nextSees(await answer)).toBe('fresh');
+    expect(b.runtime.metrics.regenerationsClaimed).toBe(0);
+    expect(leaseFiles(dir)).toHaveLength(0); // taken, found useless, given back
+    expect((await b.handler.get(KEY, { kind: 'APP_PAGE' }))!.value).toMatchObject({ html: '<p>v2</p>' });
+  });
 });

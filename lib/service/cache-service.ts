@@ -1,6 +1,6 @@
 import type { EntryRecord } from '../store/codec';
 import type { VolumeClock } from '../store/clock';
-import { sameIdentity, type EntryStore } from '../store/entry-store';
+import { sameIdentity, type EntryStore, type FileIdentity } from '../store/entry-store';
 import { hashKey } from '../store/hash';
 import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store';
 import type { CacheControl } from '../store/codec';
@@ -149,7 +149,7 @@ export class CacheService {
         if (options.freshForMs) this.parts.memory.put(namespace, outcome.record, outcome.identity);
         return this.count(withAgreedAge(judged, options));
       }
-      return this.count(await this.staleOrDeferred(judged, namespace, outcome.hash));
+      return this.count(await this.staleOrDeferred(judged, key, namespace, outcome));
     } catch (error) {
       this.reportIoError('get', 'reading an entry', error, hash);
       return this.miss(error instanceof GateError ? error.reason : 'io-error');
@@ -189,15 +189,26 @@ export class CacheService {
    * answered fresh by the others while the lease holds, so that one pod
    * renders per staleness.
    */
-  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, namespace: string, hash: string): Promise<EntryOutcome> {
+  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, key: string, namespace: string, read: { hash: string; identity: FileIdentity }): Promise<EntryOutcome> {
     const { regeneration, metrics } = this.parts;
     if (!regeneration.enabled) return judged;
-    if (await regeneration.claim(hash, namespace)) {
-      metrics.regenerationsClaimed++;
-      return judged;
+    if (await regeneration.claim(read.hash, namespace)) {
+      if (await this.stillCurrent(key, namespace, read.identity)) {
+        metrics.regenerationsClaimed++;
+        return judged;
+      }
+      // Replaced between the read and the claim (its previous holder wrote it and gave the lease
+      // back meanwhile): nothing to regenerate, the new version is read next time.
+      await regeneration.release(read.hash, namespace);
     }
     metrics.regenerationsDeferred++;
     return { ...judged, verdict: 'fresh', ageMs: 0 };
+  }
+
+  /** Whether the key's file is still the one read (one open, fstat, close; once per lease won). When it cannot tell: yes. */
+  private async stillCurrent(key: string, namespace: string, identity: FileIdentity): Promise<boolean> {
+    const now = await this.parts.gate.run((hold) => this.parts.entries.identify(key, namespace, hold)).catch(() => undefined);
+    return now === undefined || sameIdentity(now, identity);
   }
 
   /**
