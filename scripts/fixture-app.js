@@ -197,15 +197,19 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  /** Sends `signal` (a no-op once it has ended) and resolves once the server has ended. */
+  const kill = (signal) => {
+    child.kill(signal);
+    return exit.ended;
+  };
   return {
     name,
     url,
     port,
+    pid: child.pid,
     output: () => output,
-    stop: () => {
-      child.kill('SIGTERM'); // a no-op once it has ended
-      return exit.ended;
-    },
+    kill,
+    stop: () => kill('SIGTERM'),
   };
 }
 

@@ -179,3 +179,65 @@ describe('leases and the CLI', () => {
     expect(readdirSync(path.dirname(lease))).toEqual([]);
   });
 });
+
+describe("Next's own staleness check agrees with the service's (found by the end-to-end test under load)", () => {
+  // 5 s windows: the volume clock is recalibrated on the real clock meanwhile, which may add some ms to an age here.
+  it('a hit judged fresh just before its window ends is still fresh when Next judges it a moment later', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const a = await cache(dir);
+    await a.handler.set(KEY, page('v1', 5).value, page('v1', 5).ctx);
+    vi.advanceTimersByTime(4800);
+    const got = await a.handler.get(KEY, { kind: 'APP_PAGE' });
+    vi.advanceTimersByTime(300); // Next looks at the answer on its own clock, after the read returned (a busy event loop)
+    // Had Next found it stale, it would regenerate here with no lease: one more render per pod.
+    expect(nextSees(got)).toBe('fresh');
+    expect(a.runtime.metrics.regenerationsClaimed).toBe(0);
+  });
+
+  it('a copy in memory that goes stale while its identity check waits is not served as fresh', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const fs = new FaultyFs();
+    const dir = tempDir();
+    const a = await cache(dir, { memoryCacheBytes: 10 * 1024 * 1024, memoryTrustMs: 100 }, fs);
+    await a.handler.set(KEY, page('v1', 5).value, page('v1', 5).ctx);
+    await a.handler.get(KEY, { kind: 'APP_PAGE' }); // kept in memory
+    vi.advanceTimersByTime(4800); // past the copy's trust window: the next hit checks its identity on the volume
+    const entryFile = (p: string) => p.includes(hashKey(KEY)) && !p.includes('/leases/');
+    fs.add({ op: 'open', path: entryFile, times: 1, fault: { hang: true } });
+    const opened = fs.opened.length;
+    const answer = a.handler.get(KEY, { kind: 'APP_PAGE' });
+    await vi.waitUntil(() => fs.opened.slice(opened).some(entryFile));
+    vi.advanceTimersByTime(300); // the check is slow: the window (5 s) ends meanwhile
+    fs.releaseHung();
+    const got = await answer;
+    // Stale now: answered through the lease (this process takes it and regenerates), not as a fresh copy.
+    expect(a.runtime.metrics.memoryChecks).toBe(1);
+    expect(nextSees(got)).toBe('stale');
+    expect(a.runtime.metrics.regenerationsClaimed).toBe(1);
+  });
+
+  it('a process that read the old version, then takes the lease after its holder wrote the new one and gave it back, does not regenerate it again', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const fs = new FaultyFs();
+    const a = await cache(dir);
+    const b = await cache(dir, {}, fs);
+    await a.handler.set(KEY, page('v1', 1).value, page('v1', 1).ctx);
+    vi.advanceTimersByTime(1500);
+    expect(nextSees(await a.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('stale'); // a regenerates
+    // b reads v1 (stale) and goes for the lease; it gets there only after a has written v2 and given the lease back.
+    const leaseFile = (p: string) => p.includes('/leases/');
+    fs.add({ op: 'open', path: leaseFile, times: 1, fault: { hang: true } });
+    const opened = fs.opened.length;
+    const answer = b.handler.get(KEY, { kind: 'APP_PAGE' });
+    await vi.waitUntil(() => fs.opened.slice(opened).some(leaseFile));
+    await a.handler.set(KEY, page('v2', 1).value, page('v2', 1).ctx);
+    expect(leaseFiles(dir)).toHaveLength(0);
+    fs.releaseHung();
+    expect(nextSees(await answer)).toBe('fresh');
+    expect(b.runtime.metrics.regenerationsClaimed).toBe(0);
+    expect(leaseFiles(dir)).toHaveLength(0); // taken, found useless, given back
+    expect((await b.handler.get(KEY, { kind: 'APP_PAGE' }))!.value).toMatchObject({ html: '<p>v2</p>' });
+  });
+});

@@ -1,6 +1,6 @@
 import type { EntryRecord } from '../store/codec';
 import type { VolumeClock } from '../store/clock';
-import { sameIdentity, type EntryStore } from '../store/entry-store';
+import { sameIdentity, type EntryStore, type FileIdentity } from '../store/entry-store';
 import { hashKey } from '../store/hash';
 import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store';
 import type { CacheControl } from '../store/codec';
@@ -79,6 +79,8 @@ export type EntryDraft = Omit<EntryRecord, 'writtenAt'> & { ageMs?: number };
 
 /** How often a coalescing miss looks for the render it waits on. */
 const COALESCE_POLL_MS = 100;
+/** How much younger than its window a fresh hit is said to be at most (see withAgreedAge). */
+const FRESH_MARGIN_MS = 1000;
 
 export class CacheService {
   /** Identity checks in flight, by namespace and key: concurrent hits on one key share one. */
@@ -144,9 +146,9 @@ export class CacheService {
       if (judged.status === 'miss') return this.count((await this.coalesce(key, namespace, outcome.hash, options)) ?? judged);
       if (judged.verdict === 'fresh' && !isStaleByTime(judged, options)) {
         if (options.freshForMs) this.parts.memory.put(namespace, outcome.record, outcome.identity);
-        return this.count(judged);
+        return this.count(withAgreedAge(judged, options));
       }
-      return this.count(await this.staleOrDeferred(judged, namespace, outcome.hash));
+      return this.count(await this.staleOrDeferred(judged, key, namespace, outcome));
     } catch (error) {
       this.reportIoError('get', 'reading an entry', error, hash);
       return this.miss(error instanceof GateError ? error.reason : 'io-error');
@@ -161,20 +163,23 @@ export class CacheService {
    */
   private async fromMemory(copy: MemoryCopy, namespace: string, options: ReadOptions): Promise<EntryOutcome | undefined> {
     const { memory, metrics } = this.parts;
-    const judged = this.judge(copy.record, options, '');
-    if (judged.status !== 'hit' || judged.verdict !== 'fresh' || !isFreshByTime(judged, options)) {
+    const freshNow = (): Extract<EntryOutcome, { status: 'hit' }> | undefined => {
+      const judged = this.judge(copy.record, options, '');
+      return judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options) ? judged : undefined;
+    };
+    let judged = freshNow();
+    if (judged && performance.now() > copy.trustedUntil) {
+      const confirmed = await this.confirm(copy, namespace);
+      if (confirmed) memory.confirmed(copy);
+      // Judged again: the check took time (a queue, a slow volume), and the copy may have gone stale meanwhile.
+      judged = confirmed ? freshNow() : undefined;
+    }
+    if (!judged) {
       memory.drop(namespace, copy.record.key);
       return undefined;
     }
-    if (performance.now() > copy.trustedUntil) {
-      if (!(await this.confirm(copy, namespace))) {
-        memory.drop(namespace, copy.record.key);
-        return undefined;
-      }
-      memory.confirmed(copy);
-    }
     metrics.memoryHits++;
-    return this.count(judged);
+    return this.count(withAgreedAge(judged, options));
   }
 
   /**
@@ -183,15 +188,26 @@ export class CacheService {
    * answered fresh by the others while the lease holds, so that one pod
    * renders per staleness.
    */
-  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, namespace: string, hash: string): Promise<EntryOutcome> {
+  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, key: string, namespace: string, read: { hash: string; identity: FileIdentity }): Promise<EntryOutcome> {
     const { regeneration, metrics } = this.parts;
     if (!regeneration.enabled) return judged;
-    if (await regeneration.claim(hash, namespace)) {
-      metrics.regenerationsClaimed++;
-      return judged;
+    if (await regeneration.claim(read.hash, namespace)) {
+      if (await this.stillCurrent(key, namespace, read.identity)) {
+        metrics.regenerationsClaimed++;
+        return judged;
+      }
+      // Replaced between the read and the claim (its previous holder wrote it and gave the lease
+      // back meanwhile): nothing to regenerate, the new version is read next time.
+      await regeneration.release(read.hash, namespace);
     }
     metrics.regenerationsDeferred++;
     return { ...judged, verdict: 'fresh', ageMs: 0 };
+  }
+
+  /** Whether the key's file is still the one read (one open, fstat, close; once per lease won). When it cannot tell: yes. */
+  private async stillCurrent(key: string, namespace: string, identity: FileIdentity): Promise<boolean> {
+    const now = await this.parts.gate.run((hold) => this.parts.entries.identify(key, namespace, hold)).catch(() => undefined);
+    return now === undefined || sameIdentity(now, identity);
   }
 
   /**
@@ -394,6 +410,20 @@ export class CacheService {
     countMiss(this.parts.metrics, reason);
     return { status: 'miss', reason };
   }
+}
+
+/**
+ * A hit judged fresh by time, with the age the caller hands to Next. Next judges staleness again
+ * from that age, on its own clock, a moment later (its `now` is not the service's, and a read may
+ * have waited in between): a hit judged fresh just before its window ends would be found stale
+ * there and regenerated by every pod that served it, with no lease taken. So a fresh hit is said
+ * to be at most its window minus FRESH_MARGIN_MS old: whether an entry is stale by time is
+ * decided here, through the lease, and only here.
+ */
+function withAgreedAge<T extends { record: EntryRecord; ageMs: number }>(outcome: T, options: ReadOptions): T {
+  const windowMs = options.freshForMs?.(outcome.record) ?? Infinity;
+  if (!Number.isFinite(windowMs)) return outcome;
+  return { ...outcome, ageMs: Math.min(outcome.ageMs, Math.max(0, windowMs - FRESH_MARGIN_MS)) };
 }
 
 /** Fresh by time, as far as the caller can tell (without freshForMs, never: nothing goes to memory). */
