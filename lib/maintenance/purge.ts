@@ -76,7 +76,7 @@ export function isBulk(selection: PurgeSelection): boolean {
  */
 export async function purgeEntries(m: Maintenance, selection: PurgeSelection, dryRun: boolean, guard: LockGuard, progress?: WalkProgress): Promise<PurgeResult> {
   const tags = [...(selection.tags ?? []), ...(selection.paths ?? []).flatMap(tagsForPath)];
-  const builds = selection.builds?.length ? new Set(selection.builds.map((id) => buildNamespace(id, hashKey))) : undefined;
+  const builds = selection.builds?.length ? new Set(selection.builds.map((id) => buildNamespace(id))) : undefined;
   const hasSelector = tags.length > 0 || (selection.kinds?.length ?? 0) > 0 || selection.olderThanMs !== undefined || (selection.keys?.length ?? 0) > 0 || builds !== undefined || selection.all === true;
   if (!hasSelector) throw new PurgeUsageError('purge needs a selector: --tag, --path, --kind, --older-than, --key, --build or --all');
   if (isBulk(selection) && !selection.yes && !dryRun) throw new PurgeUsageError('this deletes every entry: add --yes to confirm, or --dry-run to see what it would delete');

@@ -3,7 +3,6 @@ import path from 'node:path';
 import fg from 'fast-glob';
 import type { EntryDraft } from '../service/cache-service';
 import type { Runtime, SeedWriter } from '../service/runtime';
-import { hashKey } from '../store/hash';
 import { buildNamespace } from '../store/layout';
 import { detached } from '../util/detached';
 import { tagsOf } from './freshness';
@@ -60,7 +59,7 @@ type Manifest = { routes: Record<string, PrerenderRoute> };
 /** The namespace a build's pages live in, from its `.next` folder's BUILD_ID. */
 export async function namespaceOfBuild(nextDir: string): Promise<{ buildId: string; namespace: string }> {
   const buildId = (await readFile(path.join(nextDir, 'BUILD_ID'), 'utf8')).trim();
-  return { buildId, namespace: buildNamespace(buildId, hashKey) };
+  return { buildId, namespace: buildNamespace(buildId) };
 }
 
 export async function seedFromBuild(target: SeedWriter, nextDir: string): Promise<SeedResult> {

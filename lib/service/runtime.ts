@@ -6,7 +6,7 @@ import { LockHeldError, withLock } from '../fs/lock';
 import { nodeFs, type VolumeFs } from '../fs/syscalls';
 import { VolumeClock } from '../store/clock';
 import { EntryStore } from '../store/entry-store';
-import { hashKey, loadHasher } from '../store/hash';
+import { loadHasher } from '../store/hash';
 import { ImageStore } from '../store/image-store';
 import { createIntegrity, type Integrity } from '../store/integrity';
 import { buildNamespace, Layout, SHARED_NAMESPACE } from '../store/layout';
@@ -193,7 +193,7 @@ export class Runtime {
     let namespace: string | undefined;
     try {
       const id = readFileSync(path.join(serverDistDir, '..', 'BUILD_ID'), 'utf8').trim();
-      namespace = id ? buildNamespace(id, hashKey) : undefined;
+      namespace = id ? buildNamespace(id) : undefined;
     } catch (error) {
       this.log.onceWarn('build-id', `no BUILD_ID beside ${serverDistDir} (${describe(error)}); pages are stored without a build namespace`);
     }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { codedError } from '../util/errors';
 import { TEMP_PREFIX } from '../fs/confined';
@@ -45,9 +46,16 @@ const HASH = /^[0-9a-f]{16}$/;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SHARD = /^[0-9a-f]{2}$/;
 
-/** The namespace of a Next build: `build-<BUILD_ID>`, or a hash of an id that is not a safe name. */
-export function buildNamespace(buildId: string, hash: (text: string) => string): string {
-  return SAFE_NAME.test(buildId) && buildId.length <= 100 ? BUILD_PREFIX + buildId : BUILD_PREFIX + hash(buildId);
+/**
+ * The namespace of a Next build: `build-<BUILD_ID>`, or `build-` and a hash of an id that would not
+ * make a safe name. Next's own ids (21 characters of A-Z a-z 0-9 _ -, a leading - or _ included)
+ * are kept as they are. The hash is node:crypto's, not the key hasher: a namespace is asked for on a
+ * handler's first get, before the key hasher has loaded (an await away).
+ */
+export function buildNamespace(buildId: string): string {
+  const name = BUILD_PREFIX + buildId;
+  if (buildId.length > 0 && buildId.length <= 100 && SAFE_NAME.test(name)) return name;
+  return BUILD_PREFIX + createHash('sha256').update(buildId, 'utf8').digest('hex').slice(0, 16);
 }
 
 /** A name the library could have made (app, namespace, writer): anything else found on the volume is a stranger. */

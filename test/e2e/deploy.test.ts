@@ -2,7 +2,6 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../bin/cli';
-import { hashKey, loadHasher } from '../../lib/store/hash';
 import { buildNamespace } from '../../lib/store/layout';
 import { pollUntil, tempDir, waitFor } from '../helpers';
 import * as fixture from '../../scripts/fixture-app.js';
@@ -49,9 +48,8 @@ async function start(name: string, cacheDir: string, distDir: string, env: Recor
 }
 
 beforeAll(async () => {
-  await loadHasher();
-  build1 = buildNamespace(await fixture.buildFixture({ log: (m: string) => console.log(m) }), hashKey);
-  build2 = buildNamespace(await fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) }), hashKey);
+  build1 = buildNamespace(await fixture.buildFixture({ log: (m: string) => console.log(m) }));
+  build2 = buildNamespace(await fixture.buildFixture({ distDir: '.next-build2', variant: '2', log: (m: string) => console.log(m) }));
   data = await fixture.startDataServer();
 });
 
