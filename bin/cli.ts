@@ -82,6 +82,7 @@ const OPTION_HELP: Record<string, string> = {
   tagRefreshMs: 'how often a process looks for other processes\' invalidations (default 1000)',
   leaseTimeoutMs: 'a writer whose lease is older is gone, for compact (default 300000)',
   logLevel: 'debug, info, warn (default), error, silent',
+  logFormat: 'text (default) or json: one JSON object per line',
   lockStaleMs: 'a maintenance lock not refreshed for this long is taken over (default 120000)',
   metricsLogMs: 'log in-process counters every this many ms (handlers only)',
   maxBytes: 'gc: byte budget for page and fetch entries, e.g. 20GiB',

@@ -92,7 +92,7 @@ export class Runtime {
   constructor(private readonly options: RuntimeOptions) {
     const settings = options.settings;
     this.settings = settings;
-    this.log = new CacheLog(settings.logLevel);
+    this.log = new CacheLog(settings.logLevel, undefined, settings.logFormat);
     this.layout = new Layout(settings.dir, settings.app);
     this.gate = new FsGate(settings.concurrency, settings.timeoutMs);
     this.fs = new ConfinedFs(options.fs ?? nodeFs, settings.dir, writeSettingsOf(settings, newWriterId()));
@@ -227,7 +227,7 @@ export class Runtime {
         if (await isSeeded()) return;
         const result = await produce({ writeIfAbsent: (draft) => this.service.writeIfAbsent(draft, namespace) });
         await gated(() => this.fs.writeAtomic(marker, [Buffer.from(JSON.stringify(result) + '\n')], { createParents: 1 }));
-        this.log.info(`seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
+        this.log.info('seeded', `seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
       });
     } catch (error) {
       if (error instanceof LockHeldError) return;
@@ -254,7 +254,7 @@ export class Runtime {
       }
       await this.markBuildsServed();
       this.startTimers();
-      this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
+      this.log.debug('volume-open', `cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
       return true;
     } catch (error) {
       this.state = 'unavailable';
@@ -307,6 +307,11 @@ export class Runtime {
     });
   }
 
+  private logMetrics(): void {
+    const metrics = { dir: this.layout.root, app: this.layout.app, ...this.metricsSnapshot() };
+    this.log.always('metrics', `metrics ${JSON.stringify(metrics)}`, metrics);
+  }
+
   /** The lease (ten renewals per lease timeout, each recalibrating the clock) and the optional metrics log. */
   private startTimers(): void {
     const every = Math.max(1000, Math.floor(this.settings.leaseTimeoutMs / 10));
@@ -316,7 +321,7 @@ export class Runtime {
       }, every),
     );
     if (this.settings.metricsLogMs > 0) {
-      this.timers.push(setInterval(() => this.log.always(`metrics ${JSON.stringify({ dir: this.layout.root, app: this.layout.app, ...this.metricsSnapshot() })}`), this.settings.metricsLogMs));
+      this.timers.push(setInterval(() => this.logMetrics(), this.settings.metricsLogMs));
     }
     for (const timer of this.timers) timer.unref();
   }
