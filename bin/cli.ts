@@ -25,6 +25,7 @@ import {
   verify,
   type WalkProgress,
 } from '../lib/maintenance';
+import { renderPrometheus, statsFamilies, type Family } from '../lib/maintenance/prometheus';
 import { VolumeError } from '../lib/store/volume';
 import { formatBytes } from '../lib/util/units';
 
@@ -55,6 +56,18 @@ interface Outcome {
   exit?: number;
   /** The table goes to stderr when the run failed (a failed check is an error message). */
   failureToStderr?: boolean;
+  /** The result as Prometheus metric families (`--format prometheus`; only commands that declare it). */
+  families?: Family[];
+}
+
+type Format = 'table' | 'json' | 'prometheus';
+
+/** What a command can print besides its table. */
+interface Formats {
+  /** Prints JSON whatever the flags say (inspect). */
+  alwaysJson?: boolean;
+  /** Its outcome carries Prometheus families (stats). */
+  prometheus?: boolean;
 }
 
 interface Output {
@@ -102,7 +115,8 @@ function buildProgram(io: Output): Command {
   const program = new Command('next-volume-cache')
     .description('Operate a next-volume-cache root on a shared volume')
     .version(version(), '-v, --version')
-    .option('--json', 'print one JSON document instead of a table')
+    .option('--json', 'print one JSON document instead of a table (the same as --format json)')
+    .addOption(new Option('--format <format>', "table, json, or prometheus (stats only: the text format of node-exporter's textfile collector)").choices(['table', 'json', 'prometheus']))
     .addOption(new Option('--all-apps', 'run the command for every app on the root (one JSON document keyed by app with --json)').conflicts('app'))
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run with --help for usage)')
@@ -112,9 +126,9 @@ function buildProgram(io: Output): Command {
 
   const withWait = (command: Command): Command =>
     command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
-  const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>) =>
+  const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}) =>
     async function (this: Command): Promise<void> {
-      await runForApps(this, io, run);
+      await runForApps(this, io, run, formats);
     };
 
   withWait(program.command('compact').description('fold the per-writer tag logs into the snapshot and delete closed segments')).action(
@@ -149,6 +163,7 @@ function buildProgram(io: Output): Command {
         const tallies = (label: string, byName: Record<string, { count: number; bytes: number }>): Rows => Object.entries(byName).map(([name, t]) => [`  ${label}${name}`, `${t.count} (${formatBytes(t.bytes)})`]);
         return {
           result,
+          families: statsFamilies(result),
           rows: [
             ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
             ...tallies('', result.entries.byKind),
@@ -176,7 +191,7 @@ function buildProgram(io: Output): Command {
             ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
           ],
         };
-      }),
+      }, { prometheus: true }),
     );
 
   withWait(
@@ -332,7 +347,7 @@ function buildProgram(io: Output): Command {
       await runForApps(this, io, async (options, flags) => {
         const result = await inspect({ ...options, key, raw: flags.raw === true });
         return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
-      }, true);
+      }, { alwaysJson: true });
     });
   return program;
 }
@@ -340,20 +355,25 @@ function buildProgram(io: Output): Command {
 /**
  * Runs a command for the app given (or the default), or with `--all-apps`
  * for every app on the root: a heading per app in tables, one JSON document
- * keyed by app with --json. The exit code is the highest of the runs.
+ * keyed by app with --json, one Prometheus document with every app's series
+ * with --format prometheus. The exit code is the highest of the runs.
  */
-async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, alwaysJson = false): Promise<void> {
+async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}): Promise<void> {
   const flags = command.optsWithGlobals() as Record<string, unknown>;
+  const format = outputFormat(command, flags, formats);
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
-  const json = alwaysJson || flags.json === true;
+  const json = format === 'json';
   const apps = flags.allApps === true ? await listApps(options as CacheOptions) : [undefined];
   const documents: Record<string, object> = {};
+  const families: Family[] = [];
   let exit: number = EXIT.ok;
   for (const app of apps) {
-    const outcome = await withProgress(json, command.name(), (progress) => run({ ...(options as CacheOptions), ...(app ? { app } : {}) }, flags, progress));
+    const outcome = await withProgress(format !== 'table', command.name(), (progress) => run({ ...(options as CacheOptions), ...(app ? { app } : {}) }, flags, progress));
     exit = Math.max(exit, outcome.exit ?? EXIT.ok);
-    if (app === undefined) {
+    if (format === 'prometheus') {
+      families.push(...(outcome.families ?? []));
+    } else if (app === undefined) {
       const failed = outcome.failureToStderr && (outcome.exit ?? EXIT.ok) !== EXIT.ok;
       (failed && !json ? io.err : io.out)(json ? JSON.stringify(outcome.result, null, 2) : table(outcome.rows));
     } else if (json) {
@@ -363,8 +383,18 @@ async function runForApps(command: Command, io: Output, run: (options: CacheOpti
       io.out(table(outcome.rows));
     }
   }
+  if (format === 'prometheus') io.out(renderPrometheus(families));
   if (flags.allApps === true && json) io.out(JSON.stringify(documents, null, 2));
   if (exit !== EXIT.ok) throw new ExitCode(exit);
+}
+
+/** --format, with --json as its alias; prometheus only where the command has it (checked before anything runs). */
+function outputFormat(command: Command, flags: Record<string, unknown>, formats: Formats): Format {
+  const asked = flags.format as Format | undefined;
+  if (flags.json === true && asked !== undefined && asked !== 'json') command.error(`--json and --format ${asked} contradict each other`, { exitCode: EXIT.usage });
+  if (asked === 'prometheus' && !formats.prometheus) command.error(`--format prometheus is only for stats, not ${command.name()}`, { exitCode: EXIT.usage });
+  if (formats.alwaysJson) return 'json';
+  return asked ?? (flags.json === true ? 'json' : 'table');
 }
 
 /** Thrown by an action to end with a specific exit code after printing its result. */
@@ -391,9 +421,9 @@ function durationArg(value: string): number {
   return Math.round(parsed);
 }
 
-/** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json. */
-async function withProgress<T>(json: boolean, label: string, work: (progress: WalkProgress) => Promise<T>): Promise<T> {
-  if (json || !process.stderr.isTTY) return work({});
+/** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json / --format. */
+async function withProgress<T>(quiet: boolean, label: string, work: (progress: WalkProgress) => Promise<T>): Promise<T> {
+  if (quiet || !process.stderr.isTTY) return work({});
   const bar = new SingleBar({
     format: `${label} [{bar}] {percentage}% | {value}/{total} shard folders | {speed}/s | ETA {eta_formatted}`,
     stream: process.stderr,
