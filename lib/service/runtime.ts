@@ -23,6 +23,7 @@ import { MemoryTier, type MemoryStats } from './memory-tier';
 import { Regeneration } from './regeneration';
 import { LeaseStore } from '../store/lease-store';
 import { TagView } from './tag-view';
+import { createTelemetry, type GaugeReadings, type ServiceTelemetry } from './telemetry';
 
 /** After the volume failed to open, how long calls stay no-ops before the next attempt. */
 const REOPEN_AFTER_MS = 5_000;
@@ -75,6 +76,8 @@ export class Runtime {
   readonly metrics: Metrics = newMetrics();
   readonly fs: ConfinedFs;
   readonly service: CacheService;
+  /** OpenTelemetry spans and metrics of this runtime (a no-op without @opentelemetry/api). */
+  readonly telemetry: ServiceTelemetry;
   private readonly gate: FsGate;
   private readonly volume: Volume;
   private readonly tags: TagLog;
@@ -101,6 +104,7 @@ export class Runtime {
     const entries = new EntryStore(this.fs, this.layout, stores);
     this.images = new ImageStore(this.fs, this.layout, stores);
     this.volume = new Volume(this.fs, this.layout, this.clock);
+    this.telemetry = createTelemetry(settings.app, () => this.gaugeReadings(tagView));
     const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
     this.tags = new TagLog({
       fs: this.fs,
@@ -112,6 +116,7 @@ export class Runtime {
       leaseTimeoutMs: settings.leaseTimeoutMs,
       maxClockSkewMs: settings.maxClockSkewMs,
       seals: tagSeals(integrity, settings.app),
+      observer: { recorded: () => this.telemetry.invalidationRecorded(), applied: (lags) => this.telemetry.invalidationsApplied(lags) },
     });
     this.memory = new MemoryTier(settings.memoryCacheBytes ?? DEFAULT_MEMORY_CACHE_BYTES, settings.memoryTrustMs ?? settings.tagRefreshMs);
     const tagView = new TagView({
@@ -120,6 +125,7 @@ export class Runtime {
       tagRefreshMs: settings.tagRefreshMs,
       timeoutMs: settings.timeoutMs,
       onError: (error) => this.service.reportIoError('tag-refresh', 'refreshing the tag view', error),
+      onRefreshed: (ms, error) => this.telemetry.tagRefreshed(ms, error),
     });
     this.service = new CacheService({
       settings,
@@ -136,6 +142,7 @@ export class Runtime {
         leaseMs: settings.regenerationLeaseMs ?? Math.max(10_000, 5 * settings.timeoutMs),
         maxClockSkewMs: settings.maxClockSkewMs,
       }),
+      telemetry: this.telemetry,
       ready: () => this.ready(),
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
@@ -236,6 +243,7 @@ export class Runtime {
   }
 
   async close(): Promise<void> {
+    this.telemetry.close();
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
     await this.tags.close();
@@ -305,6 +313,11 @@ export class Runtime {
         if (errorCode(error) !== 'ENOENT') this.service.reportIoError('image-touch', 'marking an image as used', error);
       });
     });
+  }
+
+  /** What the observable gauges report (read when the SDK collects). */
+  private gaugeReadings(tagView: TagView): GaugeReadings {
+    return { tagViewAgeMs: tagView.ageMs(), gate: this.service.gateSlots(), memory: this.memory.stats() };
   }
 
   private logMetrics(): void {
