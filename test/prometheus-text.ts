@@ -2,8 +2,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO, tempDir } from './helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const parsePrometheusText = require('parse-prometheus-text-format') as (text: string) => ParsedFamily[];
 
 /**
  * Checks of Prometheus text and PromQL with Prometheus's own tools. promtool
@@ -11,11 +9,11 @@ const parsePrometheusText = require('parse-prometheus-text-format') as (text: st
  * bad names, bad values, bad escapes and repeated TYPE lines. `.ci/run`
  * unpacks it from Debian's prometheus package into .cache/promtool.
  */
-export interface ParsedFamily {
+export interface Sample {
+  /** The sample's own name (a histogram's `_bucket`, `_sum`, `_count` lines each keep theirs). */
   name: string;
-  help: string;
-  type: string;
-  metrics: Array<{ value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string; sum?: string }>;
+  labels: Record<string, string>;
+  value: number;
 }
 
 const BUNDLED = path.join(REPO, '.cache', 'promtool', 'usr', 'bin', 'promtool');
@@ -42,9 +40,64 @@ export function promtoolCheckExpressions(promtool: string, expressions: readonly
   return { code: run.status, output: `${run.stdout}${run.stderr}`.trim() };
 }
 
-/** Reads values (never a validator: see promtoolCheckMetrics). */
-export function parsePrometheus(text: string): ParsedFamily[] {
-  return parsePrometheusText(text);
+/**
+ * Reads the samples of a text-format document, to check values (never a
+ * validator: promtoolCheckMetrics is). The npm parsers were no help: the
+ * most used one folds all series of a histogram into one.
+ */
+export function samples(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const name = /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(line)?.[0];
+    if (!name) throw new Error(`not a sample line: ${line}`);
+    let rest = line.slice(name.length);
+    const labels: Record<string, string> = {};
+    if (rest.startsWith('{')) {
+      const parsed = readLabels(rest);
+      Object.assign(labels, parsed.labels);
+      rest = rest.slice(parsed.length);
+    }
+    const value = rest.trim().split(/\s+/)[0]!;
+    out.push({ name, labels, value: value === '+Inf' ? Infinity : value === '-Inf' ? -Infinity : Number(value) });
+  }
+  return out;
+}
+
+/** `{a="x",b="y\"z"}` with the format's three escapes; returns the labels and how many characters it took. */
+function readLabels(text: string): { labels: Record<string, string>; length: number } {
+  const labels: Record<string, string> = {};
+  let i = 1;
+  while (text[i] !== '}') {
+    const name = /^[a-zA-Z_][a-zA-Z0-9_]*/.exec(text.slice(i))?.[0];
+    if (!name || text[i + name.length] !== '=' || text[i + name.length + 1] !== '"') throw new Error(`bad label set: ${text}`);
+    i += name.length + 2;
+    let value = '';
+    while (text[i] !== '"') {
+      if (i >= text.length) throw new Error(`unterminated label value: ${text}`);
+      if (text[i] === '\\') {
+        const next = text[i + 1];
+        value += next === 'n' ? '\n' : next;
+        i += 2;
+      } else value += text[i++];
+    }
+    labels[name] = value;
+    i++;
+    if (text[i] === ',') i++;
+  }
+  return { labels, length: i + 1 };
+}
+
+/** The family names a document declares (its TYPE lines), in order. */
+export function familyNames(text: string): string[] {
+  return [...text.matchAll(/^# TYPE (\S+) \S+$/gm)].map((m) => m[1]!);
+}
+
+/** The sum of the values of samples named `name` whose labels include `labels` (0 when there are none). */
+export function total(text: string, name: string, labels: Record<string, string> = {}): number {
+  return samples(text)
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
 }
 
 /**

@@ -7,7 +7,7 @@ import { renderPrometheus } from '../lib/maintenance/prometheus';
 import { bindHandler } from '../lib/next/handler';
 import { bindUseCacheHandler } from '../lib/next/use-cache';
 import { openCache, tempDir, walk } from './helpers';
-import { findPromtool, parsePrometheus, promtoolCheckMetrics, structuralProblems, type ParsedFamily } from './prometheus-text';
+import { familyNames, findPromtool, promtoolCheckMetrics, samples, structuralProblems } from './prometheus-text';
 import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX } from './values';
 
 const promtool = findPromtool();
@@ -49,16 +49,11 @@ async function volume(app = 'default', dir = tempDir('nvc-prom-')): Promise<stri
   return dir;
 }
 
-function family(families: ParsedFamily[], name: string): ParsedFamily {
-  const found = families.find((f) => f.name === name);
-  if (!found) throw new Error(`no family ${name} in ${families.map((f) => f.name).join(', ')}`);
-  return found;
-}
-
-function value(families: ParsedFamily[], name: string, labels: Record<string, string> = {}): number {
-  const sample = family(families, name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
-  if (!sample) throw new Error(`no sample of ${name} with ${JSON.stringify(labels)}`);
-  return Number(sample.value);
+/** The one sample of `name` whose labels include `labels`. */
+function value(text: string, name: string, labels: Record<string, string> = {}): number {
+  const found = samples(text).filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+  if (found.length !== 1) throw new Error(`${found.length} samples of ${name} with ${JSON.stringify(labels)}`);
+  return found[0]!.value;
 }
 
 describe('stats --format prometheus', () => {
@@ -73,28 +68,33 @@ describe('stats --format prometheus', () => {
     expect(prom.out.endsWith('\n')).toBe(true);
     expect(prom.out).not.toMatch(/_total\b/);
 
-    const families = parsePrometheus(prom.out);
-    expect(families.every((f) => f.type === 'GAUGE' && f.help.length > 0)).toBe(true);
+    const families = familyNames(prom.out);
+    expect(families.length).toBeGreaterThan(20);
+    for (const name of families) {
+      expect(prom.out).toMatch(new RegExp(`^# TYPE ${name} gauge$`, 'm'));
+      expect(prom.out).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
+    }
+    const text = prom.out;
     const app = { next_volume_cache_app: 'default' };
     const build = Object.keys(json.entries.byNamespace).find((ns) => ns !== 'shared' && ns !== 'use-cache')!;
-    expect(value(families, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: build, next_volume_cache_namespace_kind: 'build', next_volume_cache_entry_kind: 'app_page' })).toBe(3);
-    expect(value(families, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: 'shared', next_volume_cache_entry_kind: 'fetch' })).toBe(2);
-    expect(value(families, 'next_volume_cache_volume_entries', { next_volume_cache_namespace_kind: 'use-cache', next_volume_cache_entry_kind: 'use_cache' })).toBe(1);
-    const entryBytes = family(families, 'next_volume_cache_volume_entry_bytes').metrics.reduce((sum, m) => sum + Number(m.value), 0);
+    expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: build, next_volume_cache_namespace_kind: 'build', next_volume_cache_entry_kind: 'app_page' })).toBe(3);
+    expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: 'shared', next_volume_cache_entry_kind: 'fetch' })).toBe(2);
+    expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace_kind: 'use-cache', next_volume_cache_entry_kind: 'use_cache' })).toBe(1);
+    const entryBytes = samples(text).filter((x) => x.name === 'next_volume_cache_volume_entry_bytes').reduce((sum, x) => sum + x.value, 0);
     expect(entryBytes).toBe(json.entries.total.bytes);
-    expect(value(families, 'next_volume_cache_volume_images', app)).toBe(1);
-    expect(value(families, 'next_volume_cache_volume_image_bytes', app)).toBe(json.images.total.bytes);
-    expect(value(families, 'next_volume_cache_volume_debris_files', { next_volume_cache_debris_kind: 'temp' })).toBe(1);
-    expect(value(families, 'next_volume_cache_volume_debris_bytes', { next_volume_cache_debris_kind: 'temp' })).toBe(123);
-    expect(value(families, 'next_volume_cache_volume_debris_files', { next_volume_cache_debris_kind: 'foreign' })).toBe(1);
-    expect(value(families, 'next_volume_cache_tag_log_segments', { next_volume_cache_tag_log: 'invalidations' })).toBe(json.tagLog.segments);
-    expect(value(families, 'next_volume_cache_tag_log_segment_bytes', { next_volume_cache_tag_log: 'memberships' })).toBe(json.tagLog.memberSegmentBytes);
-    expect(value(families, 'next_volume_cache_tag_log_snapshot_tags', app)).toBe(json.tagLog.snapshotTags);
-    expect(value(families, 'next_volume_cache_tag_log_last_compaction_timestamp_seconds', app)).toBe(Date.parse(json.tagLog.lastCompaction) / 1000);
-    expect(Math.abs(value(families, 'next_volume_cache_tag_log_last_compaction_timestamp_seconds', app) - Date.now() / 1000)).toBeLessThan(600);
-    expect(value(families, 'next_volume_cache_writers', app)).toBe(json.tagLog.writers);
-    expect(value(families, 'next_volume_cache_writers_alive', app)).toBe(json.tagLog.writersAlive);
-    expect(value(families, 'next_volume_cache_volume_builds', app)).toBe(1);
+    expect(value(text, 'next_volume_cache_volume_images', app)).toBe(1);
+    expect(value(text, 'next_volume_cache_volume_image_bytes', app)).toBe(json.images.total.bytes);
+    expect(value(text, 'next_volume_cache_volume_debris_files', { next_volume_cache_debris_kind: 'temp' })).toBe(1);
+    expect(value(text, 'next_volume_cache_volume_debris_bytes', { next_volume_cache_debris_kind: 'temp' })).toBe(123);
+    expect(value(text, 'next_volume_cache_volume_debris_files', { next_volume_cache_debris_kind: 'foreign' })).toBe(1);
+    expect(value(text, 'next_volume_cache_tag_log_segments', { next_volume_cache_tag_log: 'invalidations' })).toBe(json.tagLog.segments);
+    expect(value(text, 'next_volume_cache_tag_log_segment_bytes', { next_volume_cache_tag_log: 'memberships' })).toBe(json.tagLog.memberSegmentBytes);
+    expect(value(text, 'next_volume_cache_tag_log_snapshot_tags', app)).toBe(json.tagLog.snapshotTags);
+    expect(value(text, 'next_volume_cache_tag_log_last_compaction_timestamp_seconds', app)).toBe(Date.parse(json.tagLog.lastCompaction) / 1000);
+    expect(Math.abs(value(text, 'next_volume_cache_tag_log_last_compaction_timestamp_seconds', app) - Date.now() / 1000)).toBeLessThan(600);
+    expect(value(text, 'next_volume_cache_writers', app)).toBe(json.tagLog.writers);
+    expect(value(text, 'next_volume_cache_writers_alive', app)).toBe(json.tagLog.writersAlive);
+    expect(value(text, 'next_volume_cache_volume_builds', app)).toBe(1);
   });
 
   it('with --all-apps: one document, each family once with every app\'s series', async () => {
@@ -105,7 +105,7 @@ describe('stats --format prometheus', () => {
     if (promtool) expect(promtoolCheckMetrics(promtool, prom.out)).toEqual({ code: 0, output: '' });
     expect(structuralProblems(prom.out)).toEqual([]);
     expect(prom.out.match(/^# TYPE next_volume_cache_writers gauge$/gm)).toHaveLength(1);
-    const writers = family(parsePrometheus(prom.out), 'next_volume_cache_writers').metrics.map((m) => m.labels?.next_volume_cache_app).sort();
+    const writers = samples(prom.out).filter((x) => x.name === 'next_volume_cache_writers').map((x) => x.labels.next_volume_cache_app).sort();
     expect(writers).toEqual(['blog', 'shop']);
   });
 
@@ -115,9 +115,8 @@ describe('stats --format prometheus', () => {
     await c.handler.set('k', fetchValue(), FETCH_CTX);
     await c.runtime.close();
     const prom = await cli('stats', '--dir', dir, '--format', 'prometheus');
-    const families = parsePrometheus(prom.out);
-    expect(family(families, 'next_volume_cache_tag_log_last_compaction_timestamp_seconds').metrics).toEqual([]);
-    expect(prom.out).not.toMatch(/^next_volume_cache_tag_log_last_compaction_timestamp_seconds/m);
+    expect(familyNames(prom.out)).toContain('next_volume_cache_tag_log_last_compaction_timestamp_seconds');
+    expect(samples(prom.out).filter((x) => x.name === 'next_volume_cache_tag_log_last_compaction_timestamp_seconds')).toEqual([]);
     if (promtool) expect(promtoolCheckMetrics(promtool, prom.out).code).toBe(0);
   });
 
@@ -142,9 +141,9 @@ describe('the text format writer', () => {
     const tricky = 'a "quoted" \\ back\nslash';
     const text = renderPrometheus([{ name: 'escaped_labels', help: 'help with \\ and\nnewline', type: 'gauge', samples: [{ labels: { l: tricky }, value: 1.5 }, { labels: { l: '' }, value: NaN }] }]);
     if (promtool) expect(promtoolCheckMetrics(promtool, text + '\n')).toEqual({ code: 0, output: '' });
-    const [parsed] = parsePrometheus(text + '\n');
-    expect(parsed!.metrics.map((m) => m.labels?.l)).toEqual([tricky, '']);
-    expect(parsed!.metrics[1]!.value).toBe('NaN');
+    const parsed = samples(text);
+    expect(parsed.map((x) => x.labels.l)).toEqual([tricky, '']);
+    expect(parsed[1]!.value).toBeNaN();
   });
 
   it('merges families of one name and refuses what the format does not allow', () => {

@@ -66,6 +66,8 @@ export function statsFamilies(stats: StoreStats): Family[] {
       { labels: { ...app, [LABEL.debrisKind]: 'nfs_silly' }, value: debris.nfsSilly },
     ]),
     gauge('next_volume_cache_volume_debris_bytes', 'Bytes of temp files left by interrupted writes', [{ labels: { ...app, [LABEL.debrisKind]: 'temp' }, value: debris.temp.bytes }]),
+    one('next_volume_cache_volume_regeneration_leases', 'Regeneration leases on the volume (a process is regenerating the entry)', stats.leases.total),
+    one('next_volume_cache_volume_abandoned_regeneration_leases', 'Regeneration leases older than an hour: their process died mid-render (gc removes them)', stats.leases.stale),
     one('next_volume_cache_volume_shard_folders', 'Shard folders in the store', stats.shards.folders),
     one('next_volume_cache_volume_largest_folder_files', 'Files in the most crowded shard folder', stats.shards.largest.files),
     one('next_volume_cache_volume_builds', 'Build namespaces on the volume', stats.builds.length),

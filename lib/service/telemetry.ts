@@ -309,7 +309,7 @@ export function errorTypeOf(error: unknown): string {
   if (typeof error === 'string' && /^[a-z][a-z-]{0,31}$/.test(error)) return error;
   const code = errorCode(error);
   if (code && /^E[A-Z0-9_]{1,31}$/.test(code)) return code;
-  if (error instanceof Error && /^[A-Z][A-Za-z]{0,63}Error$/.test(error.name)) return error.name;
+  if (error instanceof Error && /^([A-Z][A-Za-z]{0,58})?Error$/.test(error.name)) return error.name;
   return '_OTHER';
 }
 
