@@ -188,6 +188,8 @@ const LAG_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300
 
 interface Instruments {
   provider: Otel.MeterProvider;
+  /** False while no SDK is registered (the API's no-op provider): a call then skips its timing and attributes. */
+  recording: boolean;
   gets: Otel.Counter;
   getDuration: Otel.Histogram;
   sets: Otel.Counter;
@@ -215,6 +217,7 @@ function createInstruments(provider: Otel.MeterProvider): Instruments {
   createGauges(meter);
   return {
     provider,
+    recording: !isNoop(provider),
     gets: meter.createCounter(METRIC.gets, { unit: '{get}', description: 'Cache gets, by outcome (hit, stale, memory_hit, miss) and miss cause' }),
     getDuration: meter.createHistogram(METRIC.getDuration, seconds('Duration of cache gets, volume wait included', LATENCY_BUCKETS)),
     sets: meter.createCounter(METRIC.sets, { unit: '{set}', description: 'Cache sets attempted' }),
@@ -226,6 +229,17 @@ function createInstruments(provider: Otel.MeterProvider): Instruments {
     tagRefreshDuration: meter.createHistogram(METRIC.tagRefreshDuration, seconds('Duration of tag view refreshes, gate wait included', LATENCY_BUCKETS)),
     gateFailures: meter.createCounter(METRIC.gateFailures, { unit: '{failure}', description: 'Filesystem sequences that timed out or found every slot held by a hung call, by operation and error.type' }),
   };
+}
+
+/** The API's own no-op providers (what it hands out until an SDK registers); their classes are not exported. */
+function isNoop(provider: object | undefined): boolean {
+  return provider?.constructor.name.startsWith('Noop') === true;
+}
+
+/** Whether a tracer provider is registered: the API's global is a proxy whose delegate is its no-op until then. */
+function tracing(otel: Api): boolean {
+  const provider = otel.trace.getTracerProvider() as Otel.TracerProvider & { getDelegate?: () => Otel.TracerProvider };
+  return !isNoop(provider.getDelegate ? provider.getDelegate() : provider);
 }
 
 /** A runtime whose gauges are reported: its app's attributes and how to read it. */
@@ -334,14 +348,16 @@ class OtelTelemetry implements ServiceTelemetry {
   }
 
   async get<T extends GetResult>(labels: CallLabels, key: string | undefined, work: () => Promise<T>): Promise<T> {
+    const meters = currentInstruments(this.otel);
+    const tracing = this.tracing();
+    if (!meters.recording && !tracing) return work();
     const attrs = this.callAttributes(labels);
     const started = performance.now();
-    const span = this.startSpan(SPAN.get, attrs.base);
+    const span = tracing ? this.startSpan(SPAN.get, attrs.base) : undefined;
     const result = await this.run(span, work);
     const seconds = (performance.now() - started) / 1000;
     const { outcome, cause } = classify(result);
     const { counter, histogram } = attrs.outcome(outcome, cause);
-    const meters = currentInstruments(this.otel);
     meters.gets.add(1, counter);
     meters.getDuration.record(seconds, histogram);
     if (span) {
@@ -354,11 +370,13 @@ class OtelTelemetry implements ServiceTelemetry {
   }
 
   async set(labels: CallLabels, key: string | undefined, work: () => Promise<SetResult>): Promise<void> {
+    const meters = currentInstruments(this.otel);
+    const tracing = this.tracing();
+    if (!meters.recording && !tracing) return void (await work());
     const attrs = this.callAttributes(labels);
     const started = performance.now();
-    const span = this.startSpan(SPAN.set, attrs.base);
+    const span = tracing ? this.startSpan(SPAN.set, attrs.base) : undefined;
     const result = await this.run(span, work);
-    const meters = currentInstruments(this.otel);
     meters.sets.add(1, attrs.base);
     meters.setDuration.record((performance.now() - started) / 1000, attrs.base);
     if (result) {
@@ -449,12 +467,17 @@ class OtelTelemetry implements ServiceTelemetry {
     return found;
   }
 
+  private tracing(): boolean {
+    return tracing(this.otel);
+  }
+
   /**
    * A span, child of the active one (Next's request span, or its render
    * span), or undefined when nothing would record it (no SDK, or not
    * sampled): then the work runs without entering a new context.
    */
   private startSpan(name: string, attributes: Otel.Attributes): Otel.Span | undefined {
+    if (!this.tracing()) return undefined;
     const span = this.tracer.startSpan(name, { kind: this.otel.SpanKind.INTERNAL, attributes });
     if (span.isRecording()) return span;
     span.end();
