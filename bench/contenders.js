@@ -47,13 +47,18 @@ async function floor(dir) {
   };
 }
 
-async function ours(dir, { fsync = false } = {}) {
+/**
+ * next-volume-cache. `memoryCacheBytes`: its memory tier's size (0: off, every get reads the volume: the
+ * "cold" path); the default holds every key a section uses, so that repeated gets are memory hits.
+ * `secret`: seal everything (the integrity section). `options`: any other library options.
+ */
+async function ours(dir, { fsync = false, memoryCacheBytes = 512 * 1024 * 1024, secret, name, options = {} } = {}) {
   await loadHasher();
-  const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error' }, {}), dir, fsync }, createParents: true });
+  const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error', memoryCacheBytes, secret, ...options }, {}), dir, fsync }, createParents: true });
   const Handler = bindHandler(() => runtime);
   const handler = new Handler({});
   return {
-    name: fsync ? 'next-volume-cache (fsync)' : 'next-volume-cache',
+    name: name ?? (fsync ? 'next-volume-cache (fsync)' : secret ? 'next-volume-cache (secret)' : memoryCacheBytes === 0 ? 'next-volume-cache (memory tier off)' : 'next-volume-cache'),
     set: (key, value) => handler.set(key, value, ctxFor(value).set),
     get: (key, value) => handler.get(key, ctxFor(value).get),
     close: () => runtime.close(),

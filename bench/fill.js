@@ -22,14 +22,17 @@ const concurrency = Number(concurrencyArg || 32);
   async function worker() {
     while (next < count) {
       const i = next++;
-      await rt.service.write({
-        key: `/route-cache/APP_PAGE/fill/$/page/${i}`,
-        kind: i % 4 === 0 ? 'FETCH' : 'APP_PAGE',
-        ageMs: (i % 1000) * 60_000,
-        cacheControl: { revalidate: 60, expire: 31_536_000 },
-        tags: [`tag-${i % 1000}`, `_N_T_/page/${i}`],
-        value: { kind: 'APP_PAGE', html, rscData: Buffer.alloc(200, i % 256), headers: {}, status: 200 },
-      }, 'shared');
+      await rt.service.write(
+        {
+          key: `/route-cache/APP_PAGE/fill/$/page/${i}`,
+          kind: i % 4 === 0 ? 'FETCH' : 'APP_PAGE',
+          ageMs: (i % 1000) * 60_000,
+          cacheControl: { revalidate: 60, expire: 31_536_000 },
+          tags: [`tag-${i % 1000}`, `_N_T_/page/${i}`],
+          value: { kind: 'APP_PAGE', html, rscData: Buffer.alloc(200, i % 256), headers: {}, status: 200 },
+        },
+        'shared',
+      );
       if (i % 100_000 === 0 && i > 0) console.log(`${i} entries, ${Math.round(i / ((Date.now() - started) / 1000))}/s`);
     }
   }

@@ -30,6 +30,7 @@ function image(size, seed = 0) {
 const PAYLOADS = {
   'FETCH 4 KB': () => fetch4k(),
   'APP_PAGE 64 KB, 3 segments': () => appPage(64 * 1024, 3),
+  'APP_PAGE 90 KB': () => appPage(90 * 1024, 3),
   'APP_PAGE 1 MB': () => appPage(1024 * 1024, 3),
   'IMAGE 200 KB': () => image(200 * 1024),
 };

@@ -6,8 +6,8 @@
 //   npm run bench            full run (about 15 minutes; by hand). It runs with UV_THREADPOOL_SIZE=16,
 //                            the setting the README recommends for servers using this cache.
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
-//   npm run bench -- --only=telemetry,micro   some sections only (operations, micro, processes, scale,
-//                            visibility, memory, site, network, telemetry)
+//   npm run bench -- --only=integrity[,micro,...]  only those sections (also: operations, processes, scale,
+//                            visibility, memory, tier, regeneration, site, network, telemetry)
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
 'use strict';
@@ -69,6 +69,7 @@ function servesIntact(got, expected) {
 const MAKERS = [
   ['floor', (dir) => contenders.floor(dir)],
   ['nvc', (dir) => contenders.ours(dir)],
+  ['nvc-cold', (dir) => contenders.ours(dir, { memoryCacheBytes: 0 })],
   ['nvc-fsync', (dir) => contenders.ours(dir, { fsync: true })],
   ['next-fs', (dir) => contenders.nextFileSystem(dir)],
   ['redis', (dir) => contenders.fortedigitalRedis(dir)],
@@ -94,7 +95,12 @@ async function micro() {
         const set = await measure(n, concurrency, (i) => store.set(key(i), value));
         const hit = await measure(n, concurrency, async (i) => servesIntact(await store.get(key(i), value), value));
         const miss = await measure(n, concurrency, (i) => store.get(`/route-cache/APP_PAGE/bench/$/absent-${i}`, value));
-        for (const [op, r] of [['get hit', hit], ['get miss', miss], ['set', set]]) rows.push({ payload: payloadName, concurrency, contender: store.name, id, op, ...r });
+        for (const [op, r] of [
+          ['get hit', hit],
+          ['get miss', miss],
+          ['set', set],
+        ])
+          rows.push({ payload: payloadName, concurrency, contender: store.name, id, op, ...r });
         await store.close();
       }
       for (const row of rows) {
@@ -207,21 +213,106 @@ async function visibility() {
   console.table([results.visibility]);
 }
 
-/** Peak RSS of a process after 1 million gets across 100 thousand keys. */
+/**
+ * Peak RSS of a process after 1 million gets across 100 thousand keys: with the memory tier at 50 MiB
+ * (Next's default cacheMaxMemorySize; 100 k keys of 4 KB are 400 MB on the volume, so it evicts all
+ * along) against the same gets with the tier off, in the same run. The tier must stay within its bound.
+ */
 async function memory() {
   const dir = tmp('memory');
   const keys = QUICK ? 2000 : 100_000;
   const gets = QUICK ? 20_000 : 1_000_000;
-  const run = (role) =>
+  const run = (id, role) =>
     new Promise((resolve) => {
-      const child = fork(path.join(__dirname, 'worker.js'), ['nvc', dir, role, 'FETCH 4 KB', String(role === 'fill' ? keys : gets), String(keys)]);
+      const child = fork(path.join(__dirname, 'worker.js'), [id, dir, role, 'FETCH 4 KB', String(role === 'fill' ? keys : gets), String(keys)]);
       child.on('message', resolve);
     });
-  await run('fill');
-  const r = await run('get');
-  results.memory = { keys, gets, peakRssMiB: r.peakRssMiB, baselineRssMiB: r.baselineRssMiB };
-  console.log(`\nMemory: ${gets} gets across ${keys} keys`);
+  await run('nvc-cold', 'fill');
+  const cold = await run('nvc-cold', 'get');
+  const tiered = await run('nvc-50mib', 'get');
+  results.memory = {
+    keys,
+    gets,
+    'tier off: peak RSS MiB': cold.peakRssMiB,
+    'tier 50 MiB: peak RSS MiB': tiered.peakRssMiB,
+    'difference MiB (bound 50)': tiered.peakRssMiB - cold.peakRssMiB,
+    'start RSS MiB': tiered.baselineRssMiB,
+  };
+  console.log(`\nMemory: ${gets} gets across ${keys} keys (4 KB each), tier at 50 MiB against tier off`);
   console.table([results.memory]);
+}
+
+/**
+ * The memory tier against the floor (readFile of the same bytes) in one run: hot gets (served from
+ * memory), cold gets (the tier off: every get reads, checks and decodes the file), one in flight.
+ */
+async function tier() {
+  const rows = [];
+  for (const payloadName of ['FETCH 4 KB', 'APP_PAGE 90 KB', 'APP_PAGE 1 MB']) {
+    const value = PAYLOADS[payloadName]();
+    const n = QUICK ? 20 : payloadName.includes('1 MB') ? 1000 : 5000;
+    const stores = [await contenders.floor(tmp('tier-floor')), await contenders.ours(tmp('tier-hot')), await contenders.ours(tmp('tier-cold'), { memoryCacheBytes: 0 })];
+    const key = (i) => `/route-cache/APP_PAGE/tier/$/page-${i % 16}`;
+    for (const store of stores) for (let i = 0; i < 16; i++) await store.set(key(i), value);
+    // One get of every key first: the hot store's tier holds them all from then on.
+    for (const store of stores) for (let i = 0; i < 16; i++) await store.get(key(i), value);
+    // Interleaved, op by op: a busy machine slows all three alike.
+    const samples = stores.map(() => []);
+    for (let i = 0; i < n; i++) {
+      for (const [s, store] of stores.entries()) {
+        const t0 = performance.now();
+        if (!(await store.get(key(i), value))) throw new Error(`${store.name} missed ${payloadName}`);
+        samples[s].push((performance.now() - t0) * 1000);
+      }
+    }
+    const p50 = samples.map((list) => percentile(list.sort((a, b) => a - b), 50));
+    rows.push({ payload: payloadName, 'floor p50 µs': Math.round(p50[0]), 'hot p50 µs': Math.round(p50[1]), 'cold p50 µs': Math.round(p50[2]), 'hot x floor': +(p50[1] / p50[0]).toFixed(2), 'cold x floor': +(p50[2] / p50[0]).toFixed(2) });
+    for (const store of stores) await store.close();
+  }
+  results.tier = rows;
+  console.log('\nMemory tier: get p50 against the floor (readFile of the same bytes), 1 in flight, interleaved');
+  console.table(rows);
+}
+
+/**
+ * Regeneration leases: what a fresh hit costs with leases on and off (nothing: they are not touched),
+ * and a stale hit with no contender (one exclusive create) and with one (the holder's lease is read
+ * once, then remembered). Entries are made stale by a 'max' revalidation; the tier is off.
+ */
+async function regeneration() {
+  const rows = [];
+  const value = PAYLOADS['APP_PAGE 64 KB, 3 segments']();
+  const n = QUICK ? 20 : 2000;
+  const key = (i) => `/route-cache/APP_PAGE/regen/$/page-${i}`;
+  for (const leaseMs of [0, 10_000]) {
+    const dir = tmp(`regen-${leaseMs}`);
+    const holder = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    const reader = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    for (let i = 0; i < n; i++) await holder.set(key(i), { ...value, headers: { 'x-next-cache-tags': 'regen' } });
+    const fresh = await measure(n, 1, (i) => reader.get(key(i), value));
+    await holder.runtime.service.invalidate(['regen'], { expire: 31_536_000 });
+    await new Promise((r) => setTimeout(r, 5));
+    // Stale, nobody holds a lease: the reader takes one per key (answered stale).
+    const staleAlone = await measure(n, 1, (i) => reader.get(key(i), value));
+    // Stale, another process holds every key's lease: the holder takes them (fresh reader, new keys' leases).
+    const contendedReader = await contenders.ours(dir, { memoryCacheBytes: 0, options: { regenerationLeaseMs: leaseMs, tagRefreshMs: 1 } });
+    const staleContended = await measure(n, 1, (i) => contendedReader.get(key(i), value));
+    // Asked again: the holder's lease is remembered until it expires, nothing more is read for it.
+    const staleRemembered = await measure(n, 1, (i) => contendedReader.get(key(i), value));
+    rows.push({
+      leases: leaseMs ? `on (${leaseMs} ms)` : 'off',
+      'fresh hit p50 µs': fresh.p50us,
+      'stale hit, no contender p50 µs': staleAlone.p50us,
+      'stale hit, lease held elsewhere p50 µs': staleContended.p50us,
+      'same, asked again p50 µs': staleRemembered.p50us,
+    });
+    for (const store of [holder, reader, contendedReader]) await store.close();
+  }
+  const off = rows[0];
+  for (const r of rows) r['fresh x off'] = +(r['fresh hit p50 µs'] / off['fresh hit p50 µs']).toFixed(2);
+  results.regeneration = rows;
+  console.log('\nRegeneration leases: hit costs with leases off and on (64 KB page, memory tier off, 1 in flight)');
+  console.table(rows);
 }
 
 /** The real fixture app under load: next-volume-cache vs Next's built-in cache vs the Redis handler. */
@@ -229,7 +320,7 @@ async function site() {
   const autocannon = require('autocannon');
   const fixture = require('../scripts/fixture-app.js');
   // Its own build folder: the test suite may be building or serving the fixture's default one.
-  fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
+  await fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
   const data = await fixture.startDataServer();
   const rows = [];
   for (const variant of ['nvc', 'builtin', 'redis']) {
@@ -297,6 +388,95 @@ async function telemetry() {
   console.log('what each mode saw (a check of the modes):', JSON.stringify(checks));
 }
 
+/**
+ * What a secret costs (issue 14): gets with and without one, in the same run (each entry's seal is
+ * checked on every get), and the MAC candidates per payload size, with xxh64 (the checksum every
+ * entry carries anyway, secret or not) as the reference.
+ */
+async function integrity() {
+  const gets = [];
+  for (const payloadName of Object.keys(PAYLOADS)) gets.push(await secretGetCost(payloadName));
+  console.log('\nA get with and without a secret (1 in flight, the two stores measured in alternating rounds, median p50; x no secret: time per get relative to the same run without one)');
+  console.table(gets);
+  const macs = await macCosts();
+  results.integrity = { gets, macs };
+  console.log('\nMAC candidates, µs per message (candidates interleaved, median of batches; x xxh64: relative to the checksum every entry already has)');
+  console.table(macs);
+}
+
+/** p50 of a hit with and without a secret, alternating between the two stores so that a busy machine weighs on both alike. */
+async function secretGetCost(payloadName) {
+  const value = PAYLOADS[payloadName]();
+  const n = QUICK ? 20 : payloadName.includes('1 MB') ? 200 : 1000;
+  const key = (i) => `/route-cache/APP_PAGE/bench/$/integrity-${i % 64}`;
+  const stores = {};
+  // The memory tier off: every get reads, checks and decodes the file (what a seal adds to).
+  for (const [label, options] of [['no secret', { memoryCacheBytes: 0 }], ['secret', { memoryCacheBytes: 0, secret: 'bench-secret-0123456789abcdef' }]]) {
+    stores[label] = await contenders.ours(tmp(`integrity-${label.replace(' ', '-')}`), options);
+    await measure(64, 1, (i) => stores[label].set(key(i), value));
+  }
+  const rounds = { 'no secret': [], secret: [] };
+  for (let round = 0; round < (QUICK ? 1 : 5); round++) {
+    for (const label of Object.keys(stores)) rounds[label].push(await measure(n, 1, async (i) => servesIntact(await stores[label].get(key(i), value), value)));
+  }
+  const row = { payload: payloadName };
+  for (const [label, measured] of Object.entries(rounds)) {
+    const p50s = measured.map((m) => m.p50us).sort((a, b) => a - b);
+    row[`get p50 µs (${label})`] = p50s[Math.floor(p50s.length / 2)];
+    row[`hit % (${label})`] = Math.min(...measured.map((m) => m.returnedPct));
+  }
+  row['x no secret'] = +(row['get p50 µs (secret)'] / row['get p50 µs (no secret)']).toFixed(2);
+  for (const store of Object.values(stores)) await store.close();
+  return row;
+}
+
+/** µs per message of each MAC candidate at 4 KiB, 64 KiB and 1 MiB. */
+async function macCosts() {
+  const crypto = require('node:crypto');
+  const { loadHasher, checksum } = require('../dist/lib/store/hash.js');
+  const { createIntegrity } = require('../dist/lib/store/integrity.js');
+  await loadHasher();
+  const key = crypto.randomBytes(32);
+  const nonce = crypto.randomBytes(12);
+  const aeadTag = (algorithm) => (data) => {
+    // Used as a MAC: the data is additional authenticated data, nothing is encrypted.
+    const cipher = crypto.createCipheriv(algorithm, key, nonce, { authTagLength: 16 });
+    cipher.setAAD(data, { plaintextLength: 0 });
+    cipher.final();
+    return cipher.getAuthTag();
+  };
+  const library = createIntegrity(['bench-secret-0123456789abcdef']);
+  const candidates = {
+    xxh64: (data) => checksum([data]),
+    'chacha20-poly1305': aeadTag('chacha20-poly1305'),
+    'aes-256-gcm GMAC': aeadTag('aes-256-gcm'),
+    'HMAC-SHA256': (data) => crypto.createHmac('sha256', key).update(data).digest(),
+    // What a sealed get pays: chacha20-poly1305 with a fresh nonce, the place bound in.
+    'library seal': (data) => library.seal('app/shared', [data]),
+  };
+  const rows = [];
+  for (const [label, size] of [['4 KiB', 4096], ['64 KiB', 65536], ['1 MiB', 1048576]]) {
+    const data = crypto.randomBytes(size);
+    const perBatch = QUICK ? 20 : Math.max(100, Math.round(1e8 / size));
+    const micros = microsPerCall(Object.fromEntries(Object.entries(candidates).map(([name, mac]) => [name, () => mac(data)])), perBatch);
+    for (const [name, us] of Object.entries(micros)) rows.push({ size: label, mac: name, 'µs per message': us, 'x xxh64': +(us / micros.xxh64).toFixed(1) });
+  }
+  return rows;
+}
+
+/** Median over 9 batches of the µs one call of each candidate takes; candidates take turns batch by batch (a warm-up batch first). */
+function microsPerCall(calls, perBatch) {
+  const batches = Object.fromEntries(Object.keys(calls).map((name) => [name, []]));
+  for (let b = 0; b < 10; b++) {
+    for (const [name, call] of Object.entries(calls)) {
+      const started = performance.now();
+      for (let i = 0; i < perBatch; i++) call();
+      if (b > 0) batches[name].push(((performance.now() - started) * 1000) / perBatch);
+    }
+  }
+  return Object.fromEntries(Object.entries(batches).map(([name, times]) => [name, +times.sort((a, b) => a - b)[4].toFixed(2)]));
+}
+
 /** Filesystem operations per get and set (each is a round trip on NFS), counted through the fs layer. */
 async function operations() {
   const { Runtime } = require('../dist/lib/service/runtime.js');
@@ -324,7 +504,9 @@ async function operations() {
     const measureOps = async (fn) => {
       for (const k of Object.keys(counts)) delete counts[k];
       await fn();
-      return Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
+      return Object.entries(counts)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
     };
     rows.push({ payload: payloadName, 'get hit': await measureOps(() => handler.get('warm', getCtx)), 'get miss': await measureOps(() => handler.get('absent', getCtx)), set: await measureOps(() => handler.set('warm', value, ctx)) });
     await runtime.close();
@@ -347,7 +529,8 @@ async function network() {
   rig = await startRig(PROFILES.efs, 1);
   try {
     const rows = [];
-    for (const [id, make] of MAKERS.filter(([id]) => id === 'floor' || id === 'nvc')) {
+    // nvc: the memory tier on, so repeated gets are hot; nvc-cold: every get reads the volume.
+    for (const [id, make] of MAKERS.filter(([id]) => id === 'floor' || id === 'nvc' || id === 'nvc-cold')) {
       const dir = fs.mkdtempSync(path.join(rig.mounts[0], `${id}-`));
       const store = await make(dir);
       for (const payloadName of ['FETCH 4 KB', 'APP_PAGE 64 KB, 3 segments']) {
@@ -375,9 +558,12 @@ async function network() {
   if (wants('scale')) await scale();
   if (wants('visibility')) await visibility();
   if (wants('memory')) await memory();
+  if (wants('tier')) await tier();
+  if (wants('regeneration')) await regeneration();
   if (wants('site')) await site();
   if (wants('network')) await network();
   if (wants('telemetry')) await telemetry();
+  if (wants('integrity')) await integrity();
   await contenders.stopShared();
   const out = path.join(__dirname, 'results');
   fs.mkdirSync(out, { recursive: true });

@@ -1,7 +1,8 @@
 // Invalidation visibility: the writer sets and revalidates, the reader reports when it first misses.
 'use strict';
 const { createCacheHandler } = require('../dist/lib/index.js');
-const [role, dir] = process.argv.slice(2);
+// argv[2] is the role, which only labels the process: the parent drives it over IPC.
+const [, dir] = process.argv.slice(2);
 const Handler = createCacheHandler({ dir, logLevel: 'error' });
 const handler = new Handler({});
 const value = { kind: 'FETCH', data: { headers: {}, body: 'x', url: 'u', status: 200 }, revalidate: 3600 };

@@ -15,11 +15,18 @@ for (const command of ['stats', 'verify']) {
   const started = process.hrtime.bigint();
   // /usr/bin/time is not always installed: measure peak RSS with a tiny wrapper instead.
   const { spawnSync } = require('node:child_process');
-  const run = spawnSync(process.execPath, ['-e', `
+  const run = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
     const { main } = require(${JSON.stringify(cli)});
     main(['--json', ${JSON.stringify(command)}, '--dir', ${JSON.stringify(dir)}], (t) => process.stdout.write(t), () => {}).then((code) => {
       process.stderr.write(JSON.stringify({ code, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
-    });`], { maxBuffer: 1 << 26 });
+    });`,
+    ],
+    { maxBuffer: 1 << 26 },
+  );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const result = JSON.parse(run.stdout.toString());
   const { maxRssMiB } = JSON.parse(run.stderr.toString());

@@ -8,6 +8,9 @@ const [id, dir, role, payloadName, countArg, keysArg] = process.argv.slice(2);
 const makers = {
   floor: () => contenders.floor(dir),
   nvc: () => contenders.ours(dir),
+  'nvc-cold': () => contenders.ours(dir, { memoryCacheBytes: 0 }),
+  // The memory section's process: a tier of 50 MiB (Next's default cacheMaxMemorySize) under 100 k keys.
+  'nvc-50mib': () => contenders.ours(dir, { memoryCacheBytes: 50 * 1024 * 1024 }),
   'nvc-fsync': () => contenders.ours(dir, { fsync: true }),
   'next-fs': () => contenders.nextFileSystem(dir),
   redis: () => contenders.fortedigitalRedis(dir),
@@ -26,12 +29,14 @@ const makers = {
     for (let i = 0; i < keys; i++) await store.set(key(i), value);
   } else {
     let next = 0;
-    await Promise.all(Array.from({ length: 4 }, async () => {
-      while (next < count) {
-        const i = next++;
-        if (await store.get(key(i), value)) ops++;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < count) {
+          const i = next++;
+          if (await store.get(key(i), value)) ops++;
+        }
+      }),
+    );
   }
   const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
   await store.close();

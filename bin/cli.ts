@@ -10,21 +10,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { SingleBar } from 'cli-progress';
 import ms from 'ms';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
-import {
-  checkRoot,
-  compact,
-  gc,
-  inspect,
-  listApps,
-  LockHeldError,
-  NotACacheRootError,
-  purge,
-  PurgeUsageError,
-  seed,
-  stats,
-  verify,
-  type WalkProgress,
-} from '../lib/maintenance';
+import { checkRoot, compact, gc, inspect, listApps, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
 import { renderPrometheus, statsFamilies, type Family } from '../lib/maintenance/prometheus';
 import { VolumeError } from '../lib/store/volume';
 import { formatBytes } from '../lib/util/units';
@@ -92,7 +78,7 @@ const OPTION_HELP: Record<string, string> = {
   timeoutMs: 'deadline of one filesystem sequence on the request path (default 2000)',
   concurrency: 'filesystem sequences in flight at once (default UV_THREADPOOL_SIZE - 1)',
   fsync: 'fsync entry files before publishing them (true/false)',
-  tagRefreshMs: 'how often a process looks for other processes\' invalidations (default 1000)',
+  tagRefreshMs: "how often a process looks for other processes' invalidations (default 1000)",
   leaseTimeoutMs: 'a writer whose lease is older is gone, for compact (default 300000)',
   logLevel: 'debug, info, warn (default), error, silent',
   logFormat: 'text (default) or json: one JSON object per line',
@@ -120,12 +106,14 @@ function buildProgram(io: Output): Command {
     .addOption(new Option('--all-apps', 'run the command for every app on the root (one JSON document keyed by app with --json)').conflicts('app'))
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run with --help for usage)')
+    // Every command's help lists the cache options too (gc --help shows the budgets gc enforces); set before
+    // the commands are added, which inherit it.
+    .configureHelp({ showGlobalOptions: true })
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
   for (const name of OPTION_NAMES) program.addOption(new Option(`${flagNameOf(name)} <value>`, OPTION_HELP[name] ?? name));
 
-  const withWait = (command: Command): Command =>
-    command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
+  const withWait = (command: Command): Command => command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
   const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}) =>
     async function (this: Command): Promise<void> {
       await runForApps(this, io, run, formats);
@@ -199,7 +187,7 @@ function buildProgram(io: Output): Command {
       .command('verify')
       .description('check every entry, image pair and log file; exit 3 if problems are found (without --repair, writes nothing)')
       .option('--repair', 'delete what is broken, quarantine what the library did not write or cannot vouch for, compact')
-      .option('--debris-age <duration>', 'temp files and orphans younger than this are left alone', durationArg, ms('1h')),
+      .addOption(durationOption('--debris-age <duration>', 'temp files and orphans younger than this are left alone', '1h')),
   ).action(
     perApp(async (options, flags, progress) => {
       const repair = flags.repair === true;
@@ -209,6 +197,7 @@ function buildProgram(io: Output): Command {
         ['images checked', report.checked.images],
         ['in flight (too young to judge)', report.inFlight],
         ['entries of another format version (left alone)', report.foreignVersion],
+        ['larger than --max-entry-bytes (left alone)', report.oversize],
         ['.nfs files (left alone)', report.nfsSilly],
       ];
       for (const [problem, count] of Object.entries(report.problems)) {
@@ -225,8 +214,8 @@ function buildProgram(io: Output): Command {
       .command('gc')
       .description('delete expired and invalidated entries, debris, and enforce byte budgets (oldest / least recently used first)')
       .option('--dry-run', 'report what would be deleted, delete nothing')
-      .option('--grace <duration>', 'keep entries this long past their expire', durationArg, ms('1h'))
-      .option('--debris-age <duration>', 'temp files and orphans older than this are debris', durationArg, ms('1h'))
+      .addOption(durationOption('--grace <duration>', 'keep entries this long past their expire', '1h'))
+      .addOption(durationOption('--debris-age <duration>', 'temp files and orphans older than this are debris', '1h'))
       .option('--keep-builds <n>', 'drop the namespaces of all but the n most recently served builds (never one being served now)', countArg),
   ).action(
     perApp(async (options, flags, progress) => {
@@ -254,6 +243,7 @@ function buildProgram(io: Output): Command {
           [`${verb}: temp files`, tally(result.debris)],
           [`${verb}: leases of processes that died mid-render`, result.leasesRemoved],
           ...result.buildsDropped.map((b): [string, string] => [`${verb}: build ${b.namespace}`, `${b.files} files (${formatBytes(b.bytes)})${b.skipped.length ? `, ${b.skipped.length} left in place` : ''}`]),
+          ...result.buildsKept.map((b): [string, string] => [`kept: build ${b.namespace}`, b.reason === 'marker-unreadable' ? 'its marker cannot be read, so it may be served now (check its permissions)' : 'served within the lease timeout']),
           ['unreadable (left alone)', result.unreadable],
           ['kept entries', `${result.kept.entries} (${formatBytes(result.kept.bytes)})`],
           ['kept images', `${result.kept.images} (${formatBytes(result.kept.imageBytes)})`],
@@ -270,7 +260,7 @@ function buildProgram(io: Output): Command {
       .option('--path <route>', 'entries revalidatePath(route) would hit (repeatable)', collect, [])
       .option('--kind <kind>', 'APP_PAGE, APP_ROUTE, PAGES, REDIRECT, FETCH, USE_CACHE, IMAGE (repeatable)', collect, [])
       .option('--older-than <duration>', 'only entries written longer ago than this, e.g. 7d', durationArg)
-      .option('--key <key>', 'one cache key, in every namespace: pages of every build, fetches, \'use cache\' entries, images (repeatable)', collect, [])
+      .option('--key <key>', "one cache key, in every namespace: pages of every build, fetches, 'use cache' entries, images (repeatable)", collect, [])
       .option('--build <id>', "only entries of this BUILD_ID's namespace (repeatable)", collect, [])
       .option('--all', 'every entry (needs --yes)')
       .option('--yes', 'confirm a purge of everything (--all, or --older-than 0)')
@@ -321,6 +311,7 @@ function buildProgram(io: Output): Command {
             ['written', result.written],
             ['already present (kept)', result.skipped],
             ['failed', result.failed.length],
+            ['without a runtime key (Next before 16.3.8: not seeded)', result.unkeyed],
             ...result.failed.slice(0, 20).map((f): [string, string] => ['  ', `${f.file}: ${f.reason}`]),
           ],
         };
@@ -330,7 +321,7 @@ function buildProgram(io: Output): Command {
   program
     .command('check')
     .description('start-up check: the root is mounted, a compatible cache root (or empty), its tag files readable, writable and fast enough; exit 1 if not. A startupProbe, never a liveness or readiness probe')
-    .option('--max-latency <duration>', 'fail when a small write, read and delete takes longer', durationArg, ms('1s'))
+    .addOption(durationOption('--max-latency <duration>', 'fail when a small write, read and delete takes longer', '1s'))
     .option('--read-only', 'check without writing anything (a read-only mount, a debug pod)')
     .action(
       perApp(async (options, flags) => {
@@ -344,10 +335,15 @@ function buildProgram(io: Output): Command {
     .description('where a key lives, its metadata and tags, and whether an invalidation applies (writes nothing; always JSON)')
     .option('--raw', 'include the decoded value (Buffers as base64)')
     .action(async function (this: Command, key: string) {
-      await runForApps(this, io, async (options, flags) => {
-        const result = await inspect({ ...options, key, raw: flags.raw === true });
-        return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
-      }, { alwaysJson: true });
+      await runForApps(
+        this,
+        io,
+        async (options, flags) => {
+          const result = await inspect({ ...options, key, raw: flags.raw === true });
+          return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
+        },
+        { alwaysJson: true },
+      );
     });
   return program;
 }
@@ -359,12 +355,12 @@ function buildProgram(io: Output): Command {
  * with --format prometheus. The exit code is the highest of the runs.
  */
 async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}): Promise<void> {
-  const flags = command.optsWithGlobals() as Record<string, unknown>;
+  const flags = command.optsWithGlobals<Record<string, unknown>>();
   const format = outputFormat(command, flags, formats);
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
   const json = format === 'json';
-  const apps = flags.allApps === true ? await listApps(options as CacheOptions) : [undefined];
+  const apps = flags.allApps === true ? await listApps(options) : [undefined];
   const documents: Record<string, object> = {};
   const families: Family[] = [];
   let exit: number = EXIT.ok;
@@ -419,6 +415,11 @@ function durationArg(value: string): number {
   const parsed = /^\s*\d+(\.\d+)?\s*[a-z]*\s*$/i.test(value) ? (ms(value as ms.StringValue) as number | undefined) : undefined;
   if (parsed === undefined || !Number.isFinite(parsed) || parsed < 0) throw new InvalidArgumentError(`expected a duration like 90s, 15m, 12h, 7d, got "${value}"`);
   return Math.round(parsed);
+}
+
+/** A duration option whose help shows its default as written ("1h"), not in milliseconds. */
+function durationOption(flags: string, description: string, defaultText: string): Option {
+  return new Option(flags, description).argParser(durationArg).default(durationArg(defaultText), defaultText);
 }
 
 /** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json / --format. */

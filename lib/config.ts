@@ -305,8 +305,8 @@ function parseMode(setting: string, raw: unknown, forFolders: boolean): number {
   if (typeof raw === 'number') {
     throw new ConfigError(setting, `expected an octal mode as a string, like ${example}: the number ${raw} is ambiguous (664 and 0o664 are different numbers)`);
   }
-  if (typeof raw !== 'string' || !/^(0o)?[0-7]{3,4}$/.test(raw)) throw new ConfigError(setting, `expected an octal mode like ${example}, got ${JSON.stringify(raw)}`);
-  const mode = parseInt(raw.replace(/^0o/, ''), 8);
+  if (typeof raw !== 'string' || !/^(0o|0)?[0-7]{3,4}$/.test(raw)) throw new ConfigError(setting, `expected an octal mode like ${example}, got ${JSON.stringify(raw)}`);
+  const mode = parseInt(raw.replace(/^0o/, ''), 8); // "2775", "02775" and "0o2775" alike, as chmod reads them
   if (mode & 0o4000) throw new ConfigError(setting, `refusing a setuid mode (${raw})`);
   if (mode & 0o002) throw new ConfigError(setting, `refusing a world-writable mode (${raw}): anyone on the machine could plant cache entries`);
   if (!forFolders && mode & 0o3000) throw new ConfigError(setting, `refusing setgid or sticky bits on files (${raw})`);
@@ -327,7 +327,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): CacheOptio
     }
     options[option] = parseValue(option, name, value);
   }
-  return options as CacheOptions;
+  return options;
 }
 
 /** Validates factory options (unknown keys are errors), then lays them over env and defaults. */
@@ -363,5 +363,5 @@ export function pickCacheOptions(options: object): CacheOptions {
     const value = (options as Record<string, unknown>)[name];
     if (value !== undefined) out[name] = value;
   }
-  return out as CacheOptions;
+  return out;
 }

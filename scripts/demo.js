@@ -10,12 +10,9 @@ const { buildFixture, startDataServer, startServer } = require('./fixture-app.js
 
 (async () => {
   const cacheDir = process.env.NEXT_VOLUME_CACHE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'next-volume-cache-demo-'));
-  buildFixture({ log: console.log });
+  await buildFixture({ log: console.log });
   const data = await startDataServer();
-  const [a, b] = await Promise.all([
-    startServer({ name: 'A', cacheDir, dataPort: data.port }),
-    startServer({ name: 'B', cacheDir, dataPort: data.port }),
-  ]);
+  const [a, b] = await Promise.all([startServer({ name: 'A', cacheDir, dataPort: data.port }), startServer({ name: 'B', cacheDir, dataPort: data.port })]);
   const show = async (server, pathname) => {
     const res = await fetch(server.url + pathname);
     const body = await res.text();

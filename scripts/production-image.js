@@ -172,7 +172,10 @@ function containerCommands(container) {
 function splitShellScript(script) {
   if (/[|;<>$`'"\\()]/.test(script.replace(/&&/g, ''))) throw new Error(`the manifest's shell script uses more than \`&&\`; teach splitShellScript: ${script}`);
   if (/&(?!&)/.test(script.replace(/&&/g, ''))) throw new Error(`the manifest's shell script has a background job: ${script}`);
-  return script.split('&&').map((part) => part.trim().split(/\s+/)).filter((argv) => argv[0]);
+  return script
+    .split('&&')
+    .map((part) => part.trim().split(/\s+/))
+    .filter((argv) => argv[0]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ function imageUser(user) {
 
 /** Why a pod cannot be imitated here, or undefined: setpriv needs root. */
 function podsUnavailable() {
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'needs root (setpriv to switch to the pods\' uids)';
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return "needs root (setpriv to switch to the pods' uids)";
   if (spawnSync('setpriv', ['--version']).status !== 0) return 'setpriv (util-linux) is not installed';
   return undefined;
 }
@@ -351,7 +354,10 @@ async function startPodServer(image, user, env, readinessPath, timeoutMs = 60_00
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${image.cmd.join(' ')} exited (${child.exitCode ?? child.signalCode}):\n${output}`);
-    const status = await fetch(url + readinessPath).then((res) => res.status, () => 0);
+    const status = await fetch(url + readinessPath).then(
+      (res) => res.status,
+      () => 0,
+    );
     if (status === 200) return { url, output: () => output, stop };
     if (Date.now() > deadline) {
       await stop();

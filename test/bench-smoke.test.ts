@@ -21,6 +21,8 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(figures.visibility.trials).toBe(3);
     expect(figures.site.map((r: { cache: string }) => r.cache)).toEqual(['nvc', 'nvc', 'builtin', 'builtin', 'redis', 'redis']);
     expect(figures.site.every((r: { errors: number }) => r.errors === 0)).toBe(true);
+    expect(figures.integrity.gets.every((r: Record<string, number>) => r['hit % (secret)'] === 100 && r['hit % (no secret)'] === 100)).toBe(true);
+    expect(figures.integrity.macs.length).toBe(15);
     // The OpenTelemetry row measured what it says: the API hidden, present, and the SDK seeing every get.
     expect(figures.telemetry.rows.map((r: { mode: string }) => r.mode)).toEqual(['absent', 'api', 'sdk', 'absent', 'api', 'sdk']);
     expect(figures.telemetry.checks.absent.telemetryAvailable).toBe(false);

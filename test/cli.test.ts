@@ -1,19 +1,23 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { main } from '../bin/cli';
 import { openMaintenance, purge } from '../lib/maintenance';
 import { purgeEntries } from '../lib/maintenance/purge';
 import { hashKey } from '../lib/store/hash';
 import { FaultyFs } from './fault-fs';
-import { DIST, openCache, runChild, tempDir, walk } from './helpers';
+import { DIST, openCache, runChild, tempDir, waitFor, walk } from './helpers';
 import { appPage, appRoute, FETCH_CTX, fetchValue, image, PAGE_CTX, pages, redirect } from './values';
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
@@ -101,18 +105,27 @@ describe('gc', () => {
     const dir = tempDir('nvc-gc-');
     const c = await openCache({ dir });
     await c.handler.set('short', fetchValue(), { ...FETCH_CTX });
-    await c.handler.set(pageKey(1), appPage({ tags: 'post' }), { kind: 'APP_PAGE', cacheControl: { revalidate: 1, expire: 1 } });
+    // Written 2 s ago on this process's (already calibrated) clock: past its 1 s expire without waiting for it.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() - 2000 });
+    try {
+      await c.handler.set(pageKey(1), appPage({ tags: 'post' }), { kind: 'APP_PAGE', cacheControl: { revalidate: 1, expire: 1 } });
+    } finally {
+      vi.useRealTimers();
+    }
     await c.handler.set(pageKey(2), appPage({ tags: 'keep' }), PAGE_CTX);
     await c.handler.set(pageKey(3), appPage({ tags: 'doomed' }), PAGE_CTX);
     await c.handler.revalidateTag(['doomed']);
-    for (const [i, hoursAgo] of [[1, 30], [2, 20], [3, 0]] as const) {
+    for (const [i, hoursAgo] of [
+      [1, 30],
+      [2, 20],
+      [3, 0],
+    ] as const) {
       await c.handler.set(`img-${i}`, image(Buffer.alloc(10_000, i)), { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } });
       const sidecar = JSON.parse(readFileSync(c.runtime.layout.sidecarPath(hashKey(`img-${i}`)), 'utf8'));
       const when = new Date(Date.now() - hoursAgo * 3_600_000);
       utimesSync(path.join(path.dirname(c.runtime.layout.sidecarPath(hashKey(`img-${i}`))), sidecar.file), when, when);
     }
     await c.runtime.close();
-    await new Promise((r) => setTimeout(r, 1100));
     const dry = JSON.parse((await cli('--json', 'gc', '--dir', dir, '--dry-run', '--grace', '0s', '--image-max-bytes', '15000')).out);
     expect(dry).toMatchObject({ dryRun: true, expired: { count: 1 }, invalidated: { count: 1 }, images: { evicted: 2 } });
     expect(walk(dir).filter((p) => p.endsWith('.entry'))).toHaveLength(4);
@@ -155,13 +168,16 @@ describe('purge', () => {
     expect(JSON.parse((await cli('--json', 'purge', '--dir', dir, '--kind', 'IMAGE')).out)).toMatchObject({ deleted: 2 });
     const all = JSON.parse((await cli('--json', 'purge', '--dir', dir, '--all', '--yes')).out);
     expect(all.deleted).toBe(12 - 3 - 1 - 1 - 1);
-    expect(walk(dir).filter((p) => p.endsWith('.entry') || p.endsWith('.json') && p.includes('/images/'))).toEqual([]);
+    expect(walk(dir).filter((p) => p.endsWith('.entry') || (p.endsWith('.json') && p.includes('/images/')))).toEqual([]);
   });
 
   it('under concurrent readers and writers: zero errors for them, exactly the tagged entries deleted', async () => {
     const dir = await filledStore();
+    const writers = path.join(dir, 'apps/default/writers');
+    const leasesBefore = readdirSync(writers).length;
     const load = ['writer', 'reader', 'reader'].map((role, i) => runChild('stress.js', [role, dir, '3000', '6', `p${i}`]));
-    await new Promise((r) => setTimeout(r, 500));
+    // The purge starts once all three have opened the cache (each keeps a lease), not after a guessed delay.
+    expect(await waitFor(() => readdirSync(writers).length >= leasesBefore + 3)).toBe(true);
     const result = await purge({ dir, logLevel: 'silent', selection: { tags: ['post'] }, wait: true });
     expect(result.deleted).toBe(5);
     const runs = await Promise.all(load);
@@ -225,7 +241,9 @@ describe('usage and safety', () => {
     // Simulate a run killed while holding the lock: a lock folder nobody refreshes.
     mkdirSync(path.join(m.layout.locksDir, 'maintenance.lock'), { recursive: true });
     expect((await cli('gc', '--dir', dir, '--no-wait', '--lock-stale-ms', '2000')).code).toBe(4);
-    await new Promise((r) => setTimeout(r, 2200));
+    // Nobody refreshed it for 3 s (its mtime says so): past the 2 s stale time, without waiting for it.
+    const threeSecondsAgo = new Date(Date.now() - 3000);
+    utimesSync(path.join(m.layout.locksDir, 'maintenance.lock'), threeSecondsAgo, threeSecondsAgo);
     const after = await cli('gc', '--dir', dir, '--no-wait', '--lock-stale-ms', '2000');
     expect(after.code, after.err).toBe(0);
     expect((await cli('verify', '--dir', dir)).code).toBe(3); // the planted bulk files are foreign, reported
@@ -238,7 +256,8 @@ describe('usage and safety', () => {
     await c.handler.revalidateTag(['bulk']);
     await c.runtime.close();
     const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'gc', '--dir', dir], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 250));
+    // Killed once it holds the maintenance lock, i.e. mid-way through its work.
+    expect(await waitFor(() => existsSync(path.join(c.runtime.layout.locksDir, 'maintenance.lock')), 10_000, 2)).toBe(true);
     child.kill('SIGKILL');
     await new Promise((r) => child.on('exit', r));
     const report = JSON.parse((await cli('--json', 'verify', '--dir', dir)).out);

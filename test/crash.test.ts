@@ -61,7 +61,7 @@ describe('SIGKILL at random points', () => {
         const got = await c.handler.get(`/route-cache/APP_ROUTE/crash/$/${prefix}${k}`, { kind: 'APP_ROUTE' });
         if (!got) continue;
         served++;
-        const value = got.value as { body: Buffer; headers: Record<string, string> };
+        const value = got.value as { kind: string; body: Buffer; headers: Record<string, string> };
         expect(sha(value.body)).toBe(value.headers['x-body-sha']);
       }
     }
@@ -69,7 +69,7 @@ describe('SIGKILL at random points', () => {
       const got = await c.handler.get(`img-${k}`, { kind: 'IMAGE' });
       if (got) {
         served++;
-        const value = got.value as { buffer: Buffer; etag: string };
+        const value = got.value as { kind: string; buffer: Buffer; etag: string };
         expect(sha(value.buffer)).toBe(value.etag);
       }
     }
@@ -77,13 +77,25 @@ describe('SIGKILL at random points', () => {
     expect(acknowledged.filter((tag) => c.runtime.service.tagVerdict([tag], 1) !== 'expired')).toEqual([]);
     if (purgesAcknowledged > 0) expect(c.runtime.service.tagVerdict(['crash-purge'], 1)).toBe('expired');
     await c.runtime.close();
-    // Repair removes all debris (temp files, orphan images) left by the kills.
-    await new Promise((r) => setTimeout(r, 1100)); // locks of killed runs go stale
+    // Repair removes all debris (temp files, orphan images) left by the kills. A lock a killed run left
+    // behind goes stale after 1 s: --wait retries until it can take it over.
     let out = '';
-    expect(await main(['--json', 'verify', '--repair', '--debris-age', '0s', '--wait', '--lock-stale-ms', '1000', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'verify', '--repair', '--debris-age', '0s', '--wait', '--lock-stale-ms', '1000', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     const repaired = JSON.parse(out);
     out = '';
-    expect(await main(['--json', 'verify', '--debris-age', '0s', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'verify', '--debris-age', '0s', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     const after = JSON.parse(out);
     expect(Object.values(after.problems).reduce((a: number, b) => a + (b as number), 0)).toBe(0);
     expect(walk(dir).filter((p) => path.basename(p).startsWith('.tmp.') && !p.includes('/locks/'))).toEqual([]);

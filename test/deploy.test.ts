@@ -22,19 +22,23 @@ async function cache(options: Parameters<typeof openCache>[0]): Promise<TestCach
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
 describe('several apps on one volume', () => {
-  it('never see each other\'s entries or tags', async () => {
+  it("never see each other's entries or tags", async () => {
     const dir = tempDir();
     const shop = await cache({ dir, app: 'shop' });
     const blog = await cache({ dir, app: 'blog' });
     await shop.handler.set('same-key', fetchValue('shop'), FETCH_CTX);
     await blog.handler.set('same-key', fetchValue('blog'), FETCH_CTX);
-    expect(((await shop.handler.get('same-key', {}))!.value as { data: { body: string } }).data.body).toBe('shop');
-    expect(((await blog.handler.get('same-key', {}))!.value as { data: { body: string } }).data.body).toBe('blog');
+    expect(((await shop.handler.get('same-key', {}))!.value as { kind: string; data: { body: string } }).data.body).toBe('shop');
+    expect(((await blog.handler.get('same-key', {}))!.value as { kind: string; data: { body: string } }).data.body).toBe('blog');
     await shop.handler.revalidateTag(['data']);
     expect(await shop.handler.get('same-key', {})).toBeNull();
     expect(await blog.handler.get('same-key', {})).not.toBeNull();

@@ -19,16 +19,26 @@ interface Container {
   volumeMounts?: Array<{ name: string; mountPath: string }>;
 }
 
-function manifests(file: string): Array<Record<string, any>> {
+interface PodTemplate {
+  template: { spec: { containers: Container[] } };
+}
+
+/** The parts of a Kubernetes manifest these tests read (a CronJob nests its pod one level deeper). */
+interface Manifest {
+  kind: string;
+  spec: PodTemplate & { jobTemplate: { spec: PodTemplate } };
+}
+
+function manifests(file: string): Manifest[] {
   return parseAllDocuments(readFileSync(path.join(EXAMPLE, file), 'utf8')).map((d) => {
     expect(d.errors).toEqual([]);
-    return d.toJSON() as Record<string, any>;
+    return d.toJSON() as Manifest;
   });
 }
 
-function containersOf(doc: Record<string, any>): Container[] {
+function containersOf(doc: Manifest): Container[] {
   const spec = doc.kind === 'CronJob' ? doc.spec.jobTemplate.spec.template.spec : doc.spec.template.spec;
-  return spec.containers as Container[];
+  return spec.containers;
 }
 
 const workloads = [...manifests('deployment.yaml'), ...manifests('cronjob.yaml')];
@@ -81,14 +91,14 @@ describe('the Kubernetes example stays true to the library', () => {
     for (const words of invocations) expect(words[1]).toBe(cliPath);
   });
 
-  it("next.config.js resolves entry points the package exports", () => {
+  it('next.config.js resolves entry points the package exports', () => {
     const config = readFileSync(path.join(EXAMPLE, 'next.config.js'), 'utf8');
     const specifiers = [...config.matchAll(/require\.resolve\('([^']+)'\)/g)].map((m) => m[1]!);
     expect(specifiers).toContain(pkg.name);
     for (const s of specifiers) expect(Object.keys(pkg.exports)).toContain(s === pkg.name ? '.' : `.${s.slice(pkg.name.length)}`);
   });
 
-  it('every CLI command in the manifests runs successfully, with the manifests\' environment, against a real cache', async () => {
+  it("every CLI command in the manifests runs successfully, with the manifests' environment, against a real cache", async () => {
     const dir = tempDir('nvc-example-');
     const c = await openCache({ dir, app: 'web' });
     await c.handler.set('k', fetchValue(), FETCH_CTX);
@@ -100,7 +110,11 @@ describe('the Kubernetes example stays true to the library', () => {
       const own = [container.startupProbe?.exec?.command, container.command].flat().join(' ');
       for (const words of cliInvocations().filter((w) => own.includes(w.slice(1).join(' ')))) {
         let err = '';
-        const code = await main(words.slice(2), () => {}, (t) => (err += t));
+        const code = await main(
+          words.slice(2),
+          () => {},
+          (t) => (err += t),
+        );
         expect(code, `${words.slice(2).join(' ')}: ${err}`).toBe(0);
         ran++;
       }

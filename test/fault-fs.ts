@@ -40,11 +40,19 @@ export class FaultyFs implements VolumeFs {
   readonly opened: string[] = [];
   /** Promises that never settle, kept so a test can release them. */
   private readonly hung: Array<() => void> = [];
+  /** Handles offer no /proc/self/fd path or location: a platform without /proc. */
+  private procHidden = false;
 
   constructor(private readonly inner: VolumeFs = nodeFs) {}
 
   add(rule: FaultRule): this {
     this.rules.push(rule);
+    return this;
+  }
+
+  /** From now on, behave like a platform without /proc/self/fd (the library falls back to lstat checks). */
+  hideProc(): this {
+    this.procHidden = true;
     return this;
   }
 
@@ -121,8 +129,8 @@ export class FaultyFs implements VolumeFs {
       stat: () => handle.stat(),
       chmod: (mode) => handle.chmod(mode),
       utimes: (a, m) => this.apply('utimes', p, () => handle.utimes(a, m)),
-      handlePath: handle.handlePath,
-      location: () => handle.location(),
+      handlePath: this.procHidden ? undefined : handle.handlePath,
+      location: () => (this.procHidden ? undefined : handle.location()),
       close: async () => {
         const fault = this.match('close', p);
         // The descriptor is closed for real either way: an error at close still releases it.

@@ -51,7 +51,7 @@ describe('injected filesystem faults', () => {
     await c.handler.set('k', value, PAGE_CTX);
     fs.add({ op: 'read', path: '.entry', fault: { shortRead: 7 } });
     const got = await c.handler.get('k', {});
-    expect((got!.value as { rscData: Buffer }).rscData.equals(value.rscData as Buffer)).toBe(true);
+    expect((got!.value as { kind: string; rscData: Buffer }).rscData.equals(value.rscData as Buffer)).toBe(true);
   });
 
   it.each(['EIO', 'ENOSPC', 'EDQUOT'])('%s at close of the temp file: set fails quietly, no debris, old entry intact', async (code) => {

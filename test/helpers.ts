@@ -121,13 +121,27 @@ export function runInvalidator(dir: string, ms: number, name: string, leaseMs: n
 }
 
 /** Polls `condition` until it holds or `timeoutMs` passes; a background effect is awaited, not slept on. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
+export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, intervalMs = 10): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
   return true;
+}
+
+/**
+ * Asks `probe` until `accept` holds for its answer or `timeoutMs` passes, and returns the last answer for
+ * the caller to assert on: another process's effect (a server's tag refresh) is awaited, not slept on.
+ */
+export async function pollUntil<T>(probe: () => Promise<T>, accept: (answer: T) => boolean, timeoutMs = 10_000, intervalMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let answer = await probe();
+  while (!accept(answer) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, intervalMs));
+    answer = await probe();
+  }
+  return answer;
 }
 
 /** The records of a segment file as the library's reader sees them (complete lines only), and the lines it skipped. */

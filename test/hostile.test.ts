@@ -72,7 +72,7 @@ describe('fuzzing what is on the volume (fixed seed)', () => {
       const damageSidecar = random() < 0.5;
       writeFileSync(damageSidecar ? sidecarPath : rawPath, mutate(random, damageSidecar ? sidecar : raw));
       const got = await c.handler.get('img', { kind: 'IMAGE' });
-      if (got) expect((got.value as { buffer: Buffer }).buffer.equals(buffer), `iteration ${i}`).toBe(true);
+      if (got) expect((got.value as { kind: string; buffer: Buffer }).buffer.equals(buffer), `iteration ${i}`).toBe(true);
       writeFileSync(sidecarPath, sidecar);
       writeFileSync(rawPath, raw);
     }
@@ -109,14 +109,26 @@ describe('symlinks planted in the cache root', () => {
     expect(readdirSync(outside)).toEqual([path.basename(file)]);
     expect(readFileSync(path.join(outside, path.basename(file))).equals(readFileSync(path.join(`${shard}.moved`, path.basename(file))))).toBe(true);
     let out = '';
-    expect(await main(['--json', 'verify', '--repair', '--dir', c.root], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'verify', '--repair', '--dir', c.root],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     expect(existsSync(path.join(outside, path.basename(file)))).toBe(true);
-    expect(await main(['purge', '--all', '--yes', '--dir', c.root], () => {}, () => {})).toBe(0);
+    expect(
+      await main(
+        ['purge', '--all', '--yes', '--dir', c.root],
+        () => {},
+        () => {},
+      ),
+    ).toBe(0);
     expect(existsSync(path.join(outside, path.basename(file)))).toBe(true);
   });
 });
 
-describe('keys and tags at and beyond Next\'s limits', () => {
+describe("keys and tags at and beyond Next's limits", () => {
   it('128 tags of 256 characters, 1024-character path tags, and a 10 MB tag list are recorded and honoured', async () => {
     const c = await cache();
     const many = Array.from({ length: 128 }, (_, i) => `${'t'.repeat(250)}${String(i).padStart(6, '0')}`);

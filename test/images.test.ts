@@ -28,7 +28,9 @@ beforeAll(async () => {
   images.jpeg = await base.clone().jpeg().toBuffer();
   // ~10 MB: noise does not compress.
   const noise = randomBytes(seededRandom(21), 1900 * 1800 * 3);
-  images.big = await sharp(noise, { raw: { width: 1900, height: 1800, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+  images.big = await sharp(noise, { raw: { width: 1900, height: 1800, channels: 3 } })
+    .png({ compressionLevel: 0 })
+    .toBuffer();
 });
 
 function imageValue(extension: string, buffer: Buffer, etag = 'etag-' + extension) {
@@ -44,14 +46,19 @@ describe('images as raw files with a JSON sidecar', () => {
     const got = await c.handler.get(`img-${kind}`, GET_CTX);
     expect(got).not.toBeNull();
     const value = got!.value as Record<string, unknown>;
-    expect(Buffer.isBuffer(value.buffer) && (value.buffer as Buffer).equals(buffer)).toBe(true);
+    expect(Buffer.isBuffer(value.buffer) && value.buffer.equals(buffer)).toBe(true);
     expect(value).toMatchObject({ kind: 'IMAGE', etag: `etag-${kind}`, upstreamEtag: `upstream-${kind}`, revalidate: 14400 });
     expect(got!.cacheControl).toEqual({ revalidate: 14400 });
     expect(Date.now() - got!.lastModified).toBeLessThan(5000);
     const files = walk(path.join(c.root, 'apps/default/images')).filter((p) => statSync(p).isFile());
     expect(files).toHaveLength(2);
     const raw = files.find((f) => !f.endsWith('.json'))!;
-    const sidecar = JSON.parse(readFileSync(files.find((f) => f.endsWith('.json'))!, 'utf8'));
+    const sidecar = JSON.parse(
+      readFileSync(
+        files.find((f) => f.endsWith('.json'))!,
+        'utf8',
+      ),
+    );
     expect(sidecar).toMatchObject({ key: `img-${kind}`, size: buffer.length, contentType: kind === 'jpeg' ? 'image/jpeg' : `image/${kind === 'big' ? 'png' : kind}` });
     expect(readFileSync(raw).equals(buffer)).toBe(true);
     expect((await sharp(raw).metadata()).format).toBe(kind === 'big' ? 'png' : kind === 'avif' ? 'heif' : kind);
@@ -64,7 +71,7 @@ describe('images as raw files with a JSON sidecar', () => {
     await c.handler.set('img', imageValue('webp', images.webp!), IMAGE_CTX);
     const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).sort()).toHaveLength(2);
-    expect(((await c.handler.get('img', GET_CTX))!.value as { extension: string }).extension).toBe('webp');
+    expect(((await c.handler.get('img', GET_CTX))!.value as { kind: string; extension: string }).extension).toBe('webp');
   });
 
   it('a hit marks the raw file as used (mtime on the volume clock), at most once per period', async () => {
@@ -121,10 +128,7 @@ describe('bad input around images', () => {
 describe('images across processes', () => {
   it('writers replacing the same keys never let a reader see bytes that do not hash to their etag', async () => {
     const dir = tempDir();
-    const runs = [
-      ...['w1', 'w2'].map((id) => runChild('image-stress.js', ['writer', dir, '4000', id])),
-      ...['r1', 'r2', 'r3'].map((id) => runChild('image-stress.js', ['reader', dir, '4000', id])),
-    ];
+    const runs = [...['w1', 'w2'].map((id) => runChild('image-stress.js', ['writer', dir, '4000', id])), ...['r1', 'r2', 'r3'].map((id) => runChild('image-stress.js', ['reader', dir, '4000', id]))];
     const results = await Promise.all(runs);
     for (const r of results) expect(r.code, r.stderr).toBe(0);
     const counts = results.map((r) => JSON.parse(r.stdout) as { role: string; writes: number; hits: number; mismatches: number });
@@ -144,7 +148,7 @@ describe('images across processes', () => {
     const dir = path.dirname(c.runtime.layout.sidecarPath(hashKey('img')));
     expect(readdirSync(dir).filter((n) => n.endsWith('.png'))).toHaveLength(2);
     const got = await c.handler.get('img', GET_CTX);
-    expect((got!.value as { buffer: Buffer }).buffer.equals(images.png!)).toBe(true);
+    expect((got!.value as { kind: string; buffer: Buffer }).buffer.equals(images.png!)).toBe(true);
     const fresh = await runChild('image-crash.js', [c.root, 'never-published']);
     expect(fresh.signal).toBe('SIGKILL');
     expect(await c.handler.get('never-published', GET_CTX)).toBeNull();

@@ -4,8 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCache, REPO } from './helpers';
 import { FETCH_CTX, fetchValue } from './values';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const image = require('../scripts/production-image.js') as typeof import('../scripts/production-image.js');
+import * as image from '../scripts/production-image.js';
 
 interface PackageJson {
   version: string;
@@ -51,7 +50,10 @@ describe('the published package', () => {
     const cache = await openCache({ dir: root });
     await cache.handler.set('k', fetchValue(), FETCH_CTX);
     await cache.runtime.close();
-    for (const args of [['compact', '--dir', root], ['stats', '--dir', root, '--json']]) {
+    for (const args of [
+      ['compact', '--dir', root],
+      ['stats', '--dir', root, '--json'],
+    ]) {
       const result = run(args);
       expect(result.status, `${args.join(' ')}: ${result.stderr}`).toBe(0);
     }

@@ -5,10 +5,7 @@ describe('several processes on one folder', () => {
   it('writers rewriting the same keys never let a reader see a torn or mixed entry', async () => {
     const dir = tempDir();
     const duration = process.env.NVC_SOAK_MS ?? '6000';
-    const runs = [
-      ...['a', 'b', 'c'].map((id) => runChild('stress.js', ['writer', dir, duration, '8', id])),
-      ...['r1', 'r2', 'r3'].map((id) => runChild('stress.js', ['reader', dir, duration, '8', id])),
-    ];
+    const runs = [...['a', 'b', 'c'].map((id) => runChild('stress.js', ['writer', dir, duration, '8', id])), ...['r1', 'r2', 'r3'].map((id) => runChild('stress.js', ['reader', dir, duration, '8', id]))];
     const results = await Promise.all(runs);
     for (const r of results) expect(r.code, r.stderr).toBe(0);
     const counts = results.map((r) => JSON.parse(r.stdout) as { role: string; writes: number; reads: number; hits: number; torn: number });

@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { compact } from '../lib/maintenance';
 import { loadHasher, lineChecksum } from '../lib/store/hash';
 import { encodeInvalidation } from '../lib/tags/record';
 import { Agent, LIBFAKETIME, sleep, type PageView } from './agent';
 import { FaultyFs } from './fault-fs';
-import { DIST, openCache, runInvalidator, seededRandom, randomBytes, tempDir, type TestCache } from './helpers';
+import { DIST, openCache, pollUntil, runInvalidator, seededRandom, randomBytes, tempDir, type TestCache } from './helpers';
 
 const agents: Agent[] = [];
 const caches: TestCache[] = [];
@@ -17,11 +17,23 @@ async function agent(dir: string, options: Parameters<typeof Agent.start>[1] = {
   return a;
 }
 afterEach(async () => {
+  vi.useRealTimers();
   await Promise.all(agents.splice(0).map((a) => a.kill()));
   for (const c of caches.splice(0)) await c.runtime.close();
 });
 
 const KEY = '/route-cache/APP_PAGE/x/$/post';
+
+/** The leases (writers/<writer>) on the volume now. */
+function leases(dir: string): string[] {
+  return readdirSync(path.join(dir, 'apps/default/writers')).map((name) => path.join(dir, 'apps/default/writers', name));
+}
+
+/** Dates leases `ms` back, as if their writers (dead: nothing renews them) had been gone that long. */
+function ageLeases(files: string[], ms: number): void {
+  const then = new Date(Date.now() - ms);
+  for (const file of files) utimesSync(file, then, then);
+}
 
 describe('invalidations across processes', () => {
   it("B sees A's invalidation after its refresh interval, and still after a restart", async () => {
@@ -31,8 +43,13 @@ describe('invalidations across processes', () => {
     await a.call('set', { key: KEY, marker: 'v1', tags: ['post'] });
     expect(await b.call<PageView | null>('get', { key: KEY })).toMatchObject({ html: '<p>v1</p>' });
     await a.call('revalidate', { tags: ['post'] });
-    await sleep(150);
-    expect(await b.call('get', { key: KEY })).toBeNull();
+    // B's next refresh (every 100 ms) brings it in: asked until then, not slept on.
+    expect(
+      await pollUntil(
+        () => b.call('get', { key: KEY }),
+        (view) => view === null,
+      ),
+    ).toBeNull();
     await b.kill();
     const b2 = await agent(dir, { tagRefreshMs: 100 });
     expect(await b2.call('get', { key: KEY })).toBeNull();
@@ -46,8 +63,11 @@ describe('invalidations across processes', () => {
     const b = await agent(dir, { tagRefreshMs: 100 });
     await a.call('set', { key: KEY, marker: 'v1', tags: ['post'], revalidate: 60 });
     await a.call('revalidate', { tags: ['post'], durations: { expire: 31_536_000 } });
-    await sleep(150);
-    const stale = await b.call<PageView>('get', { key: KEY });
+    // Until B's refresh brings the revalidation in, it serves v1 as fresh (age under a minute).
+    const stale = await pollUntil(
+      () => b.call<PageView>('get', { key: KEY }),
+      (view) => view.ageMs > 60_000,
+    );
     expect(stale.html).toBe('<p>v1</p>');
     expect(stale.ageMs).toBeGreaterThan(60_000);
     await b.call('set', { key: KEY, marker: 'v2', tags: ['post'], revalidate: 60 });
@@ -85,6 +105,9 @@ describe('the log format', () => {
 
 describe('the cost of a refresh', () => {
   async function idleRefreshOps(segments: number): Promise<number> {
+    // The refresh interval (1 ms) is measured with performance.now(): this process's runs on a fake one from the
+    // start, stepped past the interval instead of slept past it.
+    vi.useFakeTimers({ toFake: ['performance'] });
     const fs = new FaultyFs();
     const c = await openCache({ dir: tempDir(), tagRefreshMs: 1 }, fs);
     caches.push(c);
@@ -93,12 +116,13 @@ describe('the cost of a refresh', () => {
       writeFileSync(path.join(c.runtime.layout.invalidationsDir, `w${i}-1-abcdef.000000.log`), encodeInvalidation({ tags: [`t${i}`], stale: 1, expired: 1 }));
     }
     await c.handler.revalidateTag(['bump']);
-    await sleep(2);
+    vi.advanceTimersByTime(2);
     await c.runtime.service.refreshTags();
     expect(c.runtime.service.tagVerdict([`t${segments - 1}`], 0)).toBe('expired');
-    await sleep(2);
+    vi.advanceTimersByTime(2);
     const before = [...fs.counts.values()].reduce((a, b) => a + b, 0);
     await c.runtime.service.refreshTags();
+    vi.useRealTimers();
     return [...fs.counts.values()].reduce((a, b) => a + b, 0) - before;
   }
 
@@ -116,7 +140,7 @@ describe('compaction', () => {
     const a = await agent(dir, { leaseTimeoutMs: 2000 });
     for (let i = 0; i < 20; i++) await a.call('revalidate', { tags: [`t${i}`] });
     await a.kill();
-    await sleep(2100);
+    ageLeases(leases(dir), 3000); // A was killed 3 s ago: past its 2 s lease
     const result = await compact({ dir, leaseTimeoutMs: 2000, logLevel: 'silent' });
     expect(result.recordsFolded).toBe(20);
     expect(result.segmentsDeleted).toBe(1);
@@ -154,13 +178,17 @@ describe('compaction', () => {
         await reader.call('refresh');
       }
     })();
+    const readerLease = leases(dir);
     await runWave(1, 3000);
-    await sleep(3200); // wave 1's leases expire: the compactor may now delete their segments
+    // Wave 1 was killed: date its leases past the 3 s timeout, so the compactor may delete their segments during wave 2.
+    ageLeases(
+      leases(dir).filter((file) => !readerLease.includes(file)),
+      4000,
+    );
     await runWave(2, 3000);
     chaos = false;
     await compactor;
-    await sleep(2500);
-    // A clean final compaction (the lock of a killed run is stale after 2 s) folds everything.
+    // A clean final compaction folds everything; a lock left by a killed run is stale after 2 s, and `wait` retries until then.
     const final = await compact({ dir, leaseTimeoutMs: 3000, lockStaleMs: 2000, logLevel: 'silent', wait: true });
     console.log(`chaos: ${acknowledged.length} acknowledged invalidations, ${compactions} compactions (${killed} SIGKILLed), final deleted ${final.segmentsDeleted} segments`);
     expect(acknowledged.length).toBeGreaterThan(200);
@@ -179,6 +207,7 @@ describe('compaction', () => {
     await writer.call('revalidate', { tags: ['before-pause'] });
     const pid = (writer as unknown as { child: { pid: number } }).child.pid;
     process.kill(pid, 'SIGSTOP');
+    // Real time, not a faked one: the writer (another process) must find on its own clock, once resumed, that its lease lapsed.
     await sleep(2600);
     const result = await compact({ dir, leaseTimeoutMs: 2000, logLevel: 'silent' });
     expect(result.segmentsDeleted).toBe(1);
@@ -211,16 +240,27 @@ describe.skipIf(!hasFaketime)('clock skew of ±60 s between replicas', () => {
     }
     // The replica ahead invalidates; everyone sees it, including the one 60 s behind.
     await ahead.call('revalidate', { tags: ['post'] });
-    await sleep(100);
-    for (const reader of [exact, behind, ahead]) expect(await reader.call('get', { key: KEY })).toBeNull();
-    // The replica behind regenerates: its entry is newer than the invalidation on the volume's clock.
+    for (const reader of [exact, behind, ahead])
+      expect(
+        await pollUntil(
+          () => reader.call('get', { key: KEY }),
+          (view) => view === null,
+        ),
+      ).toBeNull();
+    // The replica behind regenerates: its entry is newer than the invalidation on the volume's clock. The 20 ms
+    // are real time on that shared clock, past the replicas' calibration error (a few ms), not a wait for any logic.
     await sleep(20);
     await behind.call('set', { key: KEY, marker: 'v2', tags: ['post'], revalidate: 30 });
     for (const reader of [ahead, exact, behind]) expect(await reader.call<PageView>('get', { key: KEY })).toMatchObject({ html: '<p>v2</p>' });
     // And the other way round.
     await behind.call('revalidate', { tags: ['post'] });
-    await sleep(100);
-    for (const reader of [exact, behind, ahead]) expect(await reader.call('get', { key: KEY })).toBeNull();
+    for (const reader of [exact, behind, ahead])
+      expect(
+        await pollUntil(
+          () => reader.call('get', { key: KEY }),
+          (view) => view === null,
+        ),
+      ).toBeNull();
     await sleep(20);
     await ahead.call('set', { key: KEY, marker: 'v3', tags: ['post'], revalidate: 30 });
     for (const reader of [ahead, exact, behind]) expect(await reader.call<PageView>('get', { key: KEY })).toMatchObject({ html: '<p>v3</p>' });

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TagState } from '../lib/tags/tag-state';
 import { openCache, tempDir, type TestCache } from './helpers';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
@@ -10,6 +10,7 @@ async function cache(): Promise<TestCache> {
   return c;
 }
 afterEach(async () => {
+  vi.useRealTimers();
   for (const c of opened.splice(0)) await c.runtime.close();
 });
 
@@ -73,9 +74,11 @@ describe('revalidateTag semantics (contract §5)', () => {
 
   it('an entry written after the invalidation is fresh again (no regeneration loop)', async () => {
     const c = await withPage();
+    // The clock stands still, then moves on by the smallest step: one millisecond after the invalidation is after it.
+    vi.useFakeTimers({ toFake: ['Date'] });
     await c.handler.revalidateTag(['post']);
     expect(await c.handler.get(PAGE, {})).toBeNull();
-    await new Promise((r) => setTimeout(r, 5));
+    vi.advanceTimersByTime(1);
     await c.handler.set(PAGE, appPage({ tags: pageTags }), PAGE_CTX);
     expect(age(await c.handler.get(PAGE, {}))).toBeLessThan(60_000);
   });

@@ -78,6 +78,16 @@ export function readFailure(error: unknown): 'absent' | 'not-a-file' | 'too-larg
   return undefined;
 }
 
+/**
+ * Whether an error says a folder on the way is there but is not a real
+ * folder inside the root (a link, or a file, where a folder belongs): damage
+ * to report, not a volume failure.
+ */
+export function isNotAFolder(error: unknown): boolean {
+  return NOT_A_FOLDER.has(errorCode(error) ?? '');
+}
+const NOT_A_FOLDER = new Set(['EOUTSIDE', 'ENOTDIR', 'ELOOP']);
+
 /** An open regular file and what fstat said about it when it was opened. */
 export interface OpenedFile {
   handle: VolumeFile;
@@ -100,17 +110,23 @@ export class ConfinedFs {
    * is not there: it must not be recreated on the container's disk.
    */
   async ensureRoot(parents: boolean): Promise<void> {
+    let created = true;
     try {
       await this.raw.mkdir(this.root);
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' && parents) {
         await this.createAncestors(this.root);
-      } else if (code !== 'EEXIST') {
+      } else if (code === 'EEXIST') {
+        created = false;
+      } else {
         throw error;
       }
     }
     await this.resolveRoot();
+    // A root the library created is one of its folders: the folder mode applies (an existing one is left as it is).
+    const mode = this.writes.dirMode;
+    if (created && mode !== undefined) await this.withDirHandle(this.root, (handle) => handle.chmod(mode));
   }
 
   /** The root's real path, resolved on first success and never again. */
@@ -265,9 +281,7 @@ export class ConfinedFs {
 
   /** Renames a name (a link itself, never its target), each side looked up in its verified folder. */
   rename(from: string, to: string): Promise<void> {
-    return this.inDir(path.dirname(from), (fromDir) =>
-      this.inDir(path.dirname(to), (toDir) => this.raw.rename(path.join(fromDir, path.basename(from)), path.join(toDir, path.basename(to)))),
-    );
+    return this.inDir(path.dirname(from), (fromDir) => this.inDir(path.dirname(to), (toDir) => this.raw.rename(path.join(fromDir, path.basename(from)), path.join(toDir, path.basename(to)))));
   }
 
   /** Sets a regular file's times (ms since the epoch) on its open descriptor. */

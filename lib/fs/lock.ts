@@ -1,7 +1,13 @@
-import lockfile from 'proper-lockfile';
 import type { Stats } from 'node:fs';
+import { detached } from '../util/detached';
 import { codedError, errorCode } from '../util/errors';
 import type { ConfinedFs } from './confined';
+
+// Loaded outside the caller's async context: proper-lockfile installs signal-exit's handlers when it
+// is loaded, and Node keeps the async context of a signal listener's handle for the life of the
+// process. Were this package first loaded inside a request's stores, that request would stay alive.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const lockfile = detached(() => require('proper-lockfile') as typeof import('proper-lockfile'));
 
 export class LockHeldError extends Error {
   readonly code = 'ELOCKED';
@@ -125,8 +131,20 @@ function lockFs(fs: ConfinedFs, options: LockOptions): object {
         }),
         callback,
       ),
-    rmdir: (file: string, callback: Callback) => done(through(() => fs.rmdir(file)), callback),
-    stat: (file: string, callback: Callback<{ mtime: Date }>) => done(through(() => fs.statDir(file)).then((stats) => ({ mtime: new Date(localMtime(file, stats)) })), callback),
-    utimes: (file: string, _atime: Date, mtime: Date, callback: Callback) => done(through(() => fs.touchDir(file, mtime.getTime() + offsetMs)), callback),
+    rmdir: (file: string, callback: Callback) =>
+      done(
+        through(() => fs.rmdir(file)),
+        callback,
+      ),
+    stat: (file: string, callback: Callback<{ mtime: Date }>) =>
+      done(
+        through(() => fs.statDir(file)).then((stats) => ({ mtime: new Date(localMtime(file, stats)) })),
+        callback,
+      ),
+    utimes: (file: string, _atime: Date, mtime: Date, callback: Callback) =>
+      done(
+        through(() => fs.touchDir(file, mtime.getTime() + offsetMs)),
+        callback,
+      ),
   };
 }

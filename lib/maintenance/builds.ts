@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { LockGuard } from '../fs/lock';
 import { readFailure } from '../fs/confined';
 import { BUILD_PREFIX, isSafeName, NFS_SILLY_PREFIX } from '../store/layout';
-import { freshMtime, listNames } from '../tags/files';
+import { freshMtime, listNamesIfFolder } from '../tags/files';
 import { errorCode } from '../util/errors';
 import type { Maintenance } from './context';
 
@@ -17,8 +17,9 @@ export interface BuildInfo {
 /** Every build namespace found on the volume (entries, images or markers), newest served first. */
 export async function listBuilds(m: Maintenance): Promise<BuildInfo[]> {
   const names = new Set<string>();
+  // An impostor folder lists nothing: a build whose marker cannot be read is live, so none is dropped for it.
   for (const dir of [m.layout.entriesRoot, m.layout.imagesRoot, m.layout.buildsDir]) {
-    for (const name of await listNames(m.fs, dir)) if (name.startsWith(BUILD_PREFIX) && isSafeName(name)) names.add(name);
+    for (const name of await listNamesIfFolder(m.fs, dir)) if (name.startsWith(BUILD_PREFIX) && isSafeName(name)) names.add(name);
   }
   const now = m.clock.now();
   const builds: BuildInfo[] = [];
@@ -41,6 +42,17 @@ export async function listBuilds(m: Maintenance): Promise<BuildInfo[]> {
  */
 export function buildsToDrop(builds: BuildInfo[], keep: number): BuildInfo[] {
   return builds.slice(keep).filter((b) => !b.live);
+}
+
+/** Why a build beyond the n kept was not dropped: a pod served it within the lease timeout, or its marker cannot be read. */
+export type KeptReason = 'served-recently' | 'marker-unreadable';
+
+/** The builds beyond the n most recently served that `gc --keep-builds n` keeps all the same, and why: reported, never silent. */
+export function buildsKeptBeyond(builds: BuildInfo[], keep: number): Array<{ namespace: string; reason: KeptReason }> {
+  return builds
+    .slice(keep)
+    .filter((b) => b.live)
+    .map((b) => ({ namespace: b.namespace, reason: b.servedAt === undefined ? 'marker-unreadable' : 'served-recently' }));
 }
 
 export interface Removal {
@@ -96,4 +108,3 @@ async function removeTree(m: Maintenance, dir: string, guard: LockGuard, removed
     if (!['ENOENT', 'ENOTEMPTY', 'EEXIST'].includes(errorCode(error) ?? '')) throw error;
   });
 }
-

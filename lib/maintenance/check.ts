@@ -115,7 +115,8 @@ async function checkApp(fs: ConfinedFs, layout: Layout): Promise<{ failure: Chec
         const { handle } = await fs.openFile(file);
         await handle.close();
       } catch (error) {
-        if (errorCode(error) === 'ENOENT') continue;
+        // A link, folder or FIFO named like a segment is skipped by every reader: not a reason to fail.
+        if (errorCode(error) === 'ENOENT' || readFailure(error) === 'not-a-file') continue;
         unreadable.push(`${path.relative(layout.root, file)} (${readFailure(error) ?? errorCode(error) ?? describe(error)})`);
       }
     }
@@ -125,7 +126,10 @@ async function checkApp(fs: ConfinedFs, layout: Layout): Promise<{ failure: Chec
       const { handle } = await fs.openFile(file);
       await handle.close();
     } catch (error) {
-      if (errorCode(error) !== 'ENOENT') unreadable.push(`${path.relative(layout.root, file)} (${readFailure(error) ?? errorCode(error) ?? describe(error)})`);
+      if (errorCode(error) === 'ENOENT') continue;
+      // A link or FIFO there is damage for verify --repair, not a question of modes.
+      if (readFailure(error) === 'not-a-file') return { failure: 'damaged', message: `${file} is not a regular file (${describe(error)}): run \`next-volume-cache verify --repair\`` };
+      unreadable.push(`${path.relative(layout.root, file)} (${readFailure(error) ?? errorCode(error) ?? describe(error)})`);
     }
   }
   if (unreadable.length === 0) return undefined;

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { isSafeName, isShardName, LEASE_SUFFIX, TEMP_PREFIX } from '../store/layout';
-import { listNames } from '../tags/files';
+import { listNamesIfFolder } from '../tags/files';
 import type { Maintenance } from './context';
 import { lstatOrNull } from './walk';
 
@@ -8,7 +8,7 @@ import { lstatOrNull } from './walk';
 export async function metadataTemps(m: Maintenance): Promise<Array<{ path: string; mtimeMs: number }>> {
   const out: Array<{ path: string; mtimeMs: number }> = [];
   for (const dir of m.layout.metadataDirs()) {
-    for (const name of await listNames(m.fs, dir)) {
+    for (const name of await listNamesIfFolder(m.fs, dir)) {
       if (!name.startsWith(TEMP_PREFIX)) continue;
       const stats = await lstatOrNull(m.fs, path.join(dir, name));
       if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs });
@@ -25,11 +25,11 @@ export async function metadataTemps(m: Maintenance): Promise<Array<{ path: strin
  */
 export async function leaseFiles(m: Maintenance): Promise<Array<{ path: string; mtimeMs: number; size: number }>> {
   const out: Array<{ path: string; mtimeMs: number; size: number }> = [];
-  for (const ns of (await listNames(m.fs, m.layout.leasesDir)).filter(isSafeName)) {
+  for (const ns of (await listNamesIfFolder(m.fs, m.layout.leasesDir)).filter(isSafeName)) {
     const nsDir = path.join(m.layout.leasesDir, ns);
-    for (const shard of (await listNames(m.fs, nsDir).catch(() => [] as string[])).filter(isShardName)) {
+    for (const shard of (await listNamesIfFolder(m.fs, nsDir)).filter(isShardName)) {
       const dir = path.join(nsDir, shard);
-      for (const name of await listNames(m.fs, dir).catch(() => [] as string[])) {
+      for (const name of await listNamesIfFolder(m.fs, dir)) {
         if (!name.endsWith(LEASE_SUFFIX) && !name.startsWith(TEMP_PREFIX)) continue;
         const stats = await lstatOrNull(m.fs, path.join(dir, name));
         if (stats?.isFile()) out.push({ path: path.join(dir, name), mtimeMs: stats.mtimeMs, size: stats.size });

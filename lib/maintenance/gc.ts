@@ -1,6 +1,6 @@
 import type { LockGuard } from '../fs/lock';
 import type { Maintenance } from './context';
-import { buildsToDrop, listBuilds, removeBuild } from './builds';
+import { buildsKeptBeyond, buildsToDrop, listBuilds, removeBuild, type KeptReason } from './builds';
 import { openTagLog } from './context';
 import { leaseFiles, metadataTemps } from './debris';
 import { judgeImageFolder } from './images';
@@ -35,6 +35,11 @@ export interface GcResult {
   watermark: number;
   /** Build namespaces dropped by keepBuilds, with what was left in place (links, unreadable folders). */
   buildsDropped: Array<{ namespace: string; files: number; bytes: number; skipped: string[] }>;
+  /**
+   * Builds beyond keepBuilds that were kept: served within the lease timeout, or whose marker
+   * could not be read (EACCES, EIO, ESTALE: it may be served now, so it is never dropped).
+   */
+  buildsKept: Array<{ namespace: string; reason: KeptReason }>;
   /**
    * false when part of the tag state could not be read: then nothing is deleted for a tag
    * invalidation (it might be a wrong one), only for expiry, budgets and debris.
@@ -71,12 +76,15 @@ export async function collectGarbage(m: Maintenance, options: GcOptions, guard: 
     futureDated: { count: 0, bytes: 0 },
     watermark: 0,
     buildsDropped: [],
+    buildsKept: [],
     tagStateComplete: tags.complete,
     unreadable: 0,
     leasesRemoved: 0,
   };
   if (options.keepBuilds !== undefined) {
-    for (const build of buildsToDrop(await listBuilds(m), options.keepBuilds)) {
+    const builds = await listBuilds(m);
+    result.buildsKept = buildsKeptBeyond(builds, options.keepBuilds);
+    for (const build of buildsToDrop(builds, options.keepBuilds)) {
       const removed = options.dryRun ? { files: 0, bytes: 0, skipped: [] } : await removeBuild(m, build.namespace, guard);
       result.buildsDropped.push({ namespace: build.namespace, ...removed });
     }

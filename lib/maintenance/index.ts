@@ -19,6 +19,7 @@ import { inspectKey, type Inspection } from './inspect';
 import { purgeEntries, type PurgeResult, type PurgeSelection } from './purge';
 import { collectStats, type StoreStats } from './stats';
 import { verifyStore, type VerifyReport } from './verify';
+import { quarantineImpostors } from './impostors';
 import { checkRoot as check, type CheckOptions, type CheckResult } from './check';
 
 export { NotACacheRootError, openMaintenance, type Maintenance, type RunOptions } from './context';
@@ -57,7 +58,10 @@ export async function verify(options: Options<{ repair?: boolean; debrisAgeMs?: 
   const m = await open(options, !repair);
   const settings = { repair, debrisAgeMs: options.debrisAgeMs ?? DEFAULT_DEBRIS_AGE_MS };
   if (!repair) return verifyStore(m, settings, undefined, options.progress);
-  return locked(m, options, (guard) => verifyStore(m, settings, guard, options.progress));
+  // Before the lock: it lives in locks/, which may be an impostor itself. Moving one is a single
+  // rename, safe without the lock (a second run finds it gone).
+  const impostors = await quarantineImpostors(m);
+  return locked(m, options, (guard) => verifyStore(m, { ...settings, impostors }, guard, options.progress));
 }
 
 /** Enforces expiry, tag invalidations, byte budgets (the maxBytes and imageMaxBytes cache options) and removes debris. */
@@ -121,4 +125,3 @@ export function checkRoot(options: CacheOptions & CheckOptions): Promise<CheckRe
   const { maxLatencyMs, readOnly, fs, ...cache } = options;
   return check(pickCacheOptions(cache), { maxLatencyMs, readOnly: readOnly ?? false, ...(fs ? { fs } : {}) });
 }
-

@@ -1,7 +1,7 @@
 import { hashKey } from '../store/hash';
 import { parseSidecar, type ImageSidecar } from '../store/image-store';
 import { isSafeName, SHARED_NAMESPACE } from '../store/layout';
-import { listNames, readSmall } from '../tags/files';
+import { listNamesIfFolder, readSmall } from '../tags/files';
 import type { ReadOutcome } from '../store/entry-store';
 import { openTagLog, type Maintenance } from './context';
 
@@ -40,7 +40,7 @@ export interface Inspection {
  */
 export async function inspectKey(m: Maintenance, key: string, raw: boolean): Promise<Inspection> {
   const hash = hashKey(key);
-  const namespaces = (await listNames(m.fs, m.layout.entriesRoot)).filter(isSafeName).sort();
+  const namespaces = (await listNamesIfFolder(m.fs, m.layout.entriesRoot)).filter(isSafeName).sort();
   const found: Array<{ namespace: string; read: EntryRead }> = [];
   for (const namespace of namespaces) {
     const read: EntryRead = await m.entries.read(key, namespace).catch((error: unknown) => ({ found: false as const, reason: `unreadable: ${(error as Error).message}`, hash }));
@@ -77,7 +77,7 @@ export async function inspectKey(m: Maintenance, key: string, raw: boolean): Pro
       await tags.close();
     }
   }
-  for (const imageNs of (await listNames(m.fs, m.layout.imagesRoot)).filter(isSafeName).sort()) {
+  for (const imageNs of (await listNamesIfFolder(m.fs, m.layout.imagesRoot)).filter(isSafeName).sort()) {
     const sidecarPath = m.layout.sidecarPath(hash, imageNs);
     const bytes = await readSmall(m.fs, sidecarPath);
     if (!bytes) continue;

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { isSafeName } from '../store/layout';
-import { freshMtime, listNames, listSegments, readSnapshot } from '../tags/files';
+import { freshMtime, listNamesIfFolder, listSegments, readSnapshot } from '../tags/files';
 import { errorCode } from '../util/errors';
 import type { Maintenance } from './context';
 import { leaseFiles } from './debris';
@@ -123,7 +123,7 @@ async function tagLogStats(m: Maintenance, now: number): Promise<StoreStats['tag
   const segments = await sizes(m, m.layout.invalidationsDir);
   const members = await sizes(m, m.layout.membersDir);
   const snapshot = await readSnapshot(m, now);
-  const writers = (await listNames(m.fs, m.layout.writersDir)).filter(isSafeName);
+  const writers = (await listNamesIfFolder(m.fs, m.layout.writersDir)).filter(isSafeName);
   let alive = 0;
   for (const writer of writers) {
     const mtime = await freshMtime(m.fs, m.layout.writerLease(writer)).catch(() => undefined);
@@ -147,7 +147,7 @@ async function tagLogStats(m: Maintenance, now: number): Promise<StoreStats['tag
 
 async function sizes(m: Maintenance, dir: string): Promise<Tally & { strangers: number }> {
   const t = { ...tally(), strangers: 0 };
-  const listed = await listSegments(m.fs, dir);
+  const listed = await listSegments(m.fs, dir, true);
   t.strangers = listed.strangers.length;
   for (const name of listed.segments) {
     try {

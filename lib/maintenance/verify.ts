@@ -6,11 +6,11 @@ import { hashKey } from '../store/hash';
 import { isSafeName, NFS_SILLY_PREFIX, TEMP_PREFIX } from '../store/layout';
 import { metadataTemps } from './debris';
 import { compactTags } from '../tags/compact';
-import { listNames, listSegments, readMembersSnapshot, readSegment, readSnapshot } from '../tags/files';
+import { listNamesIfFolder, listSegments, readMembersSnapshot, readSegment, readSnapshot } from '../tags/files';
 import { parseInvalidation, parseMembership } from '../tags/record';
-import { errorCode } from '../util/errors';
 import { mapLimit } from '../util/pool';
 import type { Maintenance } from './context';
+import { findImpostors, quarantine, type Impostor } from './impostors';
 import { judgeImageFolder } from './images';
 import { entriesOf, FILES_IN_FLIGHT, hasImages, lstatOrNull, readEntryHeader, walkStore, type StoreFolder, type WalkProgress } from './walk';
 
@@ -34,6 +34,8 @@ export interface VerifyOptions {
   repair: boolean;
   /** Temp files and orphan images younger than this may belong to a live writer: reported, never touched. */
   debrisAgeMs: number;
+  /** Impostor folders repair already moved into quarantine (before taking the lock: see impostors.ts). */
+  impostors?: Impostor[];
 }
 
 export interface VerifyReport {
@@ -46,13 +48,18 @@ export interface VerifyReport {
   inFlight: number;
   /** Entries of another format version (a newer or older library on the same volume): left alone. */
   foreignVersion: number;
+  /**
+   * Entries and raw images larger than this process's maxEntryBytes: never served with this setting,
+   * but not damage either (another process may allow more), so reported and left alone.
+   */
+  oversize: number;
   /** `.nfs*` files (an NFS client's silly-renamed open files): never touched. */
   nfsSilly: number;
 }
 
 const SAMPLES = 10;
 
-type EntryVerdict = Exclude<Problem, 'temp-debris' | 'orphan-image' | 'broken-image' | 'forged-image' | 'foreign-file' | 'log-garbage' | 'damaged-tag-file'> | 'foreign-version' | undefined;
+type EntryVerdict = Exclude<Problem, 'temp-debris' | 'orphan-image' | 'broken-image' | 'forged-image' | 'foreign-file' | 'log-garbage' | 'damaged-tag-file'> | 'foreign-version' | 'oversize' | undefined;
 
 /**
  * Checks every entry's checksum, format, key hash, seal (with a secret) and
@@ -78,6 +85,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     repaired: Object.fromEntries(PROBLEMS.map((p) => [p, 0])) as Record<Problem, number>,
     inFlight: 0,
     foreignVersion: 0,
+    oversize: 0,
     nfsSilly: 0,
   };
   const now = m.clock.now();
@@ -105,6 +113,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
           report.checked.entries++;
           const verdict = verdicts.get(file.path);
           if (verdict === 'foreign-version') report.foreignVersion++;
+          else if (verdict === 'oversize') report.oversize++;
           else if (verdict) await found(verdict, file.path, fixFor(verdict, file.path));
           break;
         }
@@ -124,6 +133,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
     }
     if (hasImages(folder)) await verifyImages(m, folder, report, found, isOld, toQuarantine);
   };
+  await reportImpostors(m, options, report, found);
   for await (const batch of walkStore(m, progress)) {
     const entries = entriesOf(batch);
     const verdicts = await mapLimit(entries, FILES_IN_FLIGHT, (f) => checkEntry(m, f.path, f.hash, f.namespace, now));
@@ -141,7 +151,7 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
   if (options.repair && guard) {
     // Compaction folds every segment (garbage lines before the folded offsets are never read again)
     // and replaces a damaged snapshot.
-    await compactTags(m, guard);
+    await compactTags(m, guard, { expireBefore: tagFolderPlantedAt(m, options.impostors ?? []) });
     const left = new Set((await tagFileProblems(m)).map((p) => `${p.problem}:${p.file}`));
     for (const { problem, file, stranger } of tagProblems) if (!stranger && !left.has(`${problem}:${file}`)) report.repaired[problem]++;
   }
@@ -149,6 +159,29 @@ export async function verifyStore(m: Maintenance, options: VerifyOptions, guard:
 }
 
 type Found = (problem: Problem, file: string, fix?: () => Promise<boolean>) => Promise<void>;
+
+/** Folders of the app that are not real folders: repaired already (before the lock), or found now. */
+async function reportImpostors(m: Maintenance, options: VerifyOptions, report: VerifyReport, found: Found): Promise<void> {
+  if (options.repair) {
+    for (const impostor of options.impostors ?? []) {
+      await found('foreign-file', impostor.path);
+      report.repaired['foreign-file']++;
+    }
+    return;
+  }
+  for (const impostor of await findImpostors(m)) await found('foreign-file', impostor.path);
+}
+
+/**
+ * When a link stood in place of tags/ or tags/inval, what the folder held
+ * may have invalidated entries older than the link: the compaction after
+ * repair expires them (fail closed, as readers do for a tag file they cannot
+ * use). Undefined when no tag folder was an impostor.
+ */
+function tagFolderPlantedAt(m: Maintenance, impostors: Impostor[]): number | undefined {
+  const times = impostors.filter((i) => i.path === m.layout.tagsDir || i.path === m.layout.invalidationsDir).map((i) => i.mtimeMs);
+  return times.length > 0 ? Math.min(...times) : undefined;
+}
 
 async function verifyImages(m: Maintenance, folder: StoreFolder, report: VerifyReport, found: Found, isOld: (mtime: number) => boolean, toQuarantine: (file: string) => () => Promise<boolean>): Promise<void> {
   const judged = await judgeImageFolder(m, folder);
@@ -161,6 +194,7 @@ async function verifyImages(m: Maintenance, folder: StoreFolder, report: VerifyR
       // Only a raw file known to be gone breaks the pair; one that cannot be read is left alone.
       const failure = readFailure(error);
       if (failure === 'absent') await found('broken-image', pair.sidecarFile.path, () => removePair(m, pair.sidecarFile.path, pair.raw.path));
+      else if (failure === 'too-large') report.oversize++;
       else await found('unreadable-file', pair.raw.path);
       continue;
     }
@@ -190,6 +224,7 @@ async function checkEntry(m: Maintenance, file: string, hash: string, namespace:
     if (head.reason === 'absent') return undefined;
     if (head.reason === 'foreign-version') return 'foreign-version';
     if (head.reason === 'unreadable') return 'unreadable-file';
+    if (head.reason === 'too-large') return 'oversize';
     return 'corrupt-entry';
   }
   if (hashKey(head.header.key) !== hash) return 'misplaced-entry';
@@ -199,6 +234,7 @@ async function checkEntry(m: Maintenance, file: string, hash: string, namespace:
   } catch (error) {
     const failure = readFailure(error);
     if (failure === 'absent') return undefined;
+    if (failure === 'too-large') return 'oversize';
     return failure ? 'corrupt-entry' : 'unreadable-file';
   }
   const decoded = decodeEntry(bytes, head.header.key, m.entries.sealFor(namespace));
@@ -236,7 +272,7 @@ async function tagFileProblems(m: Maintenance): Promise<TagFileProblem[]> {
     [m.layout.membersDir, (line: string) => parseMembership(line, m.seals.memberships), members.status === 'ok' ? members.index.folded : undefined],
   ];
   for (const [dir, parse, offsets] of parsers) {
-    const listed = await listSegments(m.fs, dir);
+    const listed = await listSegments(m.fs, dir, true);
     for (const name of listed.strangers) {
       if (!name.startsWith(NFS_SILLY_PREFIX) && !name.startsWith(TEMP_PREFIX)) problems.push({ problem: 'foreign-file', file: path.join(dir, name), stranger: true });
     }
@@ -244,33 +280,18 @@ async function tagFileProblems(m: Maintenance): Promise<TagFileProblem[]> {
       const file = path.join(dir, name);
       const read = await readSegment(m, dir, name, offsets?.get(name) ?? 0, parse);
       if (read.status === 'ok' && read.skipped > 0) problems.push({ problem: 'log-garbage', file });
-      if (read.status !== 'damaged') continue;
       // A link, folder or FIFO named like a segment is not one. A regular file that cannot be read is left alone.
-      const stats = await lstatOrNull(m.fs, file);
-      problems.push(stats && !stats.isFile() ? { problem: 'foreign-file', file, stranger: true } : { problem: 'damaged-tag-file', file });
+      if (read.status === 'stranger') problems.push({ problem: 'foreign-file', file, stranger: true });
+      if (read.status === 'damaged') problems.push({ problem: 'damaged-tag-file', file });
     }
   }
   for (const dir of [m.layout.writersDir, m.layout.buildsDir]) {
-    for (const name of await listNames(m.fs, dir)) {
-      if (!isSafeName(name) && !name.startsWith(NFS_SILLY_PREFIX) && !name.startsWith(TEMP_PREFIX)) problems.push({ problem: 'foreign-file', file: path.join(dir, name), stranger: true });
+    for (const name of await listNamesIfFolder(m.fs, dir)) {
+      if (name.startsWith(NFS_SILLY_PREFIX) || name.startsWith(TEMP_PREFIX)) continue;
+      // Leases and build markers are small regular files with names the library made; anything else is a stranger.
+      const stats = isSafeName(name) ? await lstatOrNull(m.fs, path.join(dir, name)) : undefined;
+      if (!isSafeName(name) || (stats && !stats.isFile())) problems.push({ problem: 'foreign-file', file: path.join(dir, name), stranger: true });
     }
   }
   return problems;
-}
-
-/**
- * Moves a file (or a link itself, or a folder) the library did not write out
- * of the store, into `<app>/quarantine/`, for a person to look at: never
- * deleted, never followed.
- */
-async function quarantine(m: Maintenance, file: string): Promise<boolean> {
-  await m.fs.mkdir(m.layout.quarantineDir);
-  const name = `${Date.now()}-${path.relative(m.layout.appDir, file).replace(/[^A-Za-z0-9._-]/g, '_')}`.slice(0, 200);
-  try {
-    await m.fs.rename(file, path.join(m.layout.quarantineDir, name));
-    return true;
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return false;
-    throw error;
-  }
 }

@@ -3,7 +3,9 @@ import type { ImageValue } from '../service/cache-service';
 import type { Runtime } from '../service/runtime';
 import { runtimeFor } from '../service/registry';
 import { resolveOptions, type CacheOptions, type ResolvedOptions } from '../config';
+import { describe } from '../util/errors';
 import { canServeStale, freshForMs, present, tagsOf } from './freshness';
+import { isTaggablePagesEntry, pagesBuildOf, pagesImplicitTags, type PagesBuild } from './implicit-tags';
 import { startAutoSeed } from './seed';
 import type { CacheHandlerValue, CachedValue, GetContext, NextCacheHandler, NextCacheHandlerClass, NextHandlerOptions, SetContext, TagDurations } from './types';
 
@@ -54,7 +56,8 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
         return this.runtime.service.writeImage(key, data as ImageValue, ctx?.cacheControl, this.runtime.namespaceFor('image', this.serverDistDir));
       }
       const area = data?.kind === 'FETCH' ? 'fetch' : 'page';
-      return this.runtime.service.write(toDraft(key, data ?? null, ctx), this.runtime.namespaceFor(area, this.serverDistDir));
+      const implicitTags = area === 'page' ? this.pagesTagsOf(key, data ?? null, ctx) : [];
+      return this.runtime.service.write(toDraft(key, data ?? null, ctx, implicitTags), this.runtime.namespaceFor(area, this.serverDistDir));
     }
 
     /** Next passes an array; older callers a single tag. Rejects when the invalidation could not be recorded. */
@@ -63,6 +66,18 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
     }
 
     resetRequestCache(): void {}
+
+    /** A Pages Router entry's implicit path tags (see implicit-tags.ts); none for anything else. */
+    private pagesTagsOf(key: string, data: CachedValue | null, ctx: SetContext | undefined): string[] {
+      return isTaggablePagesEntry(key, data, ctx) ? pagesImplicitTags(key, this.pagesBuild()) : [];
+    }
+
+    /** The build's Pages routes (its manifests read on first use). */
+    private pagesBuild(): PagesBuild | undefined {
+      if (!this.serverDistDir) return undefined;
+      const log = this.runtime.log;
+      return pagesBuildOf(this.serverDistDir, (file, error) => log.onceWarn('pages-manifest', `cannot read ${file} (${describe(error)}): Pages Router entries are tagged by their path only`));
+    }
   };
 }
 
@@ -90,12 +105,12 @@ async function getImage(rt: Runtime, key: string, serverDistDir: string | undefi
   return result;
 }
 
-function toDraft(key: string, value: CachedValue | null, ctx: SetContext | undefined): EntryDraft {
+function toDraft(key: string, value: CachedValue | null, ctx: SetContext | undefined, implicitTags: string[]): EntryDraft {
   return {
     key,
     kind: value === null ? 'NULL' : String(value.kind),
     cacheControl: ctx?.cacheControl,
-    tags: tagsOf(value, ctx),
+    tags: [...new Set([...tagsOf(value, ctx), ...implicitTags])],
     value,
   };
 }

@@ -7,6 +7,7 @@ import { hashKey } from '../store/hash';
 import { buildNamespace } from '../store/layout';
 import { detached } from '../util/detached';
 import { tagsOf } from './freshness';
+import { isTaggablePagesEntry, pagesBuildOf, pagesImplicitTags } from './implicit-tags';
 import type { CachedValue } from './types';
 
 /**
@@ -33,6 +34,11 @@ export interface SeedResult {
   skipped: number;
   /** Unreadable or incomplete build files. */
   failed: Array<{ file: string; reason: string }>;
+  /**
+   * Prerendered pages whose runtime key the build does not name: Next writes `routeCache.key`
+   * into its `.meta` files from 16.3.8 on; before that, nothing is seeded.
+   */
+  unkeyed: number;
 }
 
 interface Meta {
@@ -40,7 +46,7 @@ interface Meta {
   status?: number;
   postponed?: string;
   segmentPaths?: string[];
-  routeCache?: { key?: string; owner?: { kind?: string } };
+  routeCache?: { key?: string; owner?: { kind?: string; sourceRoute?: string }; isFallback?: boolean };
 }
 
 interface PrerenderRoute {
@@ -60,14 +66,15 @@ export async function namespaceOfBuild(nextDir: string): Promise<{ buildId: stri
 export async function seedFromBuild(target: SeedWriter, nextDir: string): Promise<SeedResult> {
   const { buildId, namespace } = await namespaceOfBuild(nextDir);
   const manifest = JSON.parse(await readFile(path.join(nextDir, 'prerender-manifest.json'), 'utf8')) as Manifest;
-  const result: SeedResult = { buildId, namespace, found: 0, written: 0, skipped: 0, failed: [] };
+  const result: SeedResult = { buildId, namespace, found: 0, written: 0, skipped: 0, failed: [], unkeyed: 0 };
   const server = path.join(nextDir, 'server');
   const metas = await fg(['app/**/*.meta', 'pages/**/*.meta'], { cwd: server, onlyFiles: true, followSymbolicLinks: false, dot: true });
   for (const name of metas.sort()) {
     const file = path.join(server, name);
     try {
       const draft = await draftFor(file, path.join(server, name.split('/')[0]!), manifest);
-      if (!draft) continue;
+      if (draft === 'unkeyed') result.unkeyed++;
+      if (!draft || draft === 'unkeyed') continue;
       result.found++;
       if ((await target.writeIfAbsent(draft)).written) result.written++;
       else result.skipped++;
@@ -96,11 +103,11 @@ export function startAutoSeed(runtime: Runtime, serverDistDir: string | undefine
   detached(() => void runtime.seedOnce(namespace, (writer) => seedFromBuild(writer, path.dirname(serverDistDir))));
 }
 
-async function draftFor(metaFile: string, base: string, manifest: Manifest): Promise<EntryDraft | undefined> {
+async function draftFor(metaFile: string, base: string, manifest: Manifest): Promise<EntryDraft | 'unkeyed' | undefined> {
   const meta = JSON.parse(await readFile(metaFile, 'utf8')) as Meta;
   const key = meta.routeCache?.key;
   const kind = meta.routeCache?.owner?.kind;
-  if (typeof key !== 'string' || typeof kind !== 'string') return undefined;
+  if (typeof key !== 'string' || typeof kind !== 'string') return 'unkeyed';
   const stem = metaFile.slice(0, -'.meta'.length);
   const lifetimes = manifest.routes[routeOf(path.relative(base, stem))];
   const value = await valueFor(kind, stem, meta);
@@ -112,9 +119,16 @@ async function draftFor(metaFile: string, base: string, manifest: Manifest): Pro
     // The build's age: an invalidation recorded after the build wins over the seeded copy.
     ageMs: Math.max(0, Date.now() - built),
     cacheControl: lifetimes ? { revalidate: lifetimes.initialRevalidateSeconds ?? false, expire: lifetimes.initialExpireSeconds } : undefined,
-    tags: tagsOf(value, undefined),
+    tags: [...tagsOf(value, undefined), ...seededPagesTags(meta, key, value, path.dirname(base))],
     value,
   };
+}
+
+/** A prerendered Pages Router page gets the implicit path tags a rendered one gets (see implicit-tags.ts); the .meta names its route. */
+function seededPagesTags(meta: Meta, key: string, value: CachedValue, serverDir: string): string[] {
+  if (meta.routeCache?.owner?.kind !== 'PAGES' || !isTaggablePagesEntry(key, value, { isFallback: meta.routeCache.isFallback === true })) return [];
+  const sourceRoute = meta.routeCache.owner.sourceRoute;
+  return pagesImplicitTags(key, pagesBuildOf(serverDir), typeof sourceRoute === 'string' ? sourceRoute : undefined);
 }
 
 async function valueFor(kind: string, stem: string, meta: Meta): Promise<CachedValue | undefined> {

@@ -35,6 +35,8 @@ export interface SetContext {
   fetchCache?: boolean;
   tags?: string[];
   cacheControl?: CacheControl;
+  /** PAGES: the `fallback: true` shell (key `$/pp/[slug]`), not a page. */
+  isFallback?: boolean;
   [other: string]: unknown;
 }
 

@@ -79,7 +79,7 @@ export function bindUseCacheHandler(runtimeOf: () => Runtime): UseCacheHandler {
 const PENDING = Symbol.for('next-volume-cache.use-cache.pending.v1');
 function pendingSets(): Map<string, Promise<void>> {
   const scope = globalThis as unknown as Record<symbol, Map<string, Promise<void>> | undefined>;
-  return (scope[PENDING] ??= new Map());
+  return (scope[PENDING] ??= new Map<string, Promise<void>>());
 }
 
 function isUseCache(record: EntryRecord): boolean {
@@ -117,7 +117,7 @@ async function setEntry(rt: Runtime, key: string, pendingEntry: Promise<UseCache
   try {
     const entry = await pendingEntry;
     if (entry.expire === 0) return;
-    const body = await bufferOf(entry.value as unknown as AsyncIterable<Uint8Array>);
+    const body = await bufferOf(entry.value);
     const value: StoredUseCache = { kind: KIND, body, stale: entry.stale, expire: entry.expire, revalidate: entry.revalidate, ageAtWrite: 0 };
     const draft: EntryDraft = {
       key,

@@ -6,13 +6,14 @@ import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store'
 import { USE_CACHE_NAMESPACE } from '../store/layout';
 import type { CacheControl } from '../store/codec';
 import type { TagLog, Durations } from '../tags/tag-log';
+import { detached } from '../util/detached';
 import { describe } from '../util/errors';
 import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
 import type { MemoryTier, MemoryCopy } from './memory-tier';
 import type { Regeneration } from './regeneration';
-import { TagView } from './tag-view';
+import type { TagView } from './tag-view';
 import type { ServiceTelemetry, SetResult } from './telemetry';
 
 /**
@@ -46,6 +47,8 @@ export interface ServiceParts {
   regeneration: Regeneration;
   /** OpenTelemetry spans and metrics (a no-op without @opentelemetry/api). */
   telemetry: ServiceTelemetry;
+  /** Whether the volume is open now, without waiting or opening it. */
+  isOpen(): boolean;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -144,7 +147,7 @@ export class CacheService {
         const served = await this.fromMemory(copy, namespace, options);
         if (served) return served;
       }
-      const outcome = await this.parts.gate.run(() => this.parts.entries.read(key, namespace));
+      const outcome = await this.parts.gate.run((hold) => this.parts.entries.read(key, namespace, hold));
       hash = outcome.hash;
       if (!(await viewReady)) return this.notJudgeable(started);
       if (!outcome.found) {
@@ -221,7 +224,7 @@ export class CacheService {
     const deadline = performance.now() + settings.coalesceMissesMs;
     while (performance.now() < deadline && regeneration.heldByOther(hash, namespace)) {
       await new Promise((resolve) => setTimeout(resolve, Math.min(COALESCE_POLL_MS, Math.max(0, deadline - performance.now()))));
-      const outcome = await gate.run(() => entries.read(key, namespace)).catch(() => undefined);
+      const outcome = await gate.run((hold) => entries.read(key, namespace, hold)).catch(() => undefined);
       if (!outcome?.found) continue;
       const judged = this.judge(outcome.record, options, hash);
       if (judged.status === 'hit' && judged.verdict === 'fresh') {
@@ -239,7 +242,7 @@ export class CacheService {
     if (!pending) {
       this.parts.metrics.memoryChecks++;
       pending = this.parts.gate
-        .run(() => this.parts.entries.identify(copy.record.key, namespace))
+        .run((hold) => this.parts.entries.identify(copy.record.key, namespace, hold))
         .then((identity) => identity !== undefined && sameIdentity(identity, copy.identity))
         .catch(() => false)
         .finally(() => this.confirming.delete(id));
@@ -360,7 +363,14 @@ export class CacheService {
   /** Brings the tag view up to date if its interval has passed ('use cache' refreshTags). Never throws. */
   refreshTags(): Promise<void> {
     return this.parts.telemetry.refreshTags(async () => {
-      if (await this.parts.ready()) await this.parts.tagView.refreshIfDue();
+      // Not open yet (the first request, or `next build` with no volume): opening starts in the
+      // background and this call does not wait for it. Next calls it during prerendering too, where
+      // Next 16.0 never lets the I/O of a first open settle; every get waits for the volume anyway.
+      if (!this.parts.isOpen()) {
+        void this.parts.ready();
+        return;
+      }
+      await this.parts.tagView.refreshIfDue();
     });
   }
 
@@ -414,11 +424,15 @@ export class CacheService {
   /**
    * Appends to the tag index in the background, through the gate like every
    * other filesystem call (a hung mount must not hold a thread outside it);
-   * dropped when the gate is saturated (the index is advisory).
+   * dropped when the gate is saturated (the index is advisory). Detached: the
+   * append outlives the set that asked for it, and would otherwise keep that
+   * request's async context alive until it is written.
    */
   private recordMembership(hash: string, ns: string, tags: string[]): void {
     if (tags.length === 0) return;
-    this.parts.gate.run(() => this.parts.tags.recordMembership({ hash, ns, tags })).catch((error: unknown) => this.reportIoError('membership', 'appending to the tag index', error));
+    detached(() => {
+      this.parts.gate.run(() => this.parts.tags.recordMembership({ hash, ns, tags })).catch((error: unknown) => this.reportIoError('membership', 'appending to the tag index', error));
+    });
   }
 
   private miss(reason: string): { status: 'miss'; reason: string } {

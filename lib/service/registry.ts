@@ -7,7 +7,7 @@ type Registry = Map<string, Runtime>;
 
 function registry(): Registry {
   const scope = globalThis as unknown as Record<symbol, Registry | undefined>;
-  return (scope[REGISTRY] ??= new Map());
+  return (scope[REGISTRY] ??= new Map<string, Runtime>());
 }
 
 /**

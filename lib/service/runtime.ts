@@ -144,6 +144,7 @@ export class Runtime {
       }),
       telemetry: this.telemetry,
       ready: () => this.ready(),
+      isOpen: () => this.state === 'ready',
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
   }
@@ -215,7 +216,7 @@ export class Runtime {
    * go on without waiting. Every volume call goes through the gate and the
    * confined filesystem, the lock's included.
    */
-  async seedOnce(namespace: string, produce: (writer: SeedWriter) => Promise<{ written: number; skipped: number; buildId: string }>): Promise<void> {
+  async seedOnce(namespace: string, produce: (writer: SeedWriter) => Promise<{ written: number; skipped: number; buildId: string; unkeyed: number }>): Promise<void> {
     if (!(await this.ready()) || !this.volume.writable) return;
     const marker = this.layout.seededMarker(namespace);
     const gated = <T>(task: () => Promise<T>): Promise<T> => this.gate.run(task);
@@ -235,6 +236,9 @@ export class Runtime {
         const result = await produce({ writeIfAbsent: (draft) => this.service.writeIfAbsent(draft, namespace) });
         await gated(() => this.fs.writeAtomic(marker, [Buffer.from(JSON.stringify(result) + '\n')], { createParents: 1 }));
         this.log.info('seeded', `seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
+        if (result.unkeyed > 0 && result.written + result.skipped === 0) {
+          this.log.warn('seed-unkeyed', `seeding found ${result.unkeyed} prerendered page(s) but no runtime cache key for any: Next writes them into its build output from 16.3.8 on; with this version, pages render on their first request`);
+        }
       });
     } catch (error) {
       if (error instanceof LockHeldError) return;
@@ -309,9 +313,11 @@ export class Runtime {
     if (this.touchedImages.size >= MAX_TRACKED_TOUCHES) this.touchedImages.clear();
     this.touchedImages.set(rawPath, now);
     detached(() => {
-      this.gate.run(() => this.images.touch(rawPath, this.clock.now())).catch((error: unknown) => {
-        if (errorCode(error) !== 'ENOENT') this.service.reportIoError('image-touch', 'marking an image as used', error);
-      });
+      this.gate
+        .run(() => this.images.touch(rawPath, this.clock.now()))
+        .catch((error: unknown) => {
+          if (errorCode(error) !== 'ENOENT') this.service.reportIoError('image-touch', 'marking an image as used', error);
+        });
     });
   }
 

@@ -27,6 +27,7 @@ export class TagView {
   /** When the last refresh that succeeded started: what the view reflects. */
   private lastLoaded: number | undefined;
   private refreshing: Promise<void> | undefined;
+  private running: Promise<void> | undefined;
   private loaded = false;
   /** The tag folders themselves cannot be used (a link, not a folder): nothing can be judged. */
   unusable = false;
@@ -36,6 +37,8 @@ export class TagView {
   /** Refreshes if the interval has passed; never throws (a failed refresh keeps the current view). */
   refreshIfDue(): Promise<void> {
     if (this.refreshing) return this.refreshing;
+    // A refresh that outlived its deadline (a slow volume, a huge tail) is still reading: none beside it.
+    if (this.running) return Promise.resolve();
     const { tags, gate, tagRefreshMs, timeoutMs } = this.options;
     if (performance.now() - this.lastRefresh < tagRefreshMs) return Promise.resolve();
     const started = (this.lastRefresh = performance.now());
@@ -43,7 +46,7 @@ export class TagView {
     // compaction: it may take longer than one request's deadline.
     const deadline = this.loaded ? timeoutMs : Math.max(timeoutMs, INITIAL_LOAD_TIMEOUT_MS);
     const refreshing = gate
-      .run(() => tags.refresh(), deadline)
+      .run(() => this.track(tags.refresh()), deadline)
       .then(() => {
         this.loaded = true;
         this.unusable = false;
@@ -62,6 +65,16 @@ export class TagView {
       });
     this.refreshing = refreshing;
     return refreshing;
+  }
+
+  /** Remembers the refresh itself (not a caller's wait for it) until it ends. */
+  private track(refresh: Promise<void>): Promise<void> {
+    this.running = refresh;
+    const forget = (): void => {
+      if (this.running === refresh) this.running = undefined;
+    };
+    refresh.then(forget, forget);
+    return refresh;
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Stats } from 'node:fs';
 import { errorCode } from '../util/errors';
 import { readFailure, type ConfinedFs } from '../fs/confined';
 import { readOpened } from '../fs/read';
+import type { VolumeFile } from '../fs/syscalls';
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord, type SealContext } from './codec';
 import { hashKey } from './hash';
 import type { Integrity } from './integrity';
@@ -11,8 +12,7 @@ import { RememberedFailures } from './remembered-failures';
 export type MissReason = 'absent' | DecodeFailure | 'not-a-file' | 'too-large';
 
 export type ReadOutcome =
-  | { found: true; record: EntryRecord; hash: string; identity: FileIdentity }
-  | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
+  { found: true; record: EntryRecord; hash: string; identity: FileIdentity } | { found: false; reason: MissReason; hash: string; /** Judged from an earlier read of the same file, not read again. */ remembered?: boolean };
 
 /** What tells one version of a file from another without reading it (published by rename: a new version is a new inode). */
 export interface FileIdentity {
@@ -51,12 +51,12 @@ export class EntryStore {
    * again on every get. Other errors (EIO, a hung mount) propagate: the
    * caller decides how to degrade.
    */
-  async read(key: string, namespace: string): Promise<ReadOutcome> {
+  async read(key: string, namespace: string, hold?: Hold): Promise<ReadOutcome> {
     const hash = hashKey(key);
     const file = this.layout.entryPath(hash, namespace);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.readOnce(file, key, hash, namespace);
+        return await this.readOnce(file, key, hash, namespace, hold);
       } catch (error) {
         // ESTALE: on NFS a handle whose file another client replaced by rename goes stale.
         // Reopening by path finds the new file; a second ESTALE propagates.
@@ -85,10 +85,10 @@ export class EntryStore {
    * fresh open revalidates the attributes), or undefined when it is gone or
    * not a regular file. Other errors propagate.
    */
-  async identify(key: string, namespace: string): Promise<FileIdentity | undefined> {
+  async identify(key: string, namespace: string, hold?: Hold): Promise<FileIdentity | undefined> {
     try {
       const { handle, stats } = await this.fs.openFile(this.layout.entryPath(hashKey(key), namespace));
-      await handle.close();
+      await closeRead(handle, hold);
       return identityOf(stats);
     } catch (error) {
       if (readFailure(error)) return undefined;
@@ -101,7 +101,7 @@ export class EntryStore {
     return this.options.integrity ? { integrity: this.options.integrity, place: `${this.options.app}/${namespace}` } : undefined;
   }
 
-  private async readOnce(file: string, key: string, hash: string, namespace: string): Promise<ReadOutcome> {
+  private async readOnce(file: string, key: string, hash: string, namespace: string, hold: Hold | undefined): Promise<ReadOutcome> {
     const opened = await this.fs.openFile(file);
     let bytes: Buffer;
     try {
@@ -112,7 +112,7 @@ export class EntryStore {
       if (errorCode(error) === 'EFBIG') this.failures.remember(file, opened.stats, 'too-large');
       throw error;
     } finally {
-      await opened.handle.close();
+      await closeRead(opened.handle, hold);
     }
     const decoded = decodeEntry(bytes, key, this.sealFor(namespace));
     if (!decoded.ok) {
@@ -121,6 +121,20 @@ export class EntryStore {
     }
     return { found: true, record: decoded.record, hash, identity: identityOf(opened.stats) };
   }
+}
+
+/** Lets a caller's gate keep its slot for work that need not delay the caller (see FsGate.run). */
+export type Hold = (work: Promise<unknown>) => void;
+
+/**
+ * Closing a file that was only read: with a `hold`, the caller does not wait
+ * for it (one round trip less per get; its slot stays held until it is done),
+ * and a failed close of a read file changes nothing that was read.
+ */
+async function closeRead(handle: VolumeFile, hold: Hold | undefined): Promise<void> {
+  const closing = handle.close().catch(() => undefined);
+  if (hold) hold(closing);
+  else await closing;
 }
 
 export function identityOf(stats: Stats): FileIdentity {

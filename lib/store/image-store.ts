@@ -21,7 +21,8 @@ import { RememberedFailures } from './remembered-failures';
  */
 export interface ImageValue {
   kind: 'IMAGE';
-  buffer: Buffer;
+  /** A Buffer from Next; any Uint8Array is taken (and copied into a Buffer). */
+  buffer: Buffer | Uint8Array;
   etag: string;
   upstreamEtag: string;
   extension: string;
@@ -140,7 +141,7 @@ export class ImageStore {
 
   async write(key: string, value: ImageValue, cacheControl: CacheControl | undefined, lastModified: number, namespace: string): Promise<string> {
     const hash = hashKey(key);
-    const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer as Uint8Array);
+    const buffer = Buffer.isBuffer(value.buffer) ? value.buffer : Buffer.from(value.buffer);
     const sum = contentHash(buffer);
     const extension = safeExtension(value.extension);
     const file = `${hash}.${sum}.${extension}`;

@@ -1,16 +1,19 @@
 import { readFailure, type ConfinedFs } from '../fs/confined';
+import path from 'node:path';
 import { readOpened } from '../fs/read';
+import { writeFully } from '../fs/confined';
 import { errorCode } from '../util/errors';
 import type { Layout } from './layout';
 
 /**
- * Regeneration leases: a small file per key, created exclusively (a hard
- * link of a fully written temp file: atomic on NFS, never seen half
- * written), that says one process is regenerating the entry. Its expiry is
- * the file's own mtime (set by the volume's server, so on the volume clock)
- * plus the lease duration the reader is configured with: nothing the file
- * says about itself can make it live longer, and a holder that died stops
- * holding it after one duration.
+ * Regeneration leases: a small file per key, created exclusively (O_EXCL:
+ * atomic on NFSv3+ and EFS), that says one process is regenerating the
+ * entry. Its expiry is the file's own mtime (set by the volume's server, so
+ * on the volume clock) plus the lease duration the reader is configured
+ * with: nothing the file says about itself can make it live longer, and a
+ * holder that died stops holding it after one duration. The body only names
+ * the holder (for giving it back); a lease seen before its body was written
+ * is held all the same.
  *
  * Leases only save work (one render per staleness across pods instead of
  * one per pod): two processes that both take over an expired lease at once
@@ -37,9 +40,8 @@ export class LeaseStore {
    */
   async claim(hash: string, namespace: string, options: { durationMs: number; now: number; maxSkewMs: number }): Promise<LeaseClaim> {
     const file = this.layout.leasePath(hash, namespace);
-    const body = [Buffer.from(JSON.stringify({ v: 1, w: this.fs.writes.writer }) + '\n')];
     for (let attempt = 0; attempt < 2; attempt++) {
-      if (await this.fs.writeAtomic(file, body, { ifAbsent: true, fsync: false, createParents: LEASE_LEVELS })) return { won: true };
+      if (await this.create(file)) return { won: true };
       const current = await this.read(file);
       if (current && current.mtimeMs <= options.now + options.maxSkewMs && current.mtimeMs + options.durationMs > options.now) {
         return { won: false, holder: current.holder, expiresAt: current.mtimeMs + options.durationMs };
@@ -48,6 +50,26 @@ export class LeaseStore {
       await this.fs.unlink(file);
     }
     return { won: false, holder: 'unknown', expiresAt: options.now + options.durationMs };
+  }
+
+  /** Creates the lease file exclusively with this process's name in it: false if it exists. */
+  private async create(file: string): Promise<boolean> {
+    let handle;
+    try {
+      handle = await this.fs.createExclusive(file);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'EEXIST') return false;
+      if (code !== 'ENOENT') throw error;
+      await this.fs.mkdirs(path.dirname(file), LEASE_LEVELS);
+      return this.create(file);
+    }
+    try {
+      await writeFully(handle, Buffer.from(JSON.stringify({ v: 1, w: this.fs.writes.writer }) + '\n'), 0);
+    } finally {
+      await handle.close();
+    }
+    return true;
   }
 
   /** Gives the key's lease back, if this process holds it (another may have taken it over meanwhile). */
@@ -61,11 +83,7 @@ export class LeaseStore {
     try {
       const { handle, stats } = await this.fs.openFile(file);
       try {
-        const parsed = JSON.parse((await readOpened(handle, stats, { maxBytes: MAX_LEASE_BYTES, firstRead: MAX_LEASE_BYTES })).toString('utf8')) as { w?: unknown };
-        return { holder: typeof parsed.w === 'string' ? parsed.w : 'unknown', mtimeMs: stats.mtimeMs };
-      } catch (error) {
-        if (error instanceof SyntaxError) return undefined;
-        throw error;
+        return { holder: holderOf(await readOpened(handle, stats, { maxBytes: MAX_LEASE_BYTES, firstRead: MAX_LEASE_BYTES })), mtimeMs: stats.mtimeMs };
       } finally {
         await handle.close();
       }
@@ -73,5 +91,15 @@ export class LeaseStore {
       if (readFailure(error) || errorCode(error) === 'EFBIG') return undefined;
       throw error;
     }
+  }
+}
+
+/** The holder a lease body names; 'unknown' for one not written yet (still a lease: its mtime counts). */
+function holderOf(body: Buffer): string {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { w?: unknown } | null;
+    return typeof parsed?.w === 'string' ? parsed.w : 'unknown';
+  } catch {
+    return 'unknown';
   }
 }

@@ -1,11 +1,12 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { errorCode } from '../util/errors';
-import type { ConfinedFs } from '../fs/confined';
-import { FORMAT_VERSION, Layout } from './layout';
+import { isNotAFolder, type ConfinedFs } from '../fs/confined';
+import { FORMAT_VERSION, type Layout } from './layout';
 import type { VolumeClock } from './clock';
 
 const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
+/** A folder that is there but is not a real folder of ours (a link, a file): ConfinedFs refuses it. */
 /** The marker is a few dozen bytes. */
 const MAX_MARKER_BYTES = 4096;
 
@@ -26,7 +27,11 @@ export interface MarkerFile {
 
 /** A unique id for this process: the name of its lease, log segments and temp files. */
 export function newWriterId(): string {
-  const host = os.hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40) || 'host';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9-]/g, '-')
+      .slice(0, 40) || 'host';
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
@@ -58,14 +63,39 @@ export class Volume {
   async open(createParents: boolean): Promise<void> {
     await this.fs.ensureRoot(createParents);
     await this.ensureMarker();
-    for (const dir of this.layout.skeleton()) await this.fs.mkdir(dir);
+    await this.ensureFolders();
     try {
       await this.renewLease();
     } catch (error) {
+      const code = errorCode(error) ?? '';
       // A volume we may read but not write (read-only mount, another UID's
       // files, a full disk) still serves hits; writes will fail one by one.
-      if (!READ_ONLY_CODES.has(errorCode(error) ?? '')) throw error;
-      this.writable = false;
+      if (READ_ONLY_CODES.has(code)) {
+        this.writable = false;
+        return;
+      }
+      if (!isNotAFolder(error)) throw error;
+      // writers/ is not a real folder (a planted link): no lease, but the
+      // clock can still be calibrated, on a probe in the root.
+      await this.calibrateWithProbe().catch(() => undefined);
+    }
+  }
+
+  /**
+   * The app's folders, created if missing. One that is there but is not a
+   * real folder (a link planted in its place) fails only the calls that
+   * need it, as it does for a process that opened the root before it was
+   * planted: new and running replicas behave alike, and verify reports it
+   * (verify --repair moves it away and calls this again).
+   * The apps folder and the app's own folder must be usable.
+   */
+  async ensureFolders(): Promise<void> {
+    for (const dir of this.layout.skeleton()) {
+      try {
+        await this.fs.mkdir(dir);
+      } catch (error) {
+        if (dir === this.layout.appsDir || dir === this.layout.appDir || !isNotAFolder(error)) throw error;
+      }
     }
   }
 

@@ -60,7 +60,16 @@ export interface CompactResult {
  *    may have held invalidations whose segments are gone: the new snapshot
  *    expires every entry older than it, so nothing it hid is served again.
  */
-export async function compactTags(c: CompactContext, guard: LockGuard): Promise<CompactResult> {
+export interface CompactOptions {
+  /**
+   * Expire every entry written before this volume time (verify --repair
+   * passes the time a link was planted in place of a tag folder: what that
+   * folder held, and no longer holds, may have invalidated them).
+   */
+  expireBefore?: number | undefined;
+}
+
+export async function compactTags(c: CompactContext, guard: LockGuard, options: CompactOptions = {}): Promise<CompactResult> {
   const result: CompactResult = {
     segmentsRead: 0,
     recordsFolded: 0,
@@ -88,12 +97,14 @@ export async function compactTags(c: CompactContext, guard: LockGuard): Promise<
   const previous = await previousSnapshot(c, result);
   const state = new TagState();
   state.merge(previous.state, clock.now());
+  if (options.expireBefore !== undefined) failClosed(state, options.expireBefore, clock.now());
   const folded = new Map<string, number>();
   let records = previous.records;
   for (const name of listed.segments) {
     const read = await readSegment(c, layout.invalidationsDir, name, previous.folded.get(name) ?? 0, (line) => parseInvalidation(line, c.seals.invalidations));
     if (read.status !== 'ok') {
       if (read.status === 'damaged') result.segmentsUnreadable++;
+      if (read.status === 'stranger') result.strangers++;
       continue;
     }
     for (const record of read.records) state.apply(record, clock.now());
@@ -129,10 +140,15 @@ async function previousSnapshot(c: CompactContext, result: CompactResult): Promi
   const empty: TagSnapshot = { id: 'empty', createdAt: now, state: new TagState(), folded: new Map(), records: 0 };
   if (read.status === 'damaged') {
     result.snapshotReplaced = true;
-    const upTo = Math.min(read.mtimeMs ?? now, now);
-    empty.state.apply({ tags: [ALL_ENTRIES], stale: upTo, expired: upTo }, now);
+    failClosed(empty.state, read.mtimeMs ?? now, now);
   }
   return empty;
+}
+
+/** Every entry written up to `upTo` (never later than now) is judged expired. */
+function failClosed(state: TagState, upTo: number, now: number): void {
+  const at = Math.min(upTo, now);
+  state.apply({ tags: [ALL_ENTRIES], stale: at, expired: at }, now);
 }
 
 async function compactMembers(c: CompactContext, guard: LockGuard, listed: string[], gone: Set<string>, result: CompactResult): Promise<void> {

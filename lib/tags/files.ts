@@ -1,6 +1,6 @@
 import type { Stats } from 'node:fs';
 import { errorCode } from '../util/errors';
-import { readFailure, type ConfinedFs } from '../fs/confined';
+import { isNotAFolder, readFailure, type ConfinedFs } from '../fs/confined';
 import { readOpened } from '../fs/read';
 import type { Integrity } from '../store/integrity';
 import { parseSegmentName, type Layout } from '../store/layout';
@@ -50,10 +50,7 @@ export interface Damage {
   mtimeMs: number | undefined;
 }
 
-export type SnapshotRead =
-  | { status: 'absent' }
-  | { status: 'ok'; snapshot: TagSnapshot; identity: string }
-  | ({ status: 'damaged'; identity: string } & Damage);
+export type SnapshotRead = { status: 'absent' } | { status: 'ok'; snapshot: TagSnapshot; identity: string } | ({ status: 'damaged'; identity: string } & Damage);
 
 /** The snapshot, with its identity (inode, size, mtime): replaced by rename, so a new identity means a new snapshot. */
 export async function readSnapshot(files: TagFiles, now: number, knownIdentity?: string): Promise<SnapshotRead | { status: 'unchanged' }> {
@@ -110,9 +107,14 @@ export async function readSmall(fs: ConfinedFs, file: string): Promise<Buffer | 
   }
 }
 
-/** The names in a segment folder, split into segments and names the library did not write. */
-export async function listSegments(fs: ConfinedFs, dir: string): Promise<{ segments: string[]; strangers: string[] }> {
-  const names = await listNames(fs, dir);
+/**
+ * The names in a segment folder, split into segments and names the library
+ * did not write. `lenient`: a folder that is not a real folder (a planted
+ * link) lists nothing instead of failing (reports; the request path must
+ * fail instead, so that it never judges entries without the tag state).
+ */
+export async function listSegments(fs: ConfinedFs, dir: string, lenient = false): Promise<{ segments: string[]; strangers: string[] }> {
+  const names = await (lenient ? listNamesIfFolder : listNames)(fs, dir);
   const segments: string[] = [];
   const strangers: string[] = [];
   for (const name of names) (parseSegmentName(name) ? segments : strangers).push(name);
@@ -129,27 +131,51 @@ export async function listNames(fs: ConfinedFs, dir: string): Promise<string[]> 
   }
 }
 
-export type SegmentRead<T> = { status: 'ok'; records: T[]; consumed: number; skipped: number } | { status: 'absent' } | ({ status: 'damaged' } & Damage);
+/**
+ * A folder's names, or none when it is absent or is not a real folder of
+ * ours (a link planted in its place): for reports and sweeps, which must
+ * not stop at one such folder. Commands that decide by what they list use
+ * listNames, which fails instead.
+ */
+export async function listNamesIfFolder(fs: ConfinedFs, dir: string): Promise<string[]> {
+  try {
+    return await fs.list(dir);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT' || isNotAFolder(error)) return [];
+    throw error;
+  }
+}
+
+export type SegmentRead<T> = { status: 'ok'; records: T[]; consumed: number; skipped: number } | { status: 'absent' } | { status: 'stranger'; reason: string } | ({ status: 'damaged' } & Damage);
 
 /**
- * The records of a segment from `from` on. Gone: absent. Not a regular file,
- * unreadable (another UID's 0600 file, EIO): damaged, with its mtime when
- * lstat can tell, for the caller to decide what it may have missed.
+ * The records of a segment from `from` on. Gone: absent. Not a regular file
+ * (a link, a folder, a FIFO named like a segment): a stranger, which cannot
+ * hold records any writer made (writers create their segments as regular
+ * files, exclusively) and is skipped. A regular file that cannot be read
+ * (another UID's 0600 file, EIO): damaged, with its mtime when lstat can
+ * tell, for the caller to decide what it may have missed.
  */
 export async function readSegment<T>(files: TagFiles, dir: string, name: string, from: number, parse: (line: string) => T | undefined): Promise<SegmentRead<T>> {
   const file = files.layout.segmentPath(dir, name);
   const records: T[] = [];
   let skipped = 0;
+  const onLine = (line: string): void => {
+    const record = parse(line);
+    if (record === undefined) skipped++;
+    else records.push(record);
+  };
   try {
-    const scan = await scanLines(files.fs, file, from, (line) => {
-      const record = parse(line);
-      if (record === undefined) skipped++;
-      else records.push(record);
-    });
+    let scan = await scanLines(files.fs, file, from, onLine);
+    // Segments only grow: an offset past the end (a forged or damaged snapshot claiming more was
+    // folded than exists) would hide every record appended until the file reached it. Read it all
+    // again instead: applying a record twice changes nothing.
+    if (scan.beyondEnd) scan = await scanLines(files.fs, file, 0, onLine);
     return { status: 'ok', records, consumed: scan.consumed, skipped: skipped + scan.tooLong };
   } catch (error) {
     const code = errorCode(error);
     if (code === 'ENOENT' || code === 'ESTALE') return { status: 'absent' };
+    if (readFailure(error) === 'not-a-file') return { status: 'stranger', reason: (error as Error).message };
     return damagedFile(files, file, error);
   }
 }

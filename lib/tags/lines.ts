@@ -57,6 +57,8 @@ export interface LineScan {
   consumed: number;
   /** Lines that were too long to be records. */
   tooLong: number;
+  /** `position` was past the end of the file (nothing was read): it cannot have come from reading this file. */
+  beyondEnd: boolean;
 }
 
 /** Read size: a segment grows by small lines; a first load reads it whole, a megabyte at a time. */
@@ -70,7 +72,11 @@ const CHUNK_BYTES = 1024 * 1024;
  * the next read, unless it is already too long to be a record.
  */
 export async function scanLines(fs: ConfinedFs, file: string, position: number, onLine: (line: string) => void, maxLine = MAX_LINE_BYTES): Promise<LineScan> {
-  const { handle } = await fs.openFile(file);
+  const { handle, stats } = await fs.openFile(file);
+  if (position > stats.size) {
+    await handle.close();
+    return { consumed: position, tooLong: 0, beyondEnd: true };
+  }
   const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
   let carry: Buffer[] = [];
   let carried = 0;
@@ -116,5 +122,5 @@ export async function scanLines(fs: ConfinedFs, file: string, position: number, 
     tooLong++;
     consumed = offset;
   }
-  return { consumed, tooLong };
+  return { consumed, tooLong, beyondEnd: false };
 }

@@ -254,6 +254,11 @@ export class TagLog {
     const offset = this.offsets.get(name) ?? 0;
     const read = await readSegment(this.options, layout.invalidationsDir, name, offset, (line) => parseInvalidation(line, seals.invalidations));
     if (read.status === 'absent') return;
+    if (read.status === 'stranger') {
+      this.damaged.delete(name);
+      log.onceWarn(`segment-stranger:${name}`, `ignoring ${name} in ${layout.invalidationsDir}: named like a log segment but not a regular file (${read.reason}); \`next-volume-cache verify --repair\` quarantines it`);
+      return;
+    }
     if (read.status === 'damaged') {
       this.failClosed(name, read);
       return;
@@ -287,7 +292,10 @@ export class TagLog {
     if (!this.damaged.has(name)) metrics.tagFilesUnusable++;
     this.damaged.set(name, damage);
     this.state.apply({ tags: [ALL_ENTRIES], stale: upTo, expired: upTo }, now);
-    log.onceWarn(`tag-file-unusable:${name}`, `cannot use tag log file ${name} (${damage.reason}): entries written before ${new Date(clock.toLocal(upTo)).toISOString()} are treated as invalidated until it can be read; run \`next-volume-cache check\``);
+    log.onceWarn(
+      `tag-file-unusable:${name}`,
+      `cannot use tag log file ${name} (${damage.reason}): entries written before ${new Date(clock.toLocal(upTo)).toISOString()} are treated as invalidated until it can be read; run \`next-volume-cache check\``,
+    );
   }
 
   private linesFor(record: Invalidation): string[] {

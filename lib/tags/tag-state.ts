@@ -102,8 +102,8 @@ export class TagState {
     if (json === null || typeof json !== 'object') return state;
     for (const [tag, value] of Object.entries(json as Record<string, unknown>)) {
       const v = value as { s?: unknown; e?: unknown };
-      if (typeof v?.s !== 'number' || !Array.isArray(v.e) || !v.e.every((n) => typeof n === 'number')) continue;
-      state.mark(tag, v.s, v.e as number[], now);
+      if (typeof v?.s !== 'number' || !Array.isArray(v.e) || !v.e.every((n): n is number => typeof n === 'number')) continue;
+      state.mark(tag, v.s, v.e, now);
     }
     return state;
   }

@@ -35,11 +35,18 @@ export class FsGate {
     return this.active;
   }
 
-  async run<T>(task: () => Promise<T>, timeoutMs: number = this.timeoutMs): Promise<T> {
+  /**
+   * Runs `task` in a slot, within the deadline. The task may `hold` work that
+   * need not delay its caller (closing a file it has read): the caller gets
+   * the value at once, and the slot is released only once that work is done
+   * too, so a close that hangs on a dead mount is still counted as stuck.
+   */
+  async run<T>(task: (hold: (work: Promise<unknown>) => void) => Promise<T>, timeoutMs: number = this.timeoutMs): Promise<T> {
     if (this.stuck >= this.limit) throw new GateError('saturated');
     const deadline = performance.now() + timeoutMs;
     await this.acquire(deadline);
     const remaining = Math.max(0, deadline - performance.now());
+    const held: Array<Promise<unknown>> = [];
     return new Promise<T>((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {
@@ -48,19 +55,23 @@ export class FsGate {
         reject(new GateError('timeout'));
       }, remaining);
       timer.unref();
-      const settle = (): void => {
+      const release = (): void => {
         if (timedOut) this.stuck--;
         else clearTimeout(timer);
         this.release();
       };
-      task().then(
+      const settle = (): void => {
+        if (held.length === 0) release();
+        else void Promise.allSettled(held).then(release);
+      };
+      task((work) => held.push(work)).then(
         (value) => {
-          settle();
           if (!timedOut) resolve(value);
+          settle();
         },
         (error: unknown) => {
-          settle();
           if (!timedOut) reject(error);
+          settle();
         },
       );
     });
@@ -77,11 +88,14 @@ export class FsGate {
         this.active++;
         resolve();
       };
-      const timer = setTimeout(() => {
-        const index = this.waiting.indexOf(wake);
-        if (index >= 0) this.waiting.splice(index, 1);
-        reject(new GateError('timeout'));
-      }, Math.max(0, deadline - performance.now()));
+      const timer = setTimeout(
+        () => {
+          const index = this.waiting.indexOf(wake);
+          if (index >= 0) this.waiting.splice(index, 1);
+          reject(new GateError('timeout'));
+        },
+        Math.max(0, deadline - performance.now()),
+      );
       timer.unref();
       this.waiting.push(wake);
     });

@@ -2,7 +2,8 @@
 // second physical copy of it, and checks they share one runtime per process.
 'use strict';
 const path = require('node:path');
-const [dist, copy, dir] = process.argv.slice(2);
+// argv[4] is the cache folder, for the command line only: the handler reads it from NEXT_VOLUME_CACHE_DIR, as under Next.
+const [dist, copy] = process.argv.slice(2);
 (async () => {
   const viaRequire = require(path.join(dist, 'lib/index.js'));
   // Next: import(path).then(m => m.default || m), then interopDefault (m.default || m).
@@ -15,11 +16,13 @@ const [dist, copy, dir] = process.argv.slice(2);
   const c = new copyModule.default({});
   await a.set('k', { kind: 'FETCH', data: { headers: {}, body: 'x', url: 'u', status: 200 }, revalidate: 5 }, { fetchCache: true });
   const hits = [await b.get('k', {}), await c.get('k', {})].filter(Boolean).length;
-  process.stdout.write(JSON.stringify({
-    requireIsClass: typeof viaRequire.default === 'function',
-    importIsClass: typeof HandlerFromImport === 'function' && HandlerFromImport === viaRequire.default,
-    hits,
-    runtimesSeenByCopy: copyModule.getMetrics().length,
-    getsSeenByCopy: copyModule.getMetrics()[0].metrics.gets,
-  }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      requireIsClass: typeof viaRequire.default === 'function',
+      importIsClass: typeof HandlerFromImport === 'function' && HandlerFromImport === viaRequire.default,
+      hits,
+      runtimesSeenByCopy: copyModule.getMetrics().length,
+      getsSeenByCopy: copyModule.getMetrics()[0].metrics.gets,
+    }) + '\n',
+  );
 })();

@@ -13,7 +13,7 @@ const keys = Array.from({ length: Number(keyCount) }, (_, i) => `/route-cache/AP
 const derive = (version, part) => crypto.createHash('sha256').update(`${version}:${part}`).digest();
 
 function valueFor(version) {
-  const size = 1000 + (crypto.createHash('md5').update(version).digest()[0] * 400);
+  const size = 1000 + crypto.createHash('md5').update(version).digest()[0] * 400;
   const segmentData = new Map();
   for (let s = 0; s < 3; s++) segmentData.set(`/seg/${s}`, Buffer.concat([derive(version, `seg${s}`), Buffer.alloc(size, s)]));
   return {

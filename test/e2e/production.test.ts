@@ -2,10 +2,8 @@ import { lstatSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { walk } from '../helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const image = require('../../scripts/production-image.js') as typeof import('../../scripts/production-image.js');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import * as image from '../../scripts/production-image.js';
+import * as fixture from '../../scripts/fixture-app.js';
 
 /**
  * The Kubernetes example exactly as a user deploys it (issue 13): the example app built with

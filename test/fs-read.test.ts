@@ -1,0 +1,95 @@
+import { appendFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfinedFs } from '../lib/fs/confined';
+import { readOpened, type ReadLimits } from '../lib/fs/read';
+import { FaultyFs } from './fault-fs';
+import { randomBytes, seededRandom, tempDir } from './helpers';
+
+const KIB = 1024;
+
+/** A real file of `bytes` in a fresh root, and a ConfinedFs on that root over a counting (fault-free unless told) fs. */
+function fileOf(bytes: Buffer): { fs: ConfinedFs; raw: FaultyFs; file: string } {
+  const root = tempDir('nvc-read-');
+  const file = path.join(root, 'data');
+  writeFileSync(file, bytes);
+  const raw = new FaultyFs();
+  return { fs: new ConfinedFs(raw, root, { writer: 'test', fsync: false, fileMode: undefined, dirMode: undefined }), raw, file };
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code;
+  }
+}
+
+/** A format that declares its own length in its first 4 bytes (as entries do in their prefix). */
+const declaredU32 = (head: Buffer): number | undefined => (head.length >= 4 ? head.readUInt32LE(0) : undefined);
+
+describe('bounded reads', () => {
+  it('refuses a file larger than the cap from its size alone, before reading a byte', async () => {
+    const { fs, raw, file } = fileOf(Buffer.alloc(10 * KIB));
+    expect(await codeOf(fs.readFile(file, { maxBytes: 10 * KIB - 1 }))).toBe('EFBIG');
+    expect(raw.counts.get('read') ?? 0).toBe(0);
+    expect((await fs.readFile(file, { maxBytes: 10 * KIB })).length).toBe(10 * KIB);
+  });
+
+  it('refuses a file that declares a length past the cap, however small it really is', async () => {
+    const head = Buffer.alloc(64);
+    head.writeUInt32LE(4_000_000_000, 0);
+    const { fs, file } = fileOf(head);
+    expect(await codeOf(fs.readFile(file, { maxBytes: 1024 * KIB, declared: declaredU32 }))).toBe('EFBIG');
+  });
+
+  it('stops at the declared length, and returns what a truncated file holds when it declares more', async () => {
+    const whole = randomBytes(seededRandom(1), 300 * KIB);
+    whole.writeUInt32LE(200 * KIB, 0);
+    const { fs, file } = fileOf(whole);
+    const read = await fs.readFile(file, { maxBytes: 1024 * KIB, declared: declaredU32 });
+    expect(read.equals(whole.subarray(0, 200 * KIB))).toBe(true);
+
+    const truncated = Buffer.from(whole.subarray(0, 150 * KIB));
+    const short = fileOf(truncated);
+    const got = await short.fs.readFile(short.file, { maxBytes: 1024 * KIB, declared: declaredU32 });
+    expect(got.equals(truncated)).toBe(true);
+  });
+
+  it('reads to end of file, not to the size fstat gave at open: a file that grew is read whole, or refused past the cap', async () => {
+    const start = randomBytes(seededRandom(2), 100 * KIB);
+    const more = randomBytes(seededRandom(3), 200 * KIB);
+    const { fs, file } = fileOf(start);
+    const readGrown = async (limits: ReadLimits): Promise<Buffer> => {
+      writeFileSync(file, start);
+      const { handle, stats } = await fs.openFile(file);
+      try {
+        appendFileSync(file, more); // after fstat: the size at open is stale (as an NFS client's cached size can be)
+        return await readOpened(handle, stats, limits);
+      } finally {
+        await handle.close();
+      }
+    };
+    expect((await readGrown({ maxBytes: 1024 * KIB })).equals(Buffer.concat([start, more]))).toBe(true);
+    expect(await codeOf(readGrown({ maxBytes: 250 * KIB }))).toBe('EFBIG');
+  });
+
+  it('returns the right bytes when every read comes back short, from a position, with a declared length beyond the first read', async () => {
+    const whole = randomBytes(seededRandom(4), 200 * KIB);
+    const { fs, raw, file } = fileOf(whole);
+    raw.add({ op: 'read', fault: { shortRead: 7 * KIB } });
+    expect((await fs.readFile(file, { maxBytes: 1024 * KIB })).equals(whole)).toBe(true);
+    expect((await fs.readFile(file, { maxBytes: 1024 * KIB, position: 150 * KIB })).equals(whole.subarray(150 * KIB))).toBe(true);
+    // Declared only once 4 bytes are in, larger than the first (short) read: the rest is read in the same first buffer.
+    const declared = Buffer.from(whole);
+    declared.writeUInt32LE(30 * KIB, 0);
+    writeFileSync(file, declared);
+    expect((await fs.readFile(file, { maxBytes: 1024 * KIB, declared: declaredU32 })).equals(declared.subarray(0, 30 * KIB))).toBe(true);
+  });
+
+  it('an empty file is an empty buffer', async () => {
+    const { fs, file } = fileOf(Buffer.alloc(0));
+    expect((await fs.readFile(file, { maxBytes: 10, declared: declaredU32 })).length).toBe(0);
+  });
+});
