@@ -265,7 +265,12 @@ async function tier() {
         samples[s].push((performance.now() - t0) * 1000);
       }
     }
-    const p50 = samples.map((list) => percentile(list.sort((a, b) => a - b), 50));
+    const p50 = samples.map((list) =>
+      percentile(
+        list.sort((a, b) => a - b),
+        50,
+      ),
+    );
     rows.push({ payload: payloadName, 'floor p50 µs': Math.round(p50[0]), 'hot p50 µs': Math.round(p50[1]), 'cold p50 µs': Math.round(p50[2]), 'hot x floor': +(p50[1] / p50[0]).toFixed(2), 'cold x floor': +(p50[2] / p50[0]).toFixed(2) });
     for (const store of stores) await store.close();
   }
@@ -411,7 +416,10 @@ async function secretGetCost(payloadName) {
   const key = (i) => `/route-cache/APP_PAGE/bench/$/integrity-${i % 64}`;
   const stores = {};
   // The memory tier off: every get reads, checks and decodes the file (what a seal adds to).
-  for (const [label, options] of [['no secret', { memoryCacheBytes: 0 }], ['secret', { memoryCacheBytes: 0, secret: 'bench-secret-0123456789abcdef' }]]) {
+  for (const [label, options] of [
+    ['no secret', { memoryCacheBytes: 0 }],
+    ['secret', { memoryCacheBytes: 0, secret: 'bench-secret-0123456789abcdef' }],
+  ]) {
     stores[label] = await contenders.ours(tmp(`integrity-${label.replace(' ', '-')}`), options);
     await measure(64, 1, (i) => stores[label].set(key(i), value));
   }
@@ -455,7 +463,11 @@ async function macCosts() {
     'library seal': (data) => library.seal('app/shared', [data]),
   };
   const rows = [];
-  for (const [label, size] of [['4 KiB', 4096], ['64 KiB', 65536], ['1 MiB', 1048576]]) {
+  for (const [label, size] of [
+    ['4 KiB', 4096],
+    ['64 KiB', 65536],
+    ['1 MiB', 1048576],
+  ]) {
     const data = crypto.randomBytes(size);
     const perBatch = QUICK ? 20 : Math.max(100, Math.round(1e8 / size));
     const micros = microsPerCall(Object.fromEntries(Object.entries(candidates).map(([name, mac]) => [name, () => mac(data)])), perBatch);

@@ -243,7 +243,10 @@ function buildProgram(io: Output): Command {
           [`${verb}: temp files`, tally(result.debris)],
           [`${verb}: leases of processes that died mid-render`, result.leasesRemoved],
           ...result.buildsDropped.map((b): [string, string] => [`${verb}: build ${b.namespace}`, `${b.files} files (${formatBytes(b.bytes)})${b.skipped.length ? `, ${b.skipped.length} left in place` : ''}`]),
-          ...result.buildsKept.map((b): [string, string] => [`kept: build ${b.namespace}`, b.reason === 'marker-unreadable' ? 'its marker cannot be read, so it may be served now (check its permissions)' : 'served within the lease timeout']),
+          ...result.buildsKept.map((b): [string, string] => [
+            `kept: build ${b.namespace}`,
+            b.reason === 'marker-unreadable' ? 'its marker cannot be read, so it may be served now (check its permissions)' : 'served within the lease timeout',
+          ]),
           ['unreadable (left alone)', result.unreadable],
           ['kept entries', `${result.kept.entries} (${formatBytes(result.kept.bytes)})`],
           ['kept images', `${result.kept.images} (${formatBytes(result.kept.imageBytes)})`],

@@ -18,17 +18,7 @@ export { createCacheHandler } from './next/handler';
 export { ConfigError, resolveOptions, envNameOf, flagNameOf, type CacheOptions, type ResolvedOptions, type LogLevel } from './config';
 export type { Metrics } from './util/metrics';
 export type { MemoryStats } from './service/memory-tier';
-export type {
-  CacheControl,
-  CacheHandlerValue,
-  CachedValue,
-  GetContext,
-  SetContext,
-  TagDurations,
-  NextCacheHandler,
-  NextCacheHandlerClass,
-  NextHandlerOptions,
-} from './next/types';
+export type { CacheControl, CacheHandlerValue, CachedValue, GetContext, SetContext, TagDurations, NextCacheHandler, NextCacheHandlerClass, NextHandlerOptions } from './next/types';
 
 /** The in-process counters of every cache root this process uses (hits, misses by cause, timeouts, ...). */
 export function getMetrics(): Array<{ dir: string; app: string; metrics: Metrics & { memory: MemoryStats } }> {

@@ -97,9 +97,7 @@ function runBuild({ log, app, distDir, variant }) {
   child.stdout.on('data', (d) => (tail = (tail + d.toString()).slice(-8000)));
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(`next build of ${path.relative(REPO, app)} (${distDir}) failed: ${signal ?? `exit code ${code}`}\n${tail.split('\n').slice(-30).join('\n')}`)),
-    );
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`next build of ${path.relative(REPO, app)} (${distDir}) failed: ${signal ?? `exit code ${code}`}\n${tail.split('\n').slice(-30).join('\n')}`))));
   });
 }
 

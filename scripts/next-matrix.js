@@ -67,7 +67,13 @@ function peerCheck(version, tarball) {
     const react = ['react', 'react-dom'].map((name) => `${name}@${require(path.join(REPO, 'node_modules', name, 'package.json')).version}`);
     const run = spawnSync('npm', ['install', '--dry-run', '--no-audit', '--no-fund', '--ignore-scripts', tarball, `next@${version}`, ...react], { cwd: project, encoding: 'utf8' });
     const complaint = /ERESOLVE|peer dep/i.test(run.stderr);
-    return run.status === 0 && !complaint ? 'ok' : `rejected: ${run.stderr.split('\n').filter((l) => /peer|ERESOLVE/i.test(l)).slice(0, 3).join(' | ')}`;
+    return run.status === 0 && !complaint
+      ? 'ok'
+      : `rejected: ${run.stderr
+          .split('\n')
+          .filter((l) => /peer|ERESOLVE/i.test(l))
+          .slice(0, 3)
+          .join(' | ')}`;
   } finally {
     fs.rmSync(project, { recursive: true, force: true });
   }
@@ -97,10 +103,7 @@ function runSuite(version) {
 }
 
 function printTable(results) {
-  const rows = [
-    ['next', 'passed', 'failed', 'skipped', 'duration', 'peer range'],
-    ...results.map((r) => [r.version, r.passed, r.failed, r.skipped, `${Math.round(r.seconds)} s`, r.peer === 'ok' ? 'ok' : 'REJECTED']),
-  ];
+  const rows = [['next', 'passed', 'failed', 'skipped', 'duration', 'peer range'], ...results.map((r) => [r.version, r.passed, r.failed, r.skipped, `${Math.round(r.seconds)} s`, r.peer === 'ok' ? 'ok' : 'REJECTED'])];
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => String(row[column]).length)));
   const line = (row) => row.map((cell, column) => String(cell).padEnd(widths[column])).join('  ');
   console.log(`\nNext.js matrix, ${new Date().toISOString().slice(0, 10)} (e2e suite: test/e2e)`);

@@ -34,10 +34,7 @@ function main() {
   }
   const reportDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvc-test-report-'));
   try {
-    const runs = [
-      vitest(`next@${nextTarget().version}, all tests`, [], {}, reportDir),
-      vitest(`next@${OLDEST_NEXT}, test/e2e`, ['test/e2e'], { NVC_NEXT_VERSION: OLDEST_NEXT }, reportDir),
-    ];
+    const runs = [vitest(`next@${nextTarget().version}, all tests`, [], {}, reportDir), vitest(`next@${OLDEST_NEXT}, test/e2e`, ['test/e2e'], { NVC_NEXT_VERSION: OLDEST_NEXT }, reportDir)];
     console.log('');
     for (const run of runs) console.log(`${run.label}: ${run.passed} passed, ${run.failed} failed, ${run.skipped} skipped`);
     const total = (key) => runs.reduce((sum, run) => sum + run[key], 0);

@@ -28,7 +28,7 @@ describe('modes are octal strings, and only safe ones', () => {
     ['dirMode', 2775],
     ['dirMode', 0o2775],
   ])('%s as the number %d is refused, naming the setting, at createCacheHandler', (setting, value) => {
-    const error = configError(() => createCacheHandler({ dir: '/mnt/cache', [setting]: value } as never));
+    const error = configError(() => createCacheHandler({ dir: '/mnt/cache', [setting]: value }));
     expect(error.setting).toBe(setting);
     expect(error.message).toContain(setting);
     expect(error.message).toMatch(/as a string/);
@@ -82,7 +82,7 @@ function commandsIn(help: string): string[] {
 describe('--help', () => {
   const flags = OPTION_NAMES.map(flagNameOf);
 
-  it('lists every cache option, at the top and in every command\'s help', async () => {
+  it("lists every cache option, at the top and in every command's help", async () => {
     expect(flags).toContain('--file-mode');
     const top = await runCli(['--help']);
     expect(top.code).toBe(0);
@@ -93,7 +93,10 @@ describe('--help', () => {
       const help = await runCli([command, '--help']);
       expect(help.code, command).toBe(0);
       // gc --help must show the budgets it enforces, check --help the modes it probes with, and so on.
-      expect(flags.filter((flag) => !help.stdout.includes(`${flag} `)), `${command} --help`).toEqual([]);
+      expect(
+        flags.filter((flag) => !help.stdout.includes(`${flag} `)),
+        `${command} --help`,
+      ).toEqual([]);
     }
   });
 });
@@ -115,7 +118,10 @@ describe('--dir=<path> and --all-apps', () => {
       [['inspect', pageKey('/x')], 0],
     ];
     for (const [command, exit] of runs) {
-      for (const args of [[...command, `--dir=${dir}`], [`--dir=${dir}`, ...command]]) {
+      for (const args of [
+        [...command, `--dir=${dir}`],
+        [`--dir=${dir}`, ...command],
+      ]) {
         const result = await runCli(args);
         expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(exit);
       }

@@ -24,7 +24,12 @@ function runUntilKilled(op: string, dir: string, trial: number, ms: number): Pro
       clearTimeout(timer);
       if (signal !== 'SIGKILL') return reject(new Error(`${op} exited on its own (${code}): ${err}`));
       // Only whole lines count: a line cut by the kill was not acknowledged.
-      resolve(out.split('\n').slice(0, -1).filter((line) => line !== READY));
+      resolve(
+        out
+          .split('\n')
+          .slice(0, -1)
+          .filter((line) => line !== READY),
+      );
     });
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();

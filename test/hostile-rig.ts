@@ -13,7 +13,7 @@ import { REPO } from './helpers';
 
 export const DIST = process.env.NVC_DIST ? path.resolve(process.env.NVC_DIST) : path.join(REPO, 'dist');
 const load = createRequire(__filename);
-const { digest, changes } = load('./children/tree-digest.js') as { digest(paths: string[]): string; changes(before: string, after: string): string[] };
+const { digest, changes } = load('./children/tree-digest.js') as { digest: (paths: string[]) => string; changes: (before: string, after: string) => string[] };
 export { digest, changes };
 
 /** The library's public codec and hashes, from the build under test. */

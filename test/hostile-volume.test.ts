@@ -170,7 +170,11 @@ async function expectReplicasDone(replicas: Replica[]): Promise<void> {
 
 /** Runs the setup commands (a compaction, so that snapshots exist) and checks they succeeded. */
 async function compactAll(targets: Target[], env: NodeJS.ProcessEnv = {}, as?: RunAs): Promise<void> {
-  const run = await runCommands(targets.map((t) => ['compact', '--dir', t.root, '--app', t.app]), [], { env, as });
+  const run = await runCommands(
+    targets.map((t) => ['compact', '--dir', t.root, '--app', t.app]),
+    [],
+    { env, as },
+  );
   for (const r of run.results) expect(r.code, `${r.argv.join(' ')}: ${r.err}`).toBe(0);
 }
 
@@ -178,7 +182,15 @@ async function compactAll(targets: Target[], env: NodeJS.ProcessEnv = {}, as?: R
 async function runEverywhere(targets: Target[], key: string, watch: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandsRun[]> {
   const half = Math.ceil(targets.length / 2);
   const batches = [targets.slice(0, half), targets.slice(half)].filter((b) => b.length > 0);
-  return Promise.all(batches.map((batch) => runCommands(batch.flatMap((t) => everyCommand(t.root, t.app, key)), watch, { env })));
+  return Promise.all(
+    batches.map((batch) =>
+      runCommands(
+        batch.flatMap((t) => everyCommand(t.root, t.app, key)),
+        watch,
+        { env },
+      ),
+    ),
+  );
 }
 
 /** The results of the commands a run made on one target. */
@@ -254,11 +266,7 @@ function linkRoots(): { outside: string; targets: Target[]; stored: Stores } {
   for (const dir of [outside, root, linkedApps, linkedMarker]) mkdirSync(dir);
   const stored = storedKeys();
   const everything = Object.keys(stored);
-  const targets: Target[] = [
-    ...LINK_CASES.map((c) => ({ root, app: `l-${c.name}`, lost: c.lost })),
-    { root: linkedApps, app: 'default', lost: everything },
-    { root: linkedMarker, app: 'default', lost: everything, unjudged: true },
-  ];
+  const targets: Target[] = [...LINK_CASES.map((c) => ({ root, app: `l-${c.name}`, lost: c.lost })), { root: linkedApps, app: 'default', lost: everything }, { root: linkedMarker, app: 'default', lost: everything, unjudged: true }];
   return { outside, targets, stored };
 }
 
@@ -478,7 +486,14 @@ describe.concurrent('a hostile volume (issue 14)', () => {
     const run = await checkScenario(s, { lost: ['v1', 'i1', 'i2'] });
     expect(resultOf(run, 'stats').code).toBe(0);
     expect(resultOf(run, 'compact').code).toBe(0);
-    const markerRun = await runCommands([['stats', '--dir', fifoRoot], ['check', '--dir', fifoRoot], ['gc', '--dir', fifoRoot]], [fifoRoot]);
+    const markerRun = await runCommands(
+      [
+        ['stats', '--dir', fifoRoot],
+        ['check', '--dir', fifoRoot],
+        ['gc', '--dir', fifoRoot],
+      ],
+      [fifoRoot],
+    );
     expectHarmless(markerRun, 'fifo marker');
     const probe = await Replica.start();
     expect((await probe.get(fifoRoot, 'default', 'k')).ms).toBeLessThan(GET_DEADLINE_MS);
@@ -497,7 +512,10 @@ describe.concurrent('a hostile volume (issue 14)', () => {
     const i1 = s.stored.i1!;
     const hash = hashes.hashKey(i1.key);
     const raw = `${hash}.00000000deadbeef.png`;
-    writeFileIn(sidecarPath(s.root, 'default', i1.key), JSON.stringify({ v: 1, key: i1.key, etag: 'e', upstreamEtag: 'u', extension: 'png', revalidate: 1, lastModified: now, size: 4e9, contentType: 'image/png', file: raw, checksum: '00000000deadbeef' }));
+    writeFileIn(
+      sidecarPath(s.root, 'default', i1.key),
+      JSON.stringify({ v: 1, key: i1.key, etag: 'e', upstreamEtag: 'u', extension: 'png', revalidate: 1, lastModified: now, size: 4e9, contentType: 'image/png', file: raw, checksum: '00000000deadbeef' }),
+    );
     sparseFile(path.join(shardOf(s.root, 'default', 'images', i1.key), raw), 4e9);
     // A 10 MB header listing 5 million empty parts, checksum and all.
     const parts = handMadeEntry({ key: s.stored.v2!.key, kind: 'FETCH', writtenAt: now, tags: [], value: { kind: 'FETCH', data: { headers: {}, body: 'PARTS', url: 'u', status: 200 }, revalidate: 60 }, parts: new Array(5_000_000).fill(0) });
@@ -550,7 +568,7 @@ describe.concurrent('a hostile volume (issue 14)', () => {
   });
 
   it.skipIf(!canSetpriv && process.env.CI !== 'true')("another UID's 0600 files fail closed alike on new and running replicas, bounded by their mtime; check names them; nothing is touched", async () => {
-    if (!canSetpriv) throw new Error('needs root (setpriv) to create another UID\'s files; CI runs as root');
+    if (!canSetpriv) throw new Error("needs root (setpriv) to create another UID's files; CI runs as root");
     const s = await openScenario('uid', { as: POD });
     const staging = path.join(path.dirname(s.root), 'staging');
     mkdirSync(staging);
@@ -596,7 +614,13 @@ describe.concurrent('a hostile volume (issue 14)', () => {
     const segment = readdirSync(app('tags', 'inval')).find((name) => name.endsWith('.log'))!;
     writeFileIn(app('tags', 'snapshot'), logLine({ v: 1, id: 'forged', createdAt: Date.now(), tags: {}, folded: { [segment]: 1e12 }, records: 0 }));
 
-    const run = await checkScenario(s, { lost: ['v1'], first: [['compact', ...on], ['compact', '--wait', '--lock-stale-ms', '2000', ...on]] });
+    const run = await checkScenario(s, {
+      lost: ['v1'],
+      first: [
+        ['compact', ...on],
+        ['compact', '--wait', '--lock-stale-ms', '2000', ...on],
+      ],
+    });
     expect(run.results[0]!.code, 'a lock dated in the future is held at first sight').toBe(4);
     expect(run.results[1]!.code, `--wait takes it over once it has not moved for lockStaleMs: ${run.results[1]!.err}`).toBe(0);
     expect(resultOf(run, 'verify').out).toMatch(/future-dated-entry\s+1/);

@@ -17,9 +17,9 @@ import { pages, redirect } from './values';
 (globalThis as { AsyncLocalStorage?: unknown }).AsyncLocalStorage ??= AsyncLocalStorage;
 const nextRequire = createRequire(require.resolve('next/package.json'));
 const { getImplicitTags } = nextRequire('./dist/server/lib/implicit-tags.js') as {
-  getImplicitTags(page: string, pathname: string, fallbackRouteParams: null): Promise<{ tags: string[] }>;
+  getImplicitTags: (page: string, pathname: string, fallbackRouteParams: null) => Promise<{ tags: string[] }>;
 };
-const { revalidatePath } = nextRequire('./dist/server/web/spec-extension/revalidate.js') as { revalidatePath(path: string, type?: 'page' | 'layout'): void };
+const { revalidatePath } = nextRequire('./dist/server/web/spec-extension/revalidate.js') as { revalidatePath: (path: string, type?: 'page' | 'layout') => void };
 const { workAsyncStorage } = nextRequire('./dist/server/app-render/work-async-storage.external.js') as {
   workAsyncStorage: AsyncLocalStorage<Record<string, unknown>>;
 };
@@ -227,7 +227,7 @@ describe('stored entries', () => {
     prerender('pp/[slug]', '/pp/[slug]', '/pp/[slug]', true);
     prerender('pages-isr', '/pages-isr', '/pages-isr');
     const drafts: EntryDraft[] = [];
-    const result = await seedFromBuild({ writeIfAbsent: async (draft) => (drafts.push(draft), { written: true, hash: '' }) }, nextDir);
+    const result = await seedFromBuild({ writeIfAbsent: (draft) => (drafts.push(draft), Promise.resolve({ written: true, hash: '' })) }, nextDir);
     expect(result.failed).toEqual([]);
     const tagsByKey = Object.fromEntries(drafts.map((d) => [d.key, d.tags]));
     expect(tagsByKey[pagesKey('/pp/[slug]', '/pp/a')]).toEqual(pagesImplicitTags(pagesKey('/pp/[slug]', '/pp/a'), pagesBuildOf(server)));

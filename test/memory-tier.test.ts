@@ -93,7 +93,13 @@ describe('memory tier', () => {
     const a = await cache({ dir });
     await a.handler.set(PAGE, tagged('v1').value, tagged('v1').ctx);
     expect(htmlOf(await a.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>');
-    expect(await main(['purge', '--key', PAGE, '--dir', dir], () => {}, () => {})).toBe(0);
+    expect(
+      await main(
+        ['purge', '--key', PAGE, '--dir', dir],
+        () => {},
+        () => {},
+      ),
+    ).toBe(0);
     vi.advanceTimersByTime(1100);
     expect(await a.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
     // The volume goes away and comes back holding something else.
@@ -129,7 +135,7 @@ describe('memory tier', () => {
     await c.handler.set(PAGE, tagged('v1').value, tagged('v1').ctx);
     const file = c.runtime.layout.entryPath(hashKey(PAGE), 'shared');
     const bytes = readFileSync(file);
-    bytes[bytes.length - 20] ^= 0xff;
+    bytes[bytes.length - 20] = bytes[bytes.length - 20]! ^ 0xff;
     writeFileSync(file, bytes);
     expect(await c.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
     expect(c.runtime.metricsSnapshot().memory.entries).toBe(0);
@@ -174,7 +180,15 @@ describe('memory tier across processes', () => {
     const a = await Agent.start(dir, { tagRefreshMs: refreshMs });
     const b = await Agent.start(dir, { tagRefreshMs: refreshMs });
     try {
-      const result = await measureCoherence(a, b, { purge: (key) => main(['purge', '--key', key, '--dir', dir], () => {}, () => {}), settleMs: bound });
+      const result = await measureCoherence(a, b, {
+        purge: (key) =>
+          main(
+            ['purge', '--key', key, '--dir', dir],
+            () => {},
+            () => {},
+          ),
+        settleMs: bound,
+      });
       console.log(`memory coherence: ${result.reads} reads, ${result.memoryHits} from memory, longest served after being superseded ${result.worstMs} ms (bound ${bound} ms)${result.worstCase ? `: ${result.worstCase}` : ''}`);
       expect(result.memoryHits).toBeGreaterThan(0);
       expect(result.worstMs).toBeLessThanOrEqual(bound);

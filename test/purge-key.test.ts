@@ -10,7 +10,7 @@ import { cliJson, fakeBuild, filesWith, fill, pageKey } from './volume-tools';
  * handlers with real BUILD_IDs, as a served build fills it.
  */
 describe('purge --key in every namespace', () => {
-  it('deletes a page of each build, a fetch, a use-cache entry and an image; with --build only that build\'s copy', async () => {
+  it("deletes a page of each build, a fetch, a use-cache entry and an image; with --build only that build's copy", async () => {
     const dir = tempDir('nvc-purge-key-');
     const builds = tempDir('nvc-purge-key-builds-');
     const a = fakeBuild(builds, 'AAAA1111');
@@ -56,7 +56,7 @@ describe('purge --key in every namespace', () => {
     expect(await fill(dir, [{ op: 'get', key: '["AAAA1111","fn-id",[]]', kind: 'USE_CACHE' }])).toEqual([false]);
   });
 
-  it('--dry-run lists every namespace\'s copy and deletes none; a key nowhere matches nothing', async () => {
+  it("--dry-run lists every namespace's copy and deletes none; a key nowhere matches nothing", async () => {
     const dir = tempDir('nvc-purge-key-dry-');
     const builds = tempDir('nvc-purge-key-builds-');
     const a = fakeBuild(builds, 'AAAA1111');

@@ -96,7 +96,12 @@ function tableRows(markdown: string): string[][] {
     .split('\n')
     .filter((line) => line.startsWith('|') && !/^\|\s*-/.test(line))
     .slice(1)
-    .map((line) => line.split('|').slice(1, -1).map((cell) => cell.trim()));
+    .map((line) =>
+      line
+        .split('|')
+        .slice(1, -1)
+        .map((cell) => cell.trim()),
+    );
 }
 
 /** The inline code spans of markdown text (fenced blocks left out). */
@@ -117,11 +122,15 @@ describe('README troubleshooting', () => {
     expect(notInCode).toEqual([]);
   });
 
-  it('the prefixes it says every line starts with are the code\'s', () => {
+  it("the prefixes it says every line starts with are the code's", () => {
     const intro = troubleshooting.split('\n|')[0]!;
     const prefixes = spans(intro).filter((span) => span.includes('next-volume-cache'));
     expect(prefixes.length).toBe(2);
-    for (const prefix of prefixes) expect(strings.some((s) => s.startsWith(prefix)), prefix).toBe(true);
+    for (const prefix of prefixes)
+      expect(
+        strings.some((s) => s.startsWith(prefix)),
+        prefix,
+      ).toBe(true);
   });
 
   it('a made-up or changed message is caught', () => {

@@ -119,7 +119,7 @@ describe('one regeneration per staleness across processes', () => {
 });
 
 describe('miss coalescing (coalesceMissesMs, opt-in)', () => {
-  it("after a hard invalidation, a process that misses while another renders the key waits for that render and serves it", async () => {
+  it('after a hard invalidation, a process that misses while another renders the key waits for that render and serves it', async () => {
     const dir = tempDir();
     const [a, b] = [await cache(dir, { coalesceMissesMs: 3000 }), await cache(dir, { coalesceMissesMs: 3000 })];
     await a.handler.set(KEY, page('v1', 60).value, page('v1', 60).ctx);
@@ -158,10 +158,22 @@ describe('leases and the CLI', () => {
     const old = new Date(Date.now() - 2 * 3_600_000);
     utimesSync(lease, old, old);
     let out = '';
-    expect(await main(['--json', 'stats', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'stats', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     expect(JSON.parse(out).leases).toEqual({ total: 1, stale: 1 });
     out = '';
-    expect(await main(['--json', 'gc', '--dir', dir], (t) => (out += t), () => {})).toBe(0);
+    expect(
+      await main(
+        ['--json', 'gc', '--dir', dir],
+        (t) => (out += t),
+        () => {},
+      ),
+    ).toBe(0);
     expect(JSON.parse(out).leasesRemoved).toBe(1);
     expect(existsSync(lease)).toBe(false);
     expect(readdirSync(path.dirname(lease))).toEqual([]);

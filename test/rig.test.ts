@@ -5,9 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseInvalidation, parseMembership } from '../lib/tags/record';
 import { loadHasher } from '../lib/store/hash';
 import { Agent, measureCoherence, sleep, type PageView } from './agent';
-import { DIST, readSegmentFile, runChild, runInvalidator } from './helpers';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { PROFILES, requireRigOrSkip, startRig } = require('../scripts/volume-rig.js') as typeof import('../scripts/volume-rig.js');
+import { DIST, pollUntil, readSegmentFile, runChild, runInvalidator } from './helpers';
+import { PROFILES, requireRigOrSkip, startRig } from '../scripts/volume-rig.js';
 type Profile = (typeof PROFILES)[keyof typeof PROFILES];
 type Rig = Awaited<ReturnType<typeof startRig>>;
 
@@ -98,8 +97,7 @@ for (const name of ['efs', 'nfs-3s', 'nfs-30s'] as const) {
         const a = await Agent.start(rig.mounts[0]!, { tagRefreshMs: REFRESH_MS });
         const b = await Agent.start(rig.mounts[1]!, { tagRefreshMs: REFRESH_MS });
         try {
-          const purge = (key: string): Promise<unknown> =>
-            new Promise((resolve) => spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'purge', '--key', key, '--dir', rig.mounts[0]!], { stdio: 'ignore' }).on('exit', resolve));
+          const purge = (key: string): Promise<unknown> => new Promise((resolve) => spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'purge', '--key', key, '--dir', rig.mounts[0]!], { stdio: 'ignore' }).on('exit', resolve));
           const result = await measureCoherence(a, b, { purge, settleMs: bound, pauseMs: name === 'efs' ? 150 : 1000 });
           report.push({ profile: name, scenario: 'memory tier coherence', reads: result.reads, memoryHits: result.memoryHits, worstMs: result.worstMs, boundMs: bound });
           expect(result.memoryHits).toBeGreaterThan(0);

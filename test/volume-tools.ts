@@ -141,4 +141,3 @@ export function treeState(dir: string): Map<string, TreeState> {
   }
   return state;
 }
-

@@ -120,7 +120,15 @@ describe('fileMode and dirMode reach every file and folder, under any umask', ()
     const dir = tempDir('nvc-modes-existing-');
     mkdirSync(path.join(dir, 'lost+found'));
     const before = lstatSync(dir).mode & 0o7777;
-    await fill(dir, [{ op: 'fetch', key: 'k', tags: ['t'] }, { op: 'waitMemberLines', lines: 1 }], MODES, { umask: UMASK });
+    await fill(
+      dir,
+      [
+        { op: 'fetch', key: 'k', tags: ['t'] },
+        { op: 'waitMemberLines', lines: 1 },
+      ],
+      MODES,
+      { umask: UMASK },
+    );
     expect(lstatSync(dir).mode & 0o7777).toBe(before);
     expect(wrongModes(dir, (file) => file === dir || file.endsWith('lost+found'))).toEqual([]);
   });

@@ -2,12 +2,13 @@ import type { Stats } from 'node:fs';
 import { detached } from '../util/detached';
 import { codedError, errorCode } from '../util/errors';
 import type { ConfinedFs } from './confined';
+import type * as ProperLockfile from 'proper-lockfile';
 
 // Loaded outside the caller's async context: proper-lockfile installs signal-exit's handlers when it
 // is loaded, and Node keeps the async context of a signal listener's handle for the life of the
 // process. Were this package first loaded inside a request's stores, that request would stay alive.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const lockfile = detached(() => require('proper-lockfile') as typeof import('proper-lockfile'));
+const lockfile = detached(() => require('proper-lockfile') as typeof ProperLockfile);
 
 export class LockHeldError extends Error {
   readonly code = 'ELOCKED';

@@ -58,8 +58,7 @@ function memberLines() {
 
 const ops = {
   page: ({ key, serverDistDir, tags = [] }) => handlerFor(serverDistDir).set(key, pageValue(key, tags), { kind: 'APP_PAGE', cacheControl: { revalidate: 60, expire: 3600 } }),
-  fetch: ({ key, serverDistDir, tags = [] }) =>
-    handlerFor(serverDistDir).set(key, { kind: 'FETCH', data: { headers: {}, body: 'e30=', url: 'http://127.0.0.1/data', status: 200 }, revalidate: 30, tags }, { fetchCache: true, tags }),
+  fetch: ({ key, serverDistDir, tags = [] }) => handlerFor(serverDistDir).set(key, { kind: 'FETCH', data: { headers: {}, body: 'e30=', url: 'http://127.0.0.1/data', status: 200 }, revalidate: 30, tags }, { fetchCache: true, tags }),
   image: ({ key, serverDistDir, bytes = 64 }) =>
     handlerFor(serverDistDir).set(key, { kind: 'IMAGE', buffer: Buffer.alloc(bytes, 7), etag: 'e', upstreamEtag: 'u', extension: 'png', revalidate: 60 }, { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } }),
   useCache: ({ key, tags = [] }) => useCache.set(key, Promise.resolve({ value: streamOf(`use cache ${key}`), tags, stale: 30, timestamp: Date.now(), expire: 3600, revalidate: 60 })),

@@ -45,7 +45,7 @@ const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 /** Next's expectCollected: gc and a macrotask turn, `rounds` times (a WeakRef's target survives its own job). */
 async function collected(ref, rounds) {
   for (let i = 0; i < rounds; i++) {
-    gc();
+    globalThis.gc();
     await nextTurn();
   }
   return ref.deref() === undefined;

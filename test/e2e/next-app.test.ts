@@ -2,10 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRoot, tempDir, walk } from '../helpers';
-import { pollUntil } from './poll';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import { isRoot, pollUntil, tempDir, walk } from '../helpers';
+import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
 type DataServer = Awaited<ReturnType<typeof fixture.startDataServer>>;
@@ -44,7 +42,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** App Router revalidatePath through the fixture's route handler on `server`. */
 async function revalidatePathOn(server: Server, pathname: string, type?: 'page' | 'layout'): Promise<void> {
   const query = new URLSearchParams({ path: pathname, ...(type ? { type } : {}) });
-  const res = await fetch(`${server.url}/api/revalidate?${query}`);
+  const res = await fetch(`${server.url}/api/revalidate?${query.toString()}`);
   expect(res.status).toBe(200);
 }
 
@@ -128,7 +126,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const before = await get(b, '/blog/a');
     expect(before.cache).toBe('HIT');
     await fetch(`${a.url}/api/revalidate?tag=_N_T_/blog/a`);
-    const after = await pollUntil(() => get(b, '/blog/a'), (r) => r.render !== before.render);
+    const after = await pollUntil(
+      () => get(b, '/blog/a'),
+      (r) => r.render !== before.render,
+    );
     expect(after.cache).toBe('MISS');
     expect(after.render).not.toBe(before.render);
     expect(after.render).toMatch(/\|B\|/);
@@ -139,11 +140,17 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const before = await get(b, '/blog/c');
     expect(before.cache).toBe('HIT');
     await fetch(`${a.url}/api/revalidate?tag=_N_T_/blog/c&mode=max`);
-    const stale = await pollUntil(() => get(b, '/blog/c'), (r) => r.cache !== 'HIT');
+    const stale = await pollUntil(
+      () => get(b, '/blog/c'),
+      (r) => r.cache !== 'HIT',
+    );
     expect(stale.cache).toBe('STALE');
     expect(stale.render).toBe(before.render);
     // The background regeneration on B: wait for it (bounded), without assuming how long it takes.
-    const fresh = await pollUntil(() => get(b, '/blog/c'), (r) => r.render !== before.render);
+    const fresh = await pollUntil(
+      () => get(b, '/blog/c'),
+      (r) => r.render !== before.render,
+    );
     expect(fresh.cache).toBe('HIT');
     expect(fresh.render).not.toBe(before.render);
     expect((await get(a, '/blog/c')).render).toBe(fresh.render);
@@ -153,7 +160,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     await get(a, '/isr');
     const before = await get(b, '/isr');
     await fetch(`${a.url}/api/revalidate?path=/isr`);
-    const after = await pollUntil(() => get(b, '/isr'), (r) => r.render !== before.render);
+    const after = await pollUntil(
+      () => get(b, '/isr'),
+      (r) => r.render !== before.render,
+    );
     expect(after.cache).toBe('MISS');
     expect(after.render).not.toBe(before.render);
   });
@@ -163,7 +173,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const shared = await get(b, '/data');
     expect(shared.value).toBe(first.value);
     await fetch(`${a.url}/api/revalidate?tag=data`);
-    const refetched = await pollUntil(() => get(b, '/data'), (r) => r.value !== first.value);
+    const refetched = await pollUntil(
+      () => get(b, '/data'),
+      (r) => r.value !== first.value,
+    );
     expect(Number(refetched.value)).toBeGreaterThan(Number(first.value));
     expect((await get(a, '/data')).value).toBe(refetched.value);
     // updateTag is only allowed in a Server Action: post the fixture's form to A.
@@ -172,7 +185,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     form.set('tag', 'data');
     const action = await fetch(`${a.url}/action`, { method: 'POST', body: form });
     expect(action.status).toBe(200);
-    const afterAction = await pollUntil(() => get(b, '/data'), (r) => r.value !== refetched.value);
+    const afterAction = await pollUntil(
+      () => get(b, '/data'),
+      (r) => r.value !== refetched.value,
+    );
     expect(Number(afterAction.value)).toBeGreaterThan(Number(refetched.value));
   });
 
@@ -180,7 +196,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     const first = await get(a, '/cached');
     expect((await get(b, '/cached')).value).toBe(first.value);
     await fetch(`${a.url}/api/revalidate?tag=computed`);
-    const after = await pollUntil(() => get(b, '/cached'), (r) => r.value !== first.value);
+    const after = await pollUntil(
+      () => get(b, '/cached'),
+      (r) => r.value !== first.value,
+    );
     expect(after.value).not.toBe(first.value);
     expect(after.value).toMatch(/\|B\|/);
   });
@@ -207,7 +226,10 @@ describe('a real Next.js app, two servers, one cache folder', () => {
     expect(res.status).toBe(200);
     // A rewrite without a tag: B's memory tier may serve its copy until the copy's trust window
     // (memoryTrustMs, by default the tag refresh interval) ends, then finds the new file.
-    const after = await pollUntil(() => get(b, '/pages-isr'), (answer) => answer.render !== before.render);
+    const after = await pollUntil(
+      () => get(b, '/pages-isr'),
+      (answer) => answer.render !== before.render,
+    );
     expect(after.render).not.toBe(before.render);
     expect(after.render).toMatch(/\|A\|/);
   });
@@ -278,7 +300,9 @@ describe('a real Next.js app, two servers, one cache folder', () => {
 });
 
 if (!fixture.FEATURES.cacheControlFromHandler) {
-  console.log(`SKIP e2e Cache-Control of a path rendered at run time: next@${fixture.NEXT_VERSION} ignores the cacheControl a handler returns (Next 16.4+): another server sends no Cache-Control for such a path and treats it as stale after 1 s`);
+  console.log(
+    `SKIP e2e Cache-Control of a path rendered at run time: next@${fixture.NEXT_VERSION} ignores the cacheControl a handler returns (Next 16.4+): another server sends no Cache-Control for such a path and treats it as stale after 1 s`,
+  );
 }
 if (!fixture.FEATURES.imagesThroughHandler) console.log(`SKIP e2e image sharing: next@${fixture.NEXT_VERSION} has no images.customCacheHandler (Next 16.2+)`);
 
@@ -302,7 +326,12 @@ needRoot('the cache folder becomes read-only', () => {
         expect(fresh.render).toMatch(/\|C\|/);
         // Next runs revalidations after the response and logs a failure: the log must say it was not recorded.
         await fetch(`${c.url}/api/revalidate?tag=anything`);
-        expect(await pollUntil(async () => c.output(), (out) => /EROFS/.test(out))).toMatch(/EROFS/);
+        expect(
+          await pollUntil(
+            () => Promise.resolve(c.output()),
+            (out) => /EROFS/.test(out),
+          ),
+        ).toMatch(/EROFS/);
         expect((await get(c, '/isr')).status).toBe(200);
         expect(readdirSync(path.join(readOnly, 'apps'))).toEqual(['default']);
       } finally {

@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers';
-import { pollUntil } from './poll';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import { pollUntil } from '../helpers';
+import * as fixture from '../../scripts/fixture-app.js';
 
 type Server = Awaited<ReturnType<typeof fixture.startServer>>;
 
@@ -20,10 +19,7 @@ let cacheDir: string | undefined;
 beforeAll(async () => {
   await fixture.buildFixture({ app: fixture.CACHE_COMPONENTS_APP, log: (m: string) => console.log(m) });
   cacheDir = tempDir('nvc-e2e-cc-');
-  [a, b] = await Promise.all([
-    fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
-    fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }),
-  ]);
+  [a, b] = await Promise.all([fixture.startServer({ name: 'A', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP }), fixture.startServer({ name: 'B', cacheDir, dataPort: 9, app: fixture.CACHE_COMPONENTS_APP })]);
 });
 
 afterAll(async () => {
@@ -46,7 +42,10 @@ describe("'use cache' across two servers (cacheComponents: true)", () => {
     expect(embedBefore.value).toBe(before);
     const res = await fetch(`${a.url}/api/revalidate?tag=product`);
     expect(res.status).toBe(200);
-    const after = await pollUntil(() => value(b, '/dynamic'), (v) => v.value !== before);
+    const after = await pollUntil(
+      () => value(b, '/dynamic'),
+      (v) => v.value !== before,
+    );
     expect(after.value).not.toBe(before);
     expect(after.value).toMatch(/^product\|B\|/);
     const embedAfter = await value(b, '/embed');
