@@ -11,7 +11,7 @@ const typedTs = {
 };
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'node_modules/', 'fixtures/', 'examples/', 'bench/results/', '**/.next*/'] },
+  { ignores: ['dist/', 'coverage/', 'node_modules/', '.cache/', 'fixtures/', 'examples/', 'bench/results/', '**/.next*/'] },
   { linterOptions: { reportUnusedDisableDirectives: 'error' } },
 
   // The library and the CLI: the full type-checked set, plus the house rules on boundaries and imports.

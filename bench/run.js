@@ -388,7 +388,9 @@ async function telemetry() {
   const checks = Object.fromEntries(modes.map((mode) => [mode, runs.find((r) => r.mode === mode)]).map(([mode, r]) => [mode, { telemetryAvailable: r.telemetryAvailable, seen: r.seen }]));
   results.telemetry = { rounds, getsPerRound: gets, rows, checks };
   fs.rmSync(dir, { recursive: true, force: true });
-  console.log(`\nOpenTelemetry's cost on gets (APP_PAGE 64 KB, one at a time, each in an AsyncLocalStorage context as in a Next request; median of ${rounds} interleaved rounds; p50 and CPU time per get relative to the API absent: lower is better)`);
+  console.log(
+    `\nOpenTelemetry's cost on gets (APP_PAGE 64 KB, one at a time, each in an AsyncLocalStorage context as in a Next request; median of ${rounds} interleaved rounds; p50 and CPU time per get relative to the API absent: lower is better)`,
+  );
   console.table(rows);
   console.log('what each mode saw (a check of the modes):', JSON.stringify(checks));
 }

@@ -70,7 +70,10 @@ async function measure(n, op) {
   const value = appPage(64 * 1024, 3);
   const ctx = { set: { kind: 'APP_PAGE', cacheControl: { revalidate: 3600, expire: 86400 } }, get: { kind: 'APP_PAGE' } };
   const rows = [];
-  for (const [scenario, memoryCacheBytes] of [['get hit, from the volume', 0], ['get hit, from memory', 64 * 1024 * 1024]]) {
+  for (const [scenario, memoryCacheBytes] of [
+    ['get hit, from the volume', 0],
+    ['get hit, from memory', 64 * 1024 * 1024],
+  ]) {
     const root = fs.mkdtempSync(path.join(dir, 'root-'));
     const runtime = new Runtime({ settings: { ...resolveOptions({ logLevel: 'error', memoryCacheBytes }, {}), dir: root }, createParents: true });
     const handler = new (bindHandler(() => runtime))({});

@@ -146,40 +146,46 @@ function buildProgram(io: Output): Command {
     .command('stats')
     .description('entries and bytes per kind and namespace, images, shard fan-out, tag log, debris (writes nothing)')
     .action(
-      perApp(async (options, _flags, progress) => {
-        const result = await stats({ ...options, progress });
-        const tallies = (label: string, byName: Record<string, { count: number; bytes: number }>): Rows => Object.entries(byName).map(([name, t]) => [`  ${label}${name}`, `${t.count} (${formatBytes(t.bytes)})`]);
-        return {
-          result,
-          families: statsFamilies(result),
-          rows: [
-            ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
-            ...tallies('', result.entries.byKind),
-            ...tallies('namespace ', result.entries.byNamespace),
-            ['entries past expire', result.entries.expired],
-            ['unreadable entries', result.entries.unreadable],
-            ['oldest entry', result.entries.oldestWrittenAt ?? '-'],
-            ['newest entry', result.entries.newestWrittenAt ?? '-'],
-            ['images', `${result.images.total.count} (${formatBytes(result.images.total.bytes)})`],
-            ['orphan image files', `${result.images.orphans.count} (${formatBytes(result.images.orphans.bytes)})`],
-            ['broken / unreadable image sidecars', `${result.images.broken} / ${result.images.unreadable}`],
-            ['shard folders', result.shards.folders],
-            ['largest folder', `${result.shards.largest.files} files${result.shards.largest.dir ? ` (${result.shards.largest.dir})` : ''}`],
-            ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
-            ['foreign files', result.debris.foreign],
-            ['.nfs files', result.debris.nfsSilly],
-            ['regeneration leases (older than an hour)', `${result.leases.total} (${result.leases.stale})`],
-            ...result.builds.map((b): [string, string] => [`build ${b.namespace}`, `last served ${b.servedAt ? new Date(b.servedAt).toISOString() : b.servedAt === null ? 'never' : 'unknown (marker unreadable)'}${b.live ? ' (kept)' : ''}`]),
-            ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
-            ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
-            ['names in the tag folders that are not segments', result.tagLog.strangers],
-            ['snapshot', result.tagLog.snapshot],
-            ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
-            ['last compaction', result.tagLog.lastCompaction ?? 'never'],
-            ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
-          ],
-        };
-      }, { prometheus: true }),
+      perApp(
+        async (options, _flags, progress) => {
+          const result = await stats({ ...options, progress });
+          const tallies = (label: string, byName: Record<string, { count: number; bytes: number }>): Rows => Object.entries(byName).map(([name, t]) => [`  ${label}${name}`, `${t.count} (${formatBytes(t.bytes)})`]);
+          return {
+            result,
+            families: statsFamilies(result),
+            rows: [
+              ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
+              ...tallies('', result.entries.byKind),
+              ...tallies('namespace ', result.entries.byNamespace),
+              ['entries past expire', result.entries.expired],
+              ['unreadable entries', result.entries.unreadable],
+              ['oldest entry', result.entries.oldestWrittenAt ?? '-'],
+              ['newest entry', result.entries.newestWrittenAt ?? '-'],
+              ['images', `${result.images.total.count} (${formatBytes(result.images.total.bytes)})`],
+              ['orphan image files', `${result.images.orphans.count} (${formatBytes(result.images.orphans.bytes)})`],
+              ['broken / unreadable image sidecars', `${result.images.broken} / ${result.images.unreadable}`],
+              ['shard folders', result.shards.folders],
+              ['largest folder', `${result.shards.largest.files} files${result.shards.largest.dir ? ` (${result.shards.largest.dir})` : ''}`],
+              ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
+              ['foreign files', result.debris.foreign],
+              ['.nfs files', result.debris.nfsSilly],
+              ['regeneration leases (older than an hour)', `${result.leases.total} (${result.leases.stale})`],
+              ...result.builds.map((b): [string, string] => [
+                `build ${b.namespace}`,
+                `last served ${b.servedAt ? new Date(b.servedAt).toISOString() : b.servedAt === null ? 'never' : 'unknown (marker unreadable)'}${b.live ? ' (kept)' : ''}`,
+              ]),
+              ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
+              ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
+              ['names in the tag folders that are not segments', result.tagLog.strangers],
+              ['snapshot', result.tagLog.snapshot],
+              ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
+              ['last compaction', result.tagLog.lastCompaction ?? 'never'],
+              ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
+            ],
+          };
+        },
+        { prometheus: true },
+      ),
     );
 
   withWait(

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
 import { METRIC } from '../lib/service/telemetry';
 import { FaultyFs } from './fault-fs';
-import { openCache, REPO, tempDir, type TestCache } from './helpers';
+import { openCache, pollUntil, REPO, tempDir, type TestCache } from './helpers';
 import { registerSdk } from './otel-sdk';
 import { findPromtool, promtoolCheckExpressions, samples } from './prometheus-text';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
@@ -118,8 +118,14 @@ async function emittedNames(): Promise<{ metrics: Set<string>; labels: Set<strin
     await b.handler.set('f', fetchValue('v', ['t']), FETCH_CTX);
     await b.handler.get('f', { kind: 'FETCH' });
     await a.handler.revalidateTag(['t']);
-    await new Promise((r) => setTimeout(r, 50));
-    await b.handler.get('f', { kind: 'FETCH' }); // applies a's invalidation: its lag
+    // b applies a's invalidation at its next tag refresh (every 20 ms here): its lag.
+    await pollUntil(
+      async () => {
+        await b.handler.get('f', { kind: 'FETCH' });
+        return sdk.scrape();
+      },
+      (text) => text.includes('next_volume_cache_invalidation_lag_seconds_count'),
+    );
     fs.add({ op: 'writev', path: '/entries/', times: 1, fault: { code: 'ENOSPC' } });
     await a.handler.set(page, appPage(), PAGE_CTX);
     fs.add({ op: 'open', path: (p) => p.endsWith('.entry'), times: 1, fault: { hang: true } });

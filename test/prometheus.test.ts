@@ -11,12 +11,16 @@ import { familyNames, findPromtool, promtoolCheckMetrics, samples, structuralPro
 import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX } from './values';
 
 const promtool = findPromtool();
-if (!promtool) console.log('SKIP promtool checks: no promtool (.ci/run unpacks it from Debian\'s prometheus package into .cache/promtool)');
+if (!promtool) console.log("SKIP promtool checks: no promtool (.ci/run unpacks it from Debian's prometheus package into .cache/promtool)");
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await main(args, (t) => (out += t + '\n'), (t) => (err += t + '\n'));
+  const code = await main(
+    args,
+    (t) => (out += t + '\n'),
+    (t) => (err += t + '\n'),
+  );
   return { code, out, err };
 }
 
@@ -80,7 +84,9 @@ describe('stats --format prometheus', () => {
     expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: build, next_volume_cache_namespace_kind: 'build', next_volume_cache_entry_kind: 'app_page' })).toBe(3);
     expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace: 'shared', next_volume_cache_entry_kind: 'fetch' })).toBe(2);
     expect(value(text, 'next_volume_cache_volume_entries', { next_volume_cache_namespace_kind: 'use-cache', next_volume_cache_entry_kind: 'use_cache' })).toBe(1);
-    const entryBytes = samples(text).filter((x) => x.name === 'next_volume_cache_volume_entry_bytes').reduce((sum, x) => sum + x.value, 0);
+    const entryBytes = samples(text)
+      .filter((x) => x.name === 'next_volume_cache_volume_entry_bytes')
+      .reduce((sum, x) => sum + x.value, 0);
     expect(entryBytes).toBe(json.entries.total.bytes);
     expect(value(text, 'next_volume_cache_volume_images', app)).toBe(1);
     expect(value(text, 'next_volume_cache_volume_image_bytes', app)).toBe(json.images.total.bytes);
@@ -97,7 +103,7 @@ describe('stats --format prometheus', () => {
     expect(value(text, 'next_volume_cache_volume_builds', app)).toBe(1);
   });
 
-  it('with --all-apps: one document, each family once with every app\'s series', async () => {
+  it("with --all-apps: one document, each family once with every app's series", async () => {
     const dir = await volume('shop');
     await volume('blog', dir);
     const prom = await cli('stats', '--dir', dir, '--all-apps', '--format', 'prometheus');
@@ -105,7 +111,10 @@ describe('stats --format prometheus', () => {
     if (promtool) expect(promtoolCheckMetrics(promtool, prom.out)).toEqual({ code: 0, output: '' });
     expect(structuralProblems(prom.out)).toEqual([]);
     expect(prom.out.match(/^# TYPE next_volume_cache_writers gauge$/gm)).toHaveLength(1);
-    const writers = samples(prom.out).filter((x) => x.name === 'next_volume_cache_writers').map((x) => x.labels.next_volume_cache_app).sort();
+    const writers = samples(prom.out)
+      .filter((x) => x.name === 'next_volume_cache_writers')
+      .map((x) => x.labels.next_volume_cache_app)
+      .sort();
     expect(writers).toEqual(['blog', 'shop']);
   });
 
@@ -139,7 +148,17 @@ describe('stats --format prometheus', () => {
 describe('the text format writer', () => {
   it('escapes label values and help text so that they read back exactly', () => {
     const tricky = 'a "quoted" \\ back\nslash';
-    const text = renderPrometheus([{ name: 'escaped_labels', help: 'help with \\ and\nnewline', type: 'gauge', samples: [{ labels: { l: tricky }, value: 1.5 }, { labels: { l: '' }, value: NaN }] }]);
+    const text = renderPrometheus([
+      {
+        name: 'escaped_labels',
+        help: 'help with \\ and\nnewline',
+        type: 'gauge',
+        samples: [
+          { labels: { l: tricky }, value: 1.5 },
+          { labels: { l: '' }, value: NaN },
+        ],
+      },
+    ]);
     if (promtool) expect(promtoolCheckMetrics(promtool, text + '\n')).toEqual({ code: 0, output: '' });
     const parsed = samples(text);
     expect(parsed.map((x) => x.labels.l)).toEqual([tricky, '']);

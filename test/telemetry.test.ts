@@ -7,20 +7,10 @@ import { bindUseCacheHandler } from '../lib/next/use-cache';
 import { hashKey } from '../lib/store/hash';
 import { SCOPE } from '../lib/service/telemetry';
 import { FaultyFs } from './fault-fs';
-import { openCache, runChild, tempDir, type TestCache } from './helpers';
+import { openCache, pollUntil, runChild, tempDir, waitFor, type TestCache } from './helpers';
 import { registerSdk, type Sdk } from './otel-sdk';
 import { total } from './prometheus-text';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const PAGE = { kind: 'APP_PAGE' } as const;
 const opened: TestCache[] = [];
@@ -99,7 +89,7 @@ describe('OpenTelemetry metrics with the real SDK', () => {
     const c = await cache('hung', { timeoutMs: 150, concurrency: 2 }, fs);
     await c.handler.set('/route-cache/APP_PAGE/h/$/hung', appPage(), PAGE_CTX);
     // The set's tag index append runs in the background: with it holding a slot, the get would time out waiting for one instead.
-    await until('the background append to finish', async () => (c.runtime.service.gateSlots().active === 0 ? true : undefined));
+    expect(await waitFor(() => c.runtime.service.gateSlots().active === 0)).toBe(true);
     fs.add({ op: 'open', path: (p) => p.endsWith('.entry'), times: 1, fault: { hang: true } });
     expect(await c.handler.get('/route-cache/APP_PAGE/h/$/hung', PAGE)).toBeNull();
     const app = { next_volume_cache_app: 'hung' };
@@ -109,7 +99,7 @@ describe('OpenTelemetry metrics with the real SDK', () => {
     expect(total(text, 'next_volume_cache_gate_slot_usage', { ...app, next_volume_cache_gate_slot_state: 'stuck' })).toBe(1);
     expect(total(text, 'next_volume_cache_gate_slot_limit', app)).toBe(2);
     fs.releaseHung();
-    await until('the hung call to return its slot', async () => (total(await sdk.scrape(), 'next_volume_cache_gate_slot_usage', { ...app, next_volume_cache_gate_slot_state: 'stuck' }) === 0 ? true : undefined));
+    expect(await waitFor(async () => total(await sdk.scrape(), 'next_volume_cache_gate_slot_usage', { ...app, next_volume_cache_gate_slot_state: 'stuck' }) === 0)).toBe(true);
   });
 
   it("records another process's invalidation as applied here, with its lag; its own records are not counted again", async () => {
@@ -122,11 +112,15 @@ describe('OpenTelemetry metrics with the real SDK', () => {
     const app = { next_volume_cache_app: 'lag' };
     const invalidatedAt = performance.now();
     await a.handler.revalidateTag(['lag-tag']);
-    const text = await until('b to apply the invalidation', async () => {
-      await b.handler.get('lag-fetch', { kind: 'FETCH', tags: ['lag-tag'] });
-      const scraped = await sdk.scrape();
-      return total(scraped, 'next_volume_cache_invalidations_total', { ...app, next_volume_cache_invalidation_phase: 'applied' }) > 0 ? scraped : undefined;
-    });
+    const applied = (text: string) => total(text, 'next_volume_cache_invalidations_total', { ...app, next_volume_cache_invalidation_phase: 'applied' });
+    const text = await pollUntil(
+      async () => {
+        await b.handler.get('lag-fetch', { kind: 'FETCH', tags: ['lag-tag'] });
+        return sdk.scrape();
+      },
+      (scraped) => applied(scraped) > 0,
+    );
+    expect(applied(text)).toBe(1);
     const elapsed = (performance.now() - invalidatedAt) / 1000;
     expect(total(text, 'next_volume_cache_invalidation_lag_seconds_count', app)).toBe(1);
     const lag = total(text, 'next_volume_cache_invalidation_lag_seconds_sum', app);
@@ -134,8 +128,15 @@ describe('OpenTelemetry metrics with the real SDK', () => {
     // Both stamps are on the volume clock; allow its millisecond rounding and the two runtimes' calibrations.
     expect(lag).toBeLessThanOrEqual(elapsed + 0.05);
     // a reads its own segment back at its next refresh: that is not an invalidation arriving.
-    await new Promise((r) => setTimeout(r, 100));
-    await a.handler.get('lag-fetch', { kind: 'FETCH', tags: ['lag-tag'] });
+    const refreshes = a.runtime.metrics.tagRefreshes;
+    const readBack = await pollUntil(
+      async () => {
+        await a.handler.get('lag-fetch', { kind: 'FETCH', tags: ['lag-tag'] });
+        return a.runtime.metrics.tagRefreshes;
+      },
+      (n) => n > refreshes,
+    );
+    expect(readBack).toBeGreaterThan(refreshes);
     const after = await sdk.scrape();
     expect(total(after, 'next_volume_cache_invalidations_total', { ...app, next_volume_cache_invalidation_phase: 'applied' })).toBe(1);
     expect(total(after, 'next_volume_cache_invalidations_total', { ...app, next_volume_cache_invalidation_phase: 'recorded' })).toBe(1);
@@ -184,7 +185,13 @@ describe('OpenTelemetry spans with the real SDK', () => {
     expect(ours.map((s) => s.name)).toEqual(['next_volume_cache.get', 'next_volume_cache.set', 'next_volume_cache.get', 'next_volume_cache.revalidate_tag', 'next_volume_cache.set']);
     for (const span of ours) expect(span.parentSpanContext?.spanId).toBe(root.spanId);
     const [miss, set, hit, revalidate, failed] = ours;
-    expect(miss!.attributes).toMatchObject({ 'next_volume_cache.get.outcome': 'miss', 'next_volume_cache.miss.cause': 'absent', 'next_volume_cache.key.hash': hashKey(key), 'next_volume_cache.entry.kind': 'app_page', 'next_volume_cache.app': 'spans' });
+    expect(miss!.attributes).toMatchObject({
+      'next_volume_cache.get.outcome': 'miss',
+      'next_volume_cache.miss.cause': 'absent',
+      'next_volume_cache.key.hash': hashKey(key),
+      'next_volume_cache.entry.kind': 'app_page',
+      'next_volume_cache.app': 'spans',
+    });
     expect(miss!.status.code).toBe(SpanStatusCode.UNSET);
     expect(set!.attributes['next_volume_cache.key.hash']).toBe(hashKey(key));
     expect(hit!.attributes['next_volume_cache.get.outcome']).toBe('hit');

@@ -45,12 +45,19 @@ export function statsFamilies(stats: StoreStats): Family[] {
         value: pick(tally),
       })),
     );
-  const tagLogs = (pick: (log: 'invalidations' | 'memberships') => number): Sample[] =>
-    (['invalidations', 'memberships'] as const).map((log) => ({ labels: { ...app, [LABEL.tagLog]: log }, value: pick(log) }));
+  const tagLogs = (pick: (log: 'invalidations' | 'memberships') => number): Sample[] => (['invalidations', 'memberships'] as const).map((log) => ({ labels: { ...app, [LABEL.tagLog]: log }, value: pick(log) }));
   const { tagLog, debris, images, entries } = stats;
   return [
-    gauge('next_volume_cache_volume_entries', 'Entries on the volume, by namespace and kind', byNamespaceAndKind((t) => t.count)),
-    gauge('next_volume_cache_volume_entry_bytes', 'Bytes of entries on the volume, by namespace and kind', byNamespaceAndKind((t) => t.bytes)),
+    gauge(
+      'next_volume_cache_volume_entries',
+      'Entries on the volume, by namespace and kind',
+      byNamespaceAndKind((t) => t.count),
+    ),
+    gauge(
+      'next_volume_cache_volume_entry_bytes',
+      'Bytes of entries on the volume, by namespace and kind',
+      byNamespaceAndKind((t) => t.bytes),
+    ),
     one('next_volume_cache_volume_expired_entries', 'Entries past their expire time (gc deletes them)', entries.expired),
     one('next_volume_cache_volume_unreadable_entries', 'Entry files that are damaged or that this process cannot read', entries.unreadable),
     one('next_volume_cache_volume_oldest_entry_timestamp_seconds', 'When the oldest entry was written', seconds(entries.oldestWrittenAt)),
@@ -76,8 +83,16 @@ export function statsFamilies(stats: StoreStats): Family[] {
       'When a process last marked the build as served',
       stats.builds.flatMap((b) => (typeof b.servedAt === 'number' ? [{ labels: { ...app, [LABEL.namespace]: b.namespace }, value: b.servedAt / 1000 }] : [])),
     ),
-    gauge('next_volume_cache_tag_log_segments', 'Tag log segments not yet compacted (the backlog each new process reads at start)', tagLogs((log) => (log === 'invalidations' ? tagLog.segments : tagLog.memberSegments))),
-    gauge('next_volume_cache_tag_log_segment_bytes', 'Bytes of tag log segments not yet compacted', tagLogs((log) => (log === 'invalidations' ? tagLog.segmentBytes : tagLog.memberSegmentBytes))),
+    gauge(
+      'next_volume_cache_tag_log_segments',
+      'Tag log segments not yet compacted (the backlog each new process reads at start)',
+      tagLogs((log) => (log === 'invalidations' ? tagLog.segments : tagLog.memberSegments)),
+    ),
+    gauge(
+      'next_volume_cache_tag_log_segment_bytes',
+      'Bytes of tag log segments not yet compacted',
+      tagLogs((log) => (log === 'invalidations' ? tagLog.segmentBytes : tagLog.memberSegmentBytes)),
+    ),
     one('next_volume_cache_tag_log_strangers', 'Names in the tag log folders that are not segments', tagLog.strangers),
     one('next_volume_cache_tag_log_snapshot_tags', 'Tags in the compacted snapshot', tagLog.snapshotTags),
     one('next_volume_cache_tag_log_snapshot_damaged', '1 when the snapshot exists but cannot be used', tagLog.snapshot.startsWith('damaged') ? 1 : 0),

@@ -78,9 +78,7 @@ export type { EntryRecord, CacheControl, ImageValue };
 /** How a served entry stands: fresh, or stale (served once while it is regenerated). */
 export type HitVerdict = 'fresh' | 'stale';
 
-export type EntryOutcome =
-  | { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number; /** Served from this process's memory tier. */ fromMemory?: boolean }
-  | { status: 'miss'; reason: string };
+export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number; /** Served from this process's memory tier. */ fromMemory?: boolean } | { status: 'miss'; reason: string };
 
 export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffer; ageMs: number } | { status: 'miss'; reason: string };
 
@@ -398,7 +396,9 @@ export class CacheService {
     if (options.accept && !options.accept(record)) return { status: 'miss', reason: 'corrupt' };
     const now = clock.now();
     if (record.writtenAt > now + settings.maxClockSkewMs) {
-      log.onceWarn('entry-future-dated', `treating entry with key hash ${hash} as a miss: written ${Math.round((record.writtenAt - now) / 1000)} s in the future (a writer's clock is off, or the file is forged)`, { keyHash: hash || undefined });
+      log.onceWarn('entry-future-dated', `treating entry with key hash ${hash} as a miss: written ${Math.round((record.writtenAt - now) / 1000)} s in the future (a writer's clock is off, or the file is forged)`, {
+        keyHash: hash || undefined,
+      });
       return { status: 'miss', reason: 'future-dated' };
     }
     const ageMs = Math.max(0, now - record.writtenAt);

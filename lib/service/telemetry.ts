@@ -458,7 +458,7 @@ class OtelTelemetry implements ServiceTelemetry {
     const namespaceKind = namespaceKindOf(labels.namespace);
     const entryKind = entryKindOf(labels.kind);
     let byKind = this.calls.get(namespaceKind);
-    if (!byKind) this.calls.set(namespaceKind, (byKind = new Map()));
+    if (!byKind) this.calls.set(namespaceKind, (byKind = new Map<string, CallAttributes>()));
     let found = byKind.get(entryKind);
     if (!found) {
       found = new CallAttributes(Object.freeze({ ...this.appAttributes, [ATTRIBUTE.namespaceKind]: namespaceKind, [ATTRIBUTE.entryKind]: entryKind }));

@@ -1,10 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../helpers';
+import { pollUntil, tempDir, waitFor } from '../helpers';
 import { findPromtool, promtoolCheckMetrics, structuralProblems, total } from '../prometheus-text';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fixture = require('../../scripts/fixture-app.js') as typeof import('../../scripts/fixture-app.js');
+import * as fixture from '../../scripts/fixture-app.js';
 
 /**
  * The fixture app under `next start`, twice on one cache folder, with the
@@ -46,7 +45,7 @@ async function startWithOtel(name: string, cacheDir: string, outDir: string): Pr
 }
 
 beforeAll(async () => {
-  fixture.buildFixture({ log: (m: string) => console.log(m) });
+  await fixture.buildFixture({ log: (m: string) => console.log(m) });
   const cacheDir = tempDir('nvc-e2e-otel-');
   const outDir = tempDir('nvc-e2e-otel-out-');
   data = await fixture.startDataServer();
@@ -57,8 +56,6 @@ afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
   await data?.stop();
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function get(server: Server, pathname: string): Promise<string | null> {
   const res = await fetch(server.url + pathname);
@@ -89,16 +86,6 @@ function rootOf(span: SpanLine, all: Map<string, SpanLine>): SpanLine | undefine
   return current;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 describe('the fixture app with the real OpenTelemetry SDK', () => {
   it("counts a miss and a set on A, the shared entry's hits on B; each server's exporter output is valid Prometheus text", async () => {
     await get(a, '/isr');
@@ -126,13 +113,24 @@ describe('the fixture app with the real OpenTelemetry SDK', () => {
     const sent = Date.now();
     await fetch(`${a.url}/api/revalidate?tag=_N_T_/blog/a`);
     // Next records revalidations after the response is sent.
-    await until('A to record the invalidation', async () => (total(await scrape(a), 'next_volume_cache_invalidations_total', { next_volume_cache_invalidation_phase: 'recorded' }) >= 1 ? true : undefined));
-    await sleep(250); // past the servers' tag refresh interval (200 ms)
-    expect(await get(b, '/blog/a')).toBe('MISS');
-    const onB = await until("B's scrape to show the invalidation applied", async () => {
-      const text = await scrape(b);
-      return total(text, 'next_volume_cache_invalidations_total', { next_volume_cache_invalidation_phase: 'applied' }) > before ? text : undefined;
-    });
+    expect(await waitFor(async () => total(await scrape(a), 'next_volume_cache_invalidations_total', { next_volume_cache_invalidation_phase: 'recorded' }) >= 1, 20_000, 100)).toBe(true);
+    // B answers HIT until its next tag refresh (every 200 ms) reads A's record.
+    expect(
+      await pollUntil(
+        () => get(b, '/blog/a'),
+        (cache) => cache !== 'HIT',
+        20_000,
+        50,
+      ),
+    ).toBe('MISS');
+    const applied = (text: string) => total(text, 'next_volume_cache_invalidations_total', { next_volume_cache_invalidation_phase: 'applied' });
+    const onB = await pollUntil(
+      () => scrape(b),
+      (text) => applied(text) > before,
+      20_000,
+      100,
+    );
+    expect(applied(onB)).toBeGreaterThan(before);
     const seen = (Date.now() - sent) / 1000;
     const lags = total(onB, 'next_volume_cache_invalidation_lag_seconds_count');
     const lagSum = total(onB, 'next_volume_cache_invalidation_lag_seconds_sum');
@@ -157,7 +155,14 @@ describe('the fixture app with the real OpenTelemetry SDK', () => {
       return { ours, roots: roots as SpanLine[] };
     };
     for (const server of [a, b]) {
-      const { ours, roots } = await until(`${server.name}'s request spans to be written`, () => check(server));
+      const written = await pollUntil(
+        () => Promise.resolve(check(server)),
+        (found) => found !== undefined,
+        20_000,
+        100,
+      );
+      expect(written, `${server.name}'s request spans written`).toBeDefined();
+      const { ours, roots } = written!;
       expect(ours.length).toBeGreaterThan(3);
       for (const [i, span] of ours.entries()) {
         expect(roots[i]!.attributes['next.span_type'], `${span.name} under ${roots[i]!.name}`).toBe(REQUEST_SPAN);
@@ -169,10 +174,13 @@ describe('the fixture app with the real OpenTelemetry SDK', () => {
       expect(names).toContain('next_volume_cache.set');
     }
     // One per revalidation request (two in this file), each under its API route's request.
-    const revalidate = await until('both revalidateTag spans', () => {
-      const found = spans(a).filter((s) => s.name === 'next_volume_cache.revalidate_tag');
-      return found.length >= 2 ? found : undefined;
-    });
+    const revalidate = await pollUntil(
+      () => Promise.resolve(spans(a).filter((s) => s.name === 'next_volume_cache.revalidate_tag')),
+      (found) => found.length >= 2,
+      20_000,
+      100,
+    );
+    expect(revalidate.length).toBe(2);
     expect(revalidate.every((s) => s.attributes['next_volume_cache.tag.count'] === 1)).toBe(true);
     const hits = spans(b).filter((s) => s.name === 'next_volume_cache.get' && s.attributes['next_volume_cache.get.outcome'] === 'hit');
     expect(hits.length).toBeGreaterThanOrEqual(1);
