@@ -177,18 +177,23 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const exit = watchExit(child);
   let output = '';
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`server ${name} exited: ${output}`);
+    if (exit.how !== undefined) throw new Error(`server ${name} ended (${exit.how}): ${output}`);
     try {
       await fetch(`${url}/api/revalidate`);
       break;
     } catch {
-      if (Date.now() > deadline) throw new Error(`server ${name} did not start: ${output}`);
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL'); // not left running behind a failed test
+        await exit.ended;
+        throw new Error(`server ${name} did not start: ${output}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -197,13 +202,33 @@ async function startServer({ name, cacheDir, dataPort, env = {}, command, comman
     url,
     port,
     output: () => output,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    stop: () => {
+      child.kill('SIGTERM'); // a no-op once it has ended
+      return exit.ended;
+    },
   };
+}
+
+/**
+ * Follows a child's end from its spawn, so that a later check or wait cannot miss an end that
+ * already happened: checking exitCode alone misses a child ended by a signal (exitCode stays
+ * null) and a wait attached after the 'exit' event waits forever.
+ */
+function watchExit(child) {
+  /** @type {{ how: string | undefined, ended: Promise<void> }} */
+  const exit = { how: undefined, ended: Promise.resolve() };
+  exit.ended = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit.how = signal ?? `exit code ${code}`;
+      resolve();
+    });
+    child.on('error', (error) => {
+      if (child.pid !== undefined) return; // a failed kill, not a failed start
+      exit.how = error.message;
+      resolve();
+    });
+  });
+  return exit;
 }
 
 /** The action id of the fixture's updateTag server action, from the build's manifest. */

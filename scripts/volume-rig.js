@@ -60,28 +60,32 @@ async function startRig(profile, clients) {
   fs.mkdirSync(backing);
   const mounts = [];
   const processes = [];
+  const ended = [];
   for (let i = 0; i < clients; i++) {
     const mount = path.join(base, `client-${i}`);
     fs.mkdirSync(mount);
     const options = [`source=${backing}`, `timeout=${profile.timeoutSeconds}`, 'cache=auto', ...(profile.writeback ? ['writeback'] : [])].join(',');
     const env = { ...process.env, ...(profile.latencyUs ? { LD_PRELOAD: latency, NVC_LATENCY_US: String(profile.latencyUs) } : {}) };
-    processes.push(spawn(passthrough, ['-f', '-o', options, mount], { env, stdio: 'ignore' }));
+    const client = spawn(passthrough, ['-f', '-o', options, mount], { env, stdio: 'ignore' });
+    // Followed from the spawn: a wait attached later misses a client that already ended.
+    ended.push(new Promise((resolve) => (client.once('exit', resolve), client.on('error', resolve))));
+    processes.push(client);
     mounts.push(mount);
   }
+  const stop = async () => {
+    for (const m of mounts) spawnSync('fusermount3', ['-u', '-z', m]);
+    for (const p of processes) p.kill(); // a no-op for a client that has ended
+    await Promise.all(ended);
+  };
   const deadline = Date.now() + 10_000;
   while (!mounts.every((m) => fs.readFileSync('/proc/mounts', 'utf8').includes(` ${m} `))) {
-    if (Date.now() > deadline) throw new Error(`FUSE mounts did not come up: ${mounts.join(', ')}`);
+    if (Date.now() > deadline) {
+      await stop(); // no client left running behind a failed start
+      throw new Error(`FUSE mounts did not come up: ${mounts.join(', ')}`);
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return {
-    profile,
-    backing,
-    mounts,
-    async stop() {
-      for (const m of mounts) spawnSync('fusermount3', ['-u', '-z', m]);
-      await Promise.all(processes.map((p) => new Promise((resolve) => (p.exitCode !== null ? resolve(null) : (p.once('exit', resolve), p.kill())))));
-    },
-  };
+  return { profile, backing, mounts, stop };
 }
 
 module.exports = { PROFILES, rigUnavailable, requireRigOrSkip, startRig };

@@ -15,6 +15,8 @@ export interface AgentOptions {
 export class Agent {
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Set once the child has ended: no reply can come any more. */
+  private ended: Error | undefined;
   private constructor(private readonly child: ChildProcess) {
     child.on('message', (msg: { id?: number; result?: unknown; error?: string }) => {
       if (msg.id === undefined) return;
@@ -23,6 +25,15 @@ export class Agent {
       if (msg.error !== undefined) waiter?.reject(new Error(msg.error));
       else waiter?.resolve(msg.result);
     });
+    // A call waiting on an agent that died fails with how it died instead of hanging until the test times out.
+    if (child.exitCode !== null || child.signalCode !== null) this.end(child.exitCode, child.signalCode);
+    else child.once('exit', (code, signal) => this.end(code, signal));
+  }
+
+  private end(code: number | null, signal: NodeJS.Signals | null): void {
+    this.ended = new Error(`agent ended (${signal ?? `exit code ${code}`})`);
+    for (const waiter of this.pending.values()) waiter.reject(this.ended);
+    this.pending.clear();
   }
 
   static start(dir: string, options: AgentOptions = {}): Promise<Agent> {
@@ -44,6 +55,7 @@ export class Agent {
   }
 
   call<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });

@@ -15,7 +15,7 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(written).toBeDefined();
     const figures = JSON.parse(readFileSync(path.join(REPO, written!), 'utf8'));
     const contenders = new Set(figures.micro.map((r: { contender: string }) => r.contender));
-    expect(contenders.size).toBe(6);
+    expect(contenders.size).toBe(7);
     expect(figures.micro.filter((r: { opsPerSec?: number }) => r.opsPerSec! > 0).length).toBeGreaterThan(50);
     expect(figures.scale.length).toBe(2);
     expect(figures.visibility.trials).toBe(3);
@@ -23,6 +23,10 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(figures.site.every((r: { errors: number }) => r.errors === 0)).toBe(true);
     expect(figures.integrity.gets.every((r: Record<string, number>) => r['hit % (secret)'] === 100 && r['hit % (no secret)'] === 100)).toBe(true);
     expect(figures.integrity.macs.length).toBe(15);
+    expect(figures.tier.length).toBeGreaterThan(0);
+    expect(figures.tier.every((r: Record<string, number>) => r['hot p50 µs']! > 0 && r['cold p50 µs']! > 0)).toBe(true);
+    expect(figures.regeneration.map((r: { leases: string }) => r.leases.split(' ')[0])).toEqual(['off', 'on']);
+    expect(figures.memory['tier 50 MiB: peak RSS MiB']).toBeGreaterThan(0);
     // The OpenTelemetry row measured what it says: the API hidden, present, and the SDK seeing every get.
     expect(figures.telemetry.rows.map((r: { mode: string }) => r.mode)).toEqual(['absent', 'api', 'sdk', 'absent', 'api', 'sdk']);
     expect(figures.telemetry.checks.absent.telemetryAvailable).toBe(false);

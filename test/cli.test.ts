@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { main } from '../bin/cli';
@@ -37,6 +37,74 @@ async function filledStore(): Promise<string> {
   await c.handler.set('img-2', image(Buffer.alloc(5000, 2)), { kind: 'IMAGE', cacheControl: { revalidate: 60, expire: undefined } });
   await c.runtime.close();
   return dir;
+}
+
+/** A CLI child whose exit is listened for from its spawn, so that an early exit is never missed. */
+function spawnCli(args: string[]): { child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+  const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), ...args], { stdio: 'ignore' });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', reject);
+  });
+  return { child, exited };
+}
+
+/** The filled store plus `count` entries invalidated by a tag: gc's work. Returns their files. */
+async function storeWithDoomedEntries(count: number): Promise<{ dir: string; doomed: string[] }> {
+  const dir = await filledStore();
+  const c = await openCache({ dir });
+  const keys = Array.from({ length: count }, (_, i) => `bulk-${i}`);
+  for (let i = 0; i < count; i += 16) await Promise.all(keys.slice(i, i + 16).map((key) => c.handler.set(key, fetchValue(key, ['bulk']), FETCH_CTX)));
+  await c.handler.revalidateTag(['bulk']);
+  await c.runtime.close();
+  const doomed = keys.map((key) => c.runtime.layout.entryPath(hashKey(key)));
+  expect(doomed.filter((file) => !existsSync(file))).toEqual([]);
+  return { dir, doomed };
+}
+
+/** Resolves at the first deletion of one of `files`, seen through inotify on their folders. */
+function watchFirstDeletion(files: string[]): { deleted: Promise<void>; close(): void } {
+  const names = new Set(files.map((file) => path.basename(file)));
+  const watchers: FSWatcher[] = [];
+  const deleted = new Promise<void>((resolve, reject) => {
+    for (const dir of new Set(files.map((file) => path.dirname(file)))) {
+      const watcher = watch(dir, (event, name) => {
+        if (event === 'rename' && name !== null && names.has(name) && !existsSync(path.join(dir, name))) resolve();
+      });
+      watcher.on('error', reject);
+      watchers.push(watcher);
+    }
+  });
+  return { deleted, close: () => watchers.forEach((watcher) => watcher.close()) };
+}
+
+interface KilledGc {
+  dir: string;
+  doomed: string[];
+  /** SIGKILLed after it had deleted some of the doomed entries and before it had deleted them all. */
+  midway: boolean;
+  /** How it ended, for the failure message. */
+  outcome: string;
+}
+
+/** Runs gc in a child and SIGKILLs it as soon as it has deleted its first doomed entry. */
+async function killGcAtFirstDeletion(count: number): Promise<KilledGc> {
+  const { dir, doomed } = await storeWithDoomedEntries(count);
+  const firstDeletion = watchFirstDeletion(doomed);
+  const gc = spawnCli(['gc', '--dir', dir]);
+  try {
+    const first = await Promise.race([firstDeletion.deleted.then(() => 'deleting' as const), gc.exited.then(() => 'finished' as const)]);
+    if (first === 'deleting') gc.child.kill('SIGKILL');
+    const { code, signal } = await gc.exited;
+    const left = doomed.filter((file) => existsSync(file)).length;
+    return { dir, doomed, midway: signal === 'SIGKILL' && left > 0 && left < count, outcome: `ended by ${signal ?? `exit ${code}`} with ${left} of ${count} left` };
+  } finally {
+    firstDeletion.close();
+    if (gc.child.exitCode === null && gc.child.signalCode === null) {
+      gc.child.kill('SIGKILL');
+      await gc.exited.catch(() => undefined);
+    }
+  }
 }
 
 describe('stats', () => {
@@ -230,14 +298,15 @@ describe('usage and safety', () => {
   it('a second destructive run exits 4 while the lock is held; a SIGKILLed run leaves a lock that is taken over', async () => {
     const dir = await filledStore();
     for (let i = 0; i < 300; i++) writeFileSync(path.join(dir, 'apps/default/entries/shared', `bulk-${i}`), 'x');
-    const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'gc', '--dir', dir, '--wait'], { stdio: 'ignore' });
+    const waiter = spawnCli(['gc', '--dir', dir, '--wait']);
     // Hold the lock from this process while the child waits, then kill the child and check recovery.
     const m = await openMaintenance({ dir, logLevel: 'silent', lockStaleMs: 2000 });
     const { locked } = await import('../lib/maintenance/context');
     await locked(m, { wait: true }, async () => {
       expect((await cli('gc', '--dir', dir, '--no-wait')).code).toBe(4);
     });
-    child.kill('SIGKILL');
+    waiter.child.kill('SIGKILL');
+    await waiter.exited;
     // Simulate a run killed while holding the lock: a lock folder nobody refreshes.
     mkdirSync(path.join(m.layout.locksDir, 'maintenance.lock'), { recursive: true });
     expect((await cli('gc', '--dir', dir, '--no-wait', '--lock-stale-ms', '2000')).code).toBe(4);
@@ -250,23 +319,29 @@ describe('usage and safety', () => {
   });
 
   it('a gc SIGKILLed mid-way leaves a consistent store', async () => {
-    const dir = await filledStore();
-    const c = await openCache({ dir });
-    for (let i = 0; i < 400; i++) await c.handler.set(`bulk-${i}`, fetchValue(`b${i}`, ['bulk']), FETCH_CTX);
-    await c.handler.revalidateTag(['bulk']);
-    await c.runtime.close();
-    const child = spawn(process.execPath, [path.join(DIST, 'bin/cli.js'), 'gc', '--dir', dir], { stdio: 'ignore' });
-    // Killed once it holds the maintenance lock, i.e. mid-way through its work.
-    expect(await waitFor(() => existsSync(path.join(c.runtime.layout.locksDir, 'maintenance.lock')), 10_000, 2)).toBe(true);
-    child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
-    const report = JSON.parse((await cli('--json', 'verify', '--dir', dir)).out);
-    expect(report.problems['corrupt-entry']).toBe(0);
-    const done = await cli('--json', 'gc', '--dir', dir, '--wait', '--lock-stale-ms', '2000');
-    expect(done.code, done.err).toBe(0);
-    const c2 = await openCache({ dir });
-    expect(await c2.handler.get('bulk-1', {})).toBeNull();
-    expect(await c2.handler.get(pageKey(1), {})).not.toBeNull();
-    await c2.runtime.close();
+    // Killed at its first deletion, gc is mid-way unless it deleted every doomed entry before the
+    // kill landed (a slow parent, a fast child): then again with a bigger store, never a vacuous pass.
+    let run: KilledGc | undefined;
+    for (const count of [400, 2000, 8000]) {
+      if (run) rmSync(run.dir, { recursive: true, force: true });
+      run = await killGcAtFirstDeletion(count);
+      if (run.midway) break;
+    }
+    const { dir, doomed, midway, outcome } = run!;
+    console.log(`gc kill: ${outcome}`);
+    try {
+      expect(midway, `gc was not killed mid-way, even on the biggest store: ${outcome}`).toBe(true);
+      const report = JSON.parse((await cli('--json', 'verify', '--dir', dir)).out);
+      expect(report.problems['corrupt-entry']).toBe(0);
+      const done = await cli('--json', 'gc', '--dir', dir, '--wait', '--lock-stale-ms', '2000');
+      expect(done.code, done.err).toBe(0);
+      expect(doomed.filter((file) => existsSync(file))).toEqual([]);
+      const c2 = await openCache({ dir });
+      for (let i = 0; i < 5; i++) expect(await c2.handler.get(pageKey(i), {})).not.toBeNull();
+      for (let i = 0; i < 3; i++) expect(await c2.handler.get(`fetch-${i}`, {})).not.toBeNull();
+      await c2.runtime.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -20,7 +20,9 @@ function runUntilKilled(op: string, dir: string, trial: number, ms: number): Pro
     let out = '';
     let err = '';
     let timer: NodeJS.Timeout | undefined;
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last output is read, and a line printed just
+    // before the kill is an acknowledgement the test must check.
+    child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (signal !== 'SIGKILL') return reject(new Error(`${op} exited on its own (${code}): ${err}`));
       // Only whole lines count: a line cut by the kill was not acknowledged.

@@ -62,10 +62,10 @@ export interface ChildResult {
   stderr: string;
 }
 
-/** Runs a Node script from test/children with arguments; resolves when it exits. */
+/** Runs a Node script from test/children (or at an absolute path) with arguments; resolves when it exits. */
 export function runChild(script: string, args: string[], env: NodeJS.ProcessEnv = {}, command = process.execPath, prefixArgs: string[] = []): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...prefixArgs, path.join(REPO, 'test', 'children', script), ...args], {
+    const child = spawn(command, [...prefixArgs, path.resolve(REPO, 'test', 'children', script), ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -112,7 +112,8 @@ export function runInvalidator(dir: string, ms: number, name: string, leaseMs: n
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const killer = options.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.killAfterMs);
     child.on('error', reject);
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last acknowledged line is read.
+    child.on('close', (code, signal) => {
       clearTimeout(killer);
       if (code === 0 || (signal === 'SIGKILL' && killer)) resolve(out.split('\n').slice(0, -1));
       else reject(new Error(`invalidator ${name} exited with ${code ?? signal}`));

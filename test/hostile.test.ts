@@ -5,6 +5,7 @@ import { main } from '../bin/cli';
 import { hashKey } from '../lib/store/hash';
 import { encodeInvalidation, parseInvalidation } from '../lib/tags/record';
 import { openCache, randomBytes, readSegmentFile, seededRandom, tempDir, type TestCache } from './helpers';
+import type { CacheOptions } from '../lib/config';
 import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX, sameValue } from './values';
 
 /** Fuzz iterations (fixed seeds, so a failure can be replayed); NVC_FUZZ_COUNT for a longer soak. */
@@ -13,8 +14,8 @@ const opened: TestCache[] = [];
 afterEach(async () => {
   for (const c of opened.splice(0)) await c.runtime.close();
 });
-async function cache(dir = tempDir()): Promise<TestCache> {
-  const c = await openCache({ dir });
+async function cache(dir = tempDir(), options: CacheOptions = {}): Promise<TestCache> {
+  const c = await openCache({ ...options, dir });
   opened.push(c);
   return c;
 }
@@ -130,7 +131,9 @@ describe('symlinks planted in the cache root', () => {
 
 describe("keys and tags at and beyond Next's limits", () => {
   it('128 tags of 256 characters, 1024-character path tags, and a 10 MB tag list are recorded and honoured', async () => {
-    const c = await cache();
+    // Appending 10 MB takes 1-2 s here and over 4 s on a busy machine: past the 2 s default
+    // deadline of one filesystem call, which this test is not about.
+    const c = await cache(undefined, { timeoutMs: 60_000 });
     const many = Array.from({ length: 128 }, (_, i) => `${'t'.repeat(250)}${String(i).padStart(6, '0')}`);
     const pathTag = `_N_T_/${'segment/'.repeat(127)}`;
     await c.handler.set('f'.repeat(64), fetchValue('x', many), { fetchCache: true, tags: many });

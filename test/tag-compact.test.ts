@@ -67,14 +67,14 @@ describe('compaction of the tag log', () => {
     expect(c.runtime.service.tagVerdict(['anything'], mtime + 1)).toBe('fresh');
   });
 
-  it('leaves a segment it cannot read in place, counted; folds the others', async () => {
+  it('leaves a folder named like a segment (a stranger: no writer makes one) and other strangers in place, counted; folds the others', async () => {
     const { dir, layout } = await root();
     const unreadable = path.join(layout.invalidationsDir, 'broken-1-bbbbbb.000000.log');
     mkdirSync(unreadable);
     goneWritersSegment(layout, 'gone-1-aaaaaa.000000.log', [{ tags: ['a'], at: Date.now() - 1000 }]);
     writeFileSync(path.join(layout.invalidationsDir, 'README'), 'not a segment');
     const result = await compactIt(dir);
-    expect(result).toMatchObject({ segmentsRead: 1, segmentsUnreadable: 1, segmentsDeleted: 1, strangers: 1 });
+    expect(result).toMatchObject({ segmentsRead: 1, segmentsUnreadable: 0, segmentsDeleted: 1, strangers: 2 });
     expect(readdirSync(layout.invalidationsDir).sort()).toEqual(['README', 'broken-1-bbbbbb.000000.log']);
   });
 

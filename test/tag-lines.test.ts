@@ -52,23 +52,23 @@ describe('scanLines over real files', () => {
   it('leaves an unterminated tail (a line being written) for the next read, which starts where this one stopped', async () => {
     const { fs, file } = segment('one\ntwo\npart');
     const first = await scan(fs, file);
-    expect(first).toEqual({ lines: ['one', 'two'], consumed: 8, tooLong: 0 });
+    expect(first).toEqual({ lines: ['one', 'two'], consumed: 8, tooLong: 0, beyondEnd: false });
     appendFileSync(file, 'ial\nthree\n');
     const next = await scan(fs, file, first.consumed);
-    expect(next).toEqual({ lines: ['partial', 'three'], consumed: statSync(file).size, tooLong: 0 });
+    expect(next).toEqual({ lines: ['partial', 'three'], consumed: statSync(file).size, tooLong: 0, beyondEnd: false });
     // Nothing new: nothing delivered, the position stays.
-    expect(await scan(fs, file, next.consumed)).toEqual({ lines: [], consumed: next.consumed, tooLong: 0 });
+    expect(await scan(fs, file, next.consumed)).toEqual({ lines: [], consumed: next.consumed, tooLong: 0, beyondEnd: false });
   });
 
   it('gives up on an unterminated tail that is already too long to be a record: counted, and consumed', async () => {
     const content = `ok\n${'z'.repeat(50)}`;
     const { fs, file } = segment(content);
-    expect(await scan(fs, file, 0, 20)).toEqual({ lines: ['ok'], consumed: Buffer.byteLength(content), tooLong: 1 });
+    expect(await scan(fs, file, 0, 20)).toEqual({ lines: ['ok'], consumed: Buffer.byteLength(content), tooLong: 1, beyondEnd: false });
   });
 
   it('does not hand empty lines on', async () => {
     const { fs, file } = segment('\n\na\n\n');
-    expect(await scan(fs, file)).toEqual({ lines: ['a'], consumed: 5, tooLong: 0 });
+    expect(await scan(fs, file)).toEqual({ lines: ['a'], consumed: 5, tooLong: 0, beyondEnd: false });
   });
 });
 

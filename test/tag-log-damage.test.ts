@@ -44,18 +44,15 @@ function writtenAgo(file: string, ms: number): number {
 }
 
 describe('the tag log fails closed on a file it cannot use, bounded by what the file may hold (its mtime)', () => {
-  it('a segment that is a folder: entries written before its mtime are expired, later ones are fresh', async () => {
+  it('a folder named like a segment cannot hold records any writer made (writers create regular files): a stranger, ignored, nothing expired', async () => {
     let mtime = 0;
     const c = await afterDamage((first) => {
       const segment = path.join(first.runtime.layout.invalidationsDir, 'someone-1-abcdef.000000.log');
       mkdirSync(segment);
       mtime = writtenAgo(segment, 10_000);
     });
-    expect(c.runtime.metrics.tagFilesUnusable).toBe(1);
-    expect(c.runtime.service.tagVerdict(['any'], mtime - 1)).toBe('expired');
-    expect(c.runtime.service.tagVerdict([], mtime)).toBe('expired');
-    expect(c.runtime.service.tagVerdict(['any'], mtime + 1)).toBe('fresh');
-    // Through the handler: an entry written now is served.
+    expect(c.runtime.metrics.tagFilesUnusable).toBe(0);
+    expect(c.runtime.service.tagVerdict(['any'], mtime - 1)).toBe('fresh');
     await c.handler.set('k', fetchValue(), FETCH_CTX);
     expect(await c.handler.get('k', {})).not.toBeNull();
   });
@@ -120,17 +117,19 @@ describe('the tag log fails closed on a file it cannot use, bounded by what the 
 
   it('a damaged file is judged again at every scan: removed, it is forgotten; damaged again later, it counts again', async () => {
     vi.useFakeTimers({ toFake: ['performance'] });
+    const name = 'someone-1-abcdef.000000.log';
+    const faulty = new FaultyFs().add({ op: 'open', path: name, fault: { code: 'EIO' } });
     let segment = '';
     const c = await afterDamage((first) => {
-      segment = path.join(first.runtime.layout.invalidationsDir, 'someone-1-abcdef.000000.log');
-      mkdirSync(segment);
-    });
+      segment = path.join(first.runtime.layout.invalidationsDir, name);
+      writeFileSync(segment, encodeInvalidation({ tags: ['x'], stale: 1, expired: 1 }));
+    }, faulty);
     expect(c.runtime.metrics.tagFilesUnusable).toBe(1);
     await rescan(c, 'still-damaged');
     expect(c.runtime.metrics.tagFilesUnusable).toBe(1);
-    rmSync(segment, { recursive: true });
+    rmSync(segment);
     await rescan(c, 'removed');
-    mkdirSync(segment);
+    writeFileSync(segment, encodeInvalidation({ tags: ['x'], stale: 1, expired: 1 }));
     await rescan(c, 'damaged-again');
     expect(c.runtime.metrics.tagFilesUnusable).toBe(2);
   });

@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isRoot, openCache, randomBytes, runChild, seededRandom, tempDir, walk } from './helpers';
+import { isRoot, openCache, randomBytes, seededRandom, tempDir, walk } from './helpers';
+import { runChildAsNobody } from './other-user';
 import { appRoute, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
 
 // Real ENOSPC, EROFS and EACCES need root (mount, setpriv); CI runs as root.
@@ -10,8 +11,10 @@ const needRoot = isRoot() ? describe : describe.skip;
 if (!isRoot()) console.log('SKIP volume-errors: needs root for tmpfs and bind mounts and setpriv (CI runs as root)');
 
 const mounts: string[] = [];
+const removeAfterAll: string[] = [];
 afterAll(() => {
   for (const m of mounts.reverse()) execFileSync('umount', ['-l', m]);
+  for (const dir of removeAfterAll) rmSync(dir, { recursive: true, force: true });
 });
 
 function mount(args: string[], target: string): void {
@@ -55,13 +58,14 @@ needRoot('real volume errors', () => {
 
   it('EACCES for a process running as another user: reads work, writes fail, nothing crashes', async () => {
     const parent = tempDir();
+    removeAfterAll.push(parent);
     chmodSync(parent, 0o755);
     const root = path.join(parent, 'cache');
     mkdirSync(root);
     const owner = await openCache({ dir: root });
     await owner.handler.set('written-by-root', fetchValue(), FETCH_CTX);
     await owner.runtime.close();
-    const result = await runChild('as-other-user.js', [root], {}, 'setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath]);
+    const result = await runChildAsNobody('as-other-user.js', [root]);
     expect(result.code, result.stderr).toBe(0);
     const out = JSON.parse(result.stdout) as { uid: number; hit: boolean; wrote: boolean; setFailures: number; invalidation: string };
     expect(out).toEqual({ uid: 65534, hit: true, wrote: false, setFailures: 1, invalidation: 'rejected' });

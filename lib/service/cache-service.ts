@@ -47,8 +47,6 @@ export interface ServiceParts {
   regeneration: Regeneration;
   /** OpenTelemetry spans and metrics (a no-op without @opentelemetry/api). */
   telemetry: ServiceTelemetry;
-  /** Whether the volume is open now, without waiting or opening it. */
-  isOpen(): boolean;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -361,14 +359,7 @@ export class CacheService {
   /** Brings the tag view up to date if its interval has passed ('use cache' refreshTags). Never throws. */
   refreshTags(): Promise<void> {
     return this.parts.telemetry.refreshTags(async () => {
-      // Not open yet (the first request, or `next build` with no volume): opening starts in the
-      // background and this call does not wait for it. Next calls it during prerendering too, where
-      // Next 16.0 never lets the I/O of a first open settle; every get waits for the volume anyway.
-      if (!this.parts.isOpen()) {
-        void this.parts.ready();
-        return;
-      }
-      await this.parts.tagView.refreshIfDue();
+      if (await this.parts.ready()) await this.parts.tagView.refreshIfDue();
     });
   }
 

@@ -144,7 +144,6 @@ export class Runtime {
       }),
       telemetry: this.telemetry,
       ready: () => this.ready(),
-      isOpen: () => this.state === 'ready',
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
   }

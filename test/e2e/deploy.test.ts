@@ -68,7 +68,7 @@ describe('a rolling deploy: two builds on one volume', () => {
     const old = await start('old', cacheDir, '.next');
     expect((await page(old, '/isr')).variant).toBe('1');
     // The new build is the more recently served one: it starts once the old one has marked its build served.
-    expect(await waitFor(() => existsSync(path.join(cacheDir, 'apps/default/builds', `build-${build1}`)))).toBe(true);
+    expect(await waitFor(() => existsSync(path.join(cacheDir, 'apps/default/builds', build1)))).toBe(true);
     const fresh = await start('new', cacheDir, '.next-build2');
     expect((await page(fresh, '/isr')).variant).toBe('2');
     const oldCached = await page(old, '/isr');
