@@ -108,9 +108,19 @@ async function emittedNames(): Promise<{ metrics: Set<string>; labels: Set<strin
   try {
     const dir = tempDir('nvc-dashboard-');
     const fs = new FaultyFs();
-    const a = await openCache({ dir, tagRefreshMs: 20, timeoutMs: 200, memoryCacheBytes: 1024 * 1024 }, fs);
+    const a = await openCache({ dir, tagRefreshMs: 20, timeoutMs: 1000, memoryCacheBytes: 1024 * 1024 }, fs);
     const b = await openCache({ dir, tagRefreshMs: 20 });
     opened.push(a, b);
+    // Opened first: on a loaded machine an open may miss its deadline (and is retried only after 5 s).
+    for (const c of [a, b])
+      expect(
+        await pollUntil(
+          () => c.runtime.ready(),
+          (open) => open,
+          15_000,
+          250,
+        ),
+      ).toBe(true);
     const page = '/route-cache/APP_PAGE/h/$/p';
     await a.handler.set(page, appPage({ tags: 't' }), PAGE_CTX);
     await a.handler.get(page, { kind: 'APP_PAGE' });
