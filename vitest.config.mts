@@ -12,10 +12,12 @@ const INTEGRATION = [
   'test/crash.test.ts',
   'test/images.test.ts',
   'test/loading.test.ts',
+  'test/log.test.ts',
   'test/package.test.ts',
   'test/rig.test.ts',
   'test/stress.test.ts',
   'test/tag-log.test.ts',
+  'test/telemetry.test.ts',
   'test/volume-errors.test.ts',
 ];
 

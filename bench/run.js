@@ -6,7 +6,8 @@
 //   npm run bench            full run (about 15 minutes; by hand). It runs with UV_THREADPOOL_SIZE=16,
 //                            the setting the README recommends for servers using this cache.
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
-//   npm run bench -- --only=integrity[,micro,...]  only those sections
+//   npm run bench -- --only=integrity[,micro,...]  only those sections (also: operations, processes, scale,
+//                            visibility, memory, tier, regeneration, site, network, telemetry)
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
 'use strict';
@@ -357,6 +358,54 @@ async function site() {
 }
 
 /**
+ * What OpenTelemetry costs a get: @opentelemetry/api absent (hidden by a preload, as when it is not
+ * installed), present without an SDK, and present with the real SDK exporting spans and metrics. Each
+ * mode in its own process, the modes interleaved over several rounds (the median is kept), and
+ * reported against the absent baseline of the same run.
+ */
+async function telemetry() {
+  const dir = tmp('telemetry');
+  const rounds = QUICK ? 1 : 5;
+  const gets = QUICK ? 300 : 20_000;
+  const modes = ['absent', 'api', 'sdk'];
+  const runs = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of modes) {
+      const execArgv = mode === 'absent' ? ['-r', path.join(__dirname, 'hide-otel.js')] : [];
+      runs.push(
+        await new Promise((resolve, reject) => {
+          const child = fork(path.join(__dirname, 'telemetry-worker.js'), [mode, dir, String(gets)], { execArgv });
+          child.on('message', resolve);
+          child.on('error', reject);
+          child.on('exit', (code) => code !== 0 && reject(new Error(`telemetry worker ${mode} exited with ${code}`)));
+        }),
+      );
+    }
+  }
+  const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const rows = [];
+  for (const scenario of runs[0].rows.map((r) => r.scenario)) {
+    for (const mode of modes) {
+      const of = runs.filter((r) => r.mode === mode).map((r) => r.rows.find((x) => x.scenario === scenario));
+      rows.push({ scenario, mode, 'gets/s': median(of.map((r) => r.opsPerSec)), 'p50 µs': median(of.map((r) => r.p50us)), 'p99 µs': median(of.map((r) => r.p99us)), 'cpu µs/get': median(of.map((r) => r.cpuUs)) });
+    }
+  }
+  for (const row of rows) {
+    const base = rows.find((r) => r.scenario === row.scenario && r.mode === 'absent');
+    row['p50 x absent'] = +(row['p50 µs'] / base['p50 µs']).toFixed(2);
+    row['cpu x absent'] = +(row['cpu µs/get'] / base['cpu µs/get']).toFixed(2);
+  }
+  const checks = Object.fromEntries(modes.map((mode) => [mode, runs.find((r) => r.mode === mode)]).map(([mode, r]) => [mode, { telemetryAvailable: r.telemetryAvailable, seen: r.seen }]));
+  results.telemetry = { rounds, getsPerRound: gets, rows, checks };
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(
+    `\nOpenTelemetry's cost on gets (APP_PAGE 64 KB, one at a time, each in an AsyncLocalStorage context as in a Next request; median of ${rounds} interleaved rounds; p50 and CPU time per get relative to the API absent: lower is better)`,
+  );
+  console.table(rows);
+  console.log('what each mode saw (a check of the modes):', JSON.stringify(checks));
+}
+
+/**
  * What a secret costs (issue 14): gets with and without one, in the same run (each entry's seal is
  * checked on every get), and the MAC candidates per payload size, with xxh64 (the checksum every
  * entry carries anyway, secret or not) as the reference.
@@ -537,6 +586,7 @@ async function network() {
   if (wants('regeneration')) await regeneration();
   if (wants('site')) await site();
   if (wants('network')) await network();
+  if (wants('telemetry')) await telemetry();
   if (wants('integrity')) await integrity();
   await contenders.stopShared();
   const out = path.join(__dirname, 'results');

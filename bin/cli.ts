@@ -11,6 +11,7 @@ import { SingleBar } from 'cli-progress';
 import ms from 'ms';
 import { ConfigError, OPTION_NAMES, flagNameOf, type CacheOptions } from '../lib/config';
 import { checkRoot, compact, gc, inspect, listApps, LockHeldError, NotACacheRootError, purge, PurgeUsageError, seed, stats, verify, type WalkProgress } from '../lib/maintenance';
+import { renderPrometheus, statsFamilies, type Family } from '../lib/maintenance/prometheus';
 import { VolumeError } from '../lib/store/volume';
 import { formatBytes } from '../lib/util/units';
 
@@ -41,6 +42,18 @@ interface Outcome {
   exit?: number;
   /** The table goes to stderr when the run failed (a failed check is an error message). */
   failureToStderr?: boolean;
+  /** The result as Prometheus metric families (`--format prometheus`; only commands that declare it). */
+  families?: Family[];
+}
+
+type Format = 'table' | 'json' | 'prometheus';
+
+/** What a command can print besides its table. */
+interface Formats {
+  /** Prints JSON whatever the flags say (inspect). */
+  alwaysJson?: boolean;
+  /** Its outcome carries Prometheus families (stats). */
+  prometheus?: boolean;
 }
 
 interface Output {
@@ -68,6 +81,7 @@ const OPTION_HELP: Record<string, string> = {
   tagRefreshMs: "how often a process looks for other processes' invalidations (default 1000)",
   leaseTimeoutMs: 'a writer whose lease is older is gone, for compact (default 300000)',
   logLevel: 'debug, info, warn (default), error, silent',
+  logFormat: 'text (default) or json: one JSON object per line',
   lockStaleMs: 'a maintenance lock not refreshed for this long is taken over (default 120000)',
   metricsLogMs: 'log in-process counters every this many ms (handlers only)',
   maxBytes: 'gc: byte budget for page and fetch entries, e.g. 20GiB',
@@ -87,7 +101,8 @@ function buildProgram(io: Output): Command {
   const program = new Command('next-volume-cache')
     .description('Operate a next-volume-cache root on a shared volume')
     .version(version(), '-v, --version')
-    .option('--json', 'print one JSON document instead of a table')
+    .option('--json', 'print one JSON document instead of a table (the same as --format json)')
+    .addOption(new Option('--format <format>', "table, json, or prometheus (stats only: the text format of node-exporter's textfile collector)").choices(['table', 'json', 'prometheus']))
     .addOption(new Option('--all-apps', 'run the command for every app on the root (one JSON document keyed by app with --json)').conflicts('app'))
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run with --help for usage)')
@@ -99,9 +114,9 @@ function buildProgram(io: Output): Command {
   for (const name of OPTION_NAMES) program.addOption(new Option(`${flagNameOf(name)} <value>`, OPTION_HELP[name] ?? name));
 
   const withWait = (command: Command): Command => command.option('--wait', 'wait for another run to release the maintenance lock').option('--no-wait', 'exit with code 4 if another run holds the lock (default)');
-  const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>) =>
+  const perApp = (run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}) =>
     async function (this: Command): Promise<void> {
-      await runForApps(this, io, run);
+      await runForApps(this, io, run, formats);
     };
 
   withWait(program.command('compact').description('fold the per-writer tag logs into the snapshot and delete closed segments')).action(
@@ -131,39 +146,46 @@ function buildProgram(io: Output): Command {
     .command('stats')
     .description('entries and bytes per kind and namespace, images, shard fan-out, tag log, debris (writes nothing)')
     .action(
-      perApp(async (options, _flags, progress) => {
-        const result = await stats({ ...options, progress });
-        const tallies = (label: string, byName: Record<string, { count: number; bytes: number }>): Rows => Object.entries(byName).map(([name, t]) => [`  ${label}${name}`, `${t.count} (${formatBytes(t.bytes)})`]);
-        return {
-          result,
-          rows: [
-            ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
-            ...tallies('', result.entries.byKind),
-            ...tallies('namespace ', result.entries.byNamespace),
-            ['entries past expire', result.entries.expired],
-            ['unreadable entries', result.entries.unreadable],
-            ['oldest entry', result.entries.oldestWrittenAt ?? '-'],
-            ['newest entry', result.entries.newestWrittenAt ?? '-'],
-            ['images', `${result.images.total.count} (${formatBytes(result.images.total.bytes)})`],
-            ['orphan image files', `${result.images.orphans.count} (${formatBytes(result.images.orphans.bytes)})`],
-            ['broken / unreadable image sidecars', `${result.images.broken} / ${result.images.unreadable}`],
-            ['shard folders', result.shards.folders],
-            ['largest folder', `${result.shards.largest.files} files${result.shards.largest.dir ? ` (${result.shards.largest.dir})` : ''}`],
-            ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
-            ['foreign files', result.debris.foreign],
-            ['.nfs files', result.debris.nfsSilly],
-            ['regeneration leases (older than an hour)', `${result.leases.total} (${result.leases.stale})`],
-            ...result.builds.map((b): [string, string] => [`build ${b.namespace}`, `last served ${b.servedAt ? new Date(b.servedAt).toISOString() : b.servedAt === null ? 'never' : 'unknown (marker unreadable)'}${b.live ? ' (kept)' : ''}`]),
-            ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
-            ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
-            ['names in the tag folders that are not segments', result.tagLog.strangers],
-            ['snapshot', result.tagLog.snapshot],
-            ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
-            ['last compaction', result.tagLog.lastCompaction ?? 'never'],
-            ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
-          ],
-        };
-      }),
+      perApp(
+        async (options, _flags, progress) => {
+          const result = await stats({ ...options, progress });
+          const tallies = (label: string, byName: Record<string, { count: number; bytes: number }>): Rows => Object.entries(byName).map(([name, t]) => [`  ${label}${name}`, `${t.count} (${formatBytes(t.bytes)})`]);
+          return {
+            result,
+            families: statsFamilies(result),
+            rows: [
+              ['entries', `${result.entries.total.count} (${formatBytes(result.entries.total.bytes)})`],
+              ...tallies('', result.entries.byKind),
+              ...tallies('namespace ', result.entries.byNamespace),
+              ['entries past expire', result.entries.expired],
+              ['unreadable entries', result.entries.unreadable],
+              ['oldest entry', result.entries.oldestWrittenAt ?? '-'],
+              ['newest entry', result.entries.newestWrittenAt ?? '-'],
+              ['images', `${result.images.total.count} (${formatBytes(result.images.total.bytes)})`],
+              ['orphan image files', `${result.images.orphans.count} (${formatBytes(result.images.orphans.bytes)})`],
+              ['broken / unreadable image sidecars', `${result.images.broken} / ${result.images.unreadable}`],
+              ['shard folders', result.shards.folders],
+              ['largest folder', `${result.shards.largest.files} files${result.shards.largest.dir ? ` (${result.shards.largest.dir})` : ''}`],
+              ['temp files', `${result.debris.temp.count} (${formatBytes(result.debris.temp.bytes)})`],
+              ['foreign files', result.debris.foreign],
+              ['.nfs files', result.debris.nfsSilly],
+              ['regeneration leases (older than an hour)', `${result.leases.total} (${result.leases.stale})`],
+              ...result.builds.map((b): [string, string] => [
+                `build ${b.namespace}`,
+                `last served ${b.servedAt ? new Date(b.servedAt).toISOString() : b.servedAt === null ? 'never' : 'unknown (marker unreadable)'}${b.live ? ' (kept)' : ''}`,
+              ]),
+              ['tag log segments', `${result.tagLog.segments} (${formatBytes(result.tagLog.segmentBytes)})`],
+              ['tag index segments', `${result.tagLog.memberSegments} (${formatBytes(result.tagLog.memberSegmentBytes)})`],
+              ['names in the tag folders that are not segments', result.tagLog.strangers],
+              ['snapshot', result.tagLog.snapshot],
+              ['tags in snapshot', `${result.tagLog.snapshotTags} (${result.tagLog.snapshotRecords} records folded)`],
+              ['last compaction', result.tagLog.lastCompaction ?? 'never'],
+              ['writers (alive)', `${result.tagLog.writers} (${result.tagLog.writersAlive})`],
+            ],
+          };
+        },
+        { prometheus: true },
+      ),
     );
 
   withWait(
@@ -329,7 +351,7 @@ function buildProgram(io: Output): Command {
           const result = await inspect({ ...options, key, raw: flags.raw === true });
           return { result, rows: [], exit: result.entry.exists || result.image.exists ? EXIT.ok : EXIT.failure };
         },
-        true,
+        { alwaysJson: true },
       );
     });
   return program;
@@ -338,20 +360,25 @@ function buildProgram(io: Output): Command {
 /**
  * Runs a command for the app given (or the default), or with `--all-apps`
  * for every app on the root: a heading per app in tables, one JSON document
- * keyed by app with --json. The exit code is the highest of the runs.
+ * keyed by app with --json, one Prometheus document with every app's series
+ * with --format prometheus. The exit code is the highest of the runs.
  */
-async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, alwaysJson = false): Promise<void> {
+async function runForApps(command: Command, io: Output, run: (options: CacheOptions, flags: Record<string, unknown>, progress: WalkProgress) => Promise<Outcome>, formats: Formats = {}): Promise<void> {
   const flags = command.optsWithGlobals<Record<string, unknown>>();
+  const format = outputFormat(command, flags, formats);
   const options: Record<string, unknown> = {};
   for (const name of OPTION_NAMES) if (flags[name] !== undefined) options[name] = flags[name];
-  const json = alwaysJson || flags.json === true;
+  const json = format === 'json';
   const apps = flags.allApps === true ? await listApps(options) : [undefined];
   const documents: Record<string, object> = {};
+  const families: Family[] = [];
   let exit: number = EXIT.ok;
   for (const app of apps) {
-    const outcome = await withProgress(json, command.name(), (progress) => run({ ...(options as CacheOptions), ...(app ? { app } : {}) }, flags, progress));
+    const outcome = await withProgress(format !== 'table', command.name(), (progress) => run({ ...(options as CacheOptions), ...(app ? { app } : {}) }, flags, progress));
     exit = Math.max(exit, outcome.exit ?? EXIT.ok);
-    if (app === undefined) {
+    if (format === 'prometheus') {
+      families.push(...(outcome.families ?? []));
+    } else if (app === undefined) {
       const failed = outcome.failureToStderr && (outcome.exit ?? EXIT.ok) !== EXIT.ok;
       (failed && !json ? io.err : io.out)(json ? JSON.stringify(outcome.result, null, 2) : table(outcome.rows));
     } else if (json) {
@@ -361,8 +388,18 @@ async function runForApps(command: Command, io: Output, run: (options: CacheOpti
       io.out(table(outcome.rows));
     }
   }
+  if (format === 'prometheus') io.out(renderPrometheus(families));
   if (flags.allApps === true && json) io.out(JSON.stringify(documents, null, 2));
   if (exit !== EXIT.ok) throw new ExitCode(exit);
+}
+
+/** --format, with --json as its alias; prometheus only where the command has it (checked before anything runs). */
+function outputFormat(command: Command, flags: Record<string, unknown>, formats: Formats): Format {
+  const asked = flags.format as Format | undefined;
+  if (flags.json === true && asked !== undefined && asked !== 'json') command.error(`--json and --format ${asked} contradict each other`, { exitCode: EXIT.usage });
+  if (asked === 'prometheus' && !formats.prometheus) command.error(`--format prometheus is only for stats, not ${command.name()}`, { exitCode: EXIT.usage });
+  if (formats.alwaysJson) return 'json';
+  return asked ?? (flags.json === true ? 'json' : 'table');
 }
 
 /** Thrown by an action to end with a specific exit code after printing its result. */
@@ -394,9 +431,9 @@ function durationOption(flags: string, description: string, defaultText: string)
   return new Option(flags, description).argParser(durationArg).default(durationArg(defaultText), defaultText);
 }
 
-/** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json. */
-async function withProgress<T>(json: boolean, label: string, work: (progress: WalkProgress) => Promise<T>): Promise<T> {
-  if (json || !process.stderr.isTTY) return work({});
+/** A progress bar with rate and ETA on a TTY (stderr), nothing otherwise or with --json / --format. */
+async function withProgress<T>(quiet: boolean, label: string, work: (progress: WalkProgress) => Promise<T>): Promise<T> {
+  if (quiet || !process.stderr.isTTY) return work({});
   const bar = new SingleBar({
     format: `${label} [{bar}] {percentage}% | {value}/{total} shard folders | {speed}/s | ETA {eta_formatted}`,
     stream: process.stderr,

@@ -26,6 +26,8 @@ export interface CacheOptions {
   leaseTimeoutMs?: number;
   /** Minimum log level written to stderr. */
   logLevel?: LogLevel;
+  /** "text" lines (default) or "json": one object per line (time, level, event, cause, message, keyHash, suppressed) for log pipelines. */
+  logFormat?: LogFormat;
   /** A maintenance lock not refreshed for this long is taken over (its holder is presumed dead). */
   lockStaleMs?: number;
   /** Log the in-process counters (see getMetrics) every this many ms; 0 turns it off. */
@@ -86,6 +88,8 @@ export type Scope = 'shared' | 'build';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
+export type LogFormat = 'text' | 'json';
+
 export interface ResolvedOptions {
   /** Undefined until a Next.js instance tells us its `serverDistDir` (see `resolveDir`). */
   dir: string | undefined;
@@ -96,6 +100,7 @@ export interface ResolvedOptions {
   tagRefreshMs: number;
   leaseTimeoutMs: number;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   lockStaleMs: number;
   metricsLogMs: number;
   maxBytes: number | undefined;
@@ -133,9 +138,10 @@ export class ConfigError extends Error {
 
 const ENV_PREFIX = 'NEXT_VOLUME_CACHE_';
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
 
 type OptionName = keyof CacheOptions;
-type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'bytesOrZero' | 'boolean' | 'logLevel' | 'scope' | 'fileMode' | 'dirMode' | 'secret';
+type OptionKind = 'path' | 'name' | 'positiveInt' | 'nonNegativeInt' | 'bytes' | 'bytesOrZero' | 'boolean' | 'logLevel' | 'logFormat' | 'scope' | 'fileMode' | 'dirMode' | 'secret';
 
 const OPTION_KINDS: Record<OptionName, OptionKind> = {
   dir: 'path',
@@ -146,6 +152,7 @@ const OPTION_KINDS: Record<OptionName, OptionKind> = {
   tagRefreshMs: 'positiveInt',
   leaseTimeoutMs: 'positiveInt',
   logLevel: 'logLevel',
+  logFormat: 'logFormat',
   lockStaleMs: 'positiveInt',
   metricsLogMs: 'nonNegativeInt',
   maxBytes: 'bytes',
@@ -194,6 +201,7 @@ export function defaults(): ResolvedOptions {
     tagRefreshMs: 1000,
     leaseTimeoutMs: 5 * 60_000,
     logLevel: 'warn',
+    logFormat: 'text',
     lockStaleMs: 120_000,
     metricsLogMs: 0,
     maxBytes: undefined,
@@ -273,6 +281,12 @@ function parseValue(option: OptionName, setting: string, raw: unknown): unknown 
     case 'logLevel': {
       if (typeof raw !== 'string' || !LOG_LEVELS.includes(raw as LogLevel)) {
         throw new ConfigError(setting, `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    }
+    case 'logFormat': {
+      if (typeof raw !== 'string' || !LOG_FORMATS.includes(raw as LogFormat)) {
+        throw new ConfigError(setting, `expected one of ${LOG_FORMATS.join(', ')}, got ${JSON.stringify(raw)}`);
       }
       return raw;
     }

@@ -27,5 +27,10 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
     expect(figures.tier.every((r: Record<string, number>) => r['hot p50 µs']! > 0 && r['cold p50 µs']! > 0)).toBe(true);
     expect(figures.regeneration.map((r: { leases: string }) => r.leases.split(' ')[0])).toEqual(['off', 'on']);
     expect(figures.memory['tier 50 MiB: peak RSS MiB']).toBeGreaterThan(0);
+    // The OpenTelemetry row measured what it says: the API hidden, present, and the SDK seeing every get.
+    expect(figures.telemetry.rows.map((r: { mode: string }) => r.mode)).toEqual(['absent', 'api', 'sdk', 'absent', 'api', 'sdk']);
+    expect(figures.telemetry.checks.absent.telemetryAvailable).toBe(false);
+    expect(figures.telemetry.checks.api.telemetryAvailable).toBe(true);
+    expect(figures.telemetry.checks.sdk.seen.gets).toBeGreaterThan(0);
   });
 });

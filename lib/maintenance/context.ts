@@ -77,7 +77,7 @@ export async function openMaintenance(options: CacheOptions, access: { readOnly?
     fs,
     layout,
     clock,
-    log: new CacheLog(settings.logLevel),
+    log: new CacheLog(settings.logLevel, undefined, settings.logFormat),
     volume,
     entries: new EntryStore(fs, layout, stores),
     images: new ImageStore(fs, layout, stores),

@@ -20,6 +20,8 @@ export interface StoreStats {
     total: Tally;
     byKind: Record<string, Tally>;
     byNamespace: Record<string, Tally>;
+    /** Namespace, then kind: what `stats --format prometheus` labels each series with. */
+    byNamespaceAndKind: Record<string, Record<string, Tally>>;
     /** Past their cacheControl.expire: gc deletes them. */
     expired: number;
     /** Damaged (failed to decode) or not readable by this process. */
@@ -63,7 +65,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
   const stats: StoreStats = {
     root: m.layout.root,
     app: m.layout.app,
-    entries: { total: tally(), byKind: {}, byNamespace: {}, expired: 0, unreadable: 0, oldestWrittenAt: null, newestWrittenAt: null },
+    entries: { total: tally(), byKind: {}, byNamespace: {}, byNamespaceAndKind: {}, expired: 0, unreadable: 0, oldestWrittenAt: null, newestWrittenAt: null },
     images: { total: tally(), orphans: tally(), broken: 0, unreadable: 0 },
     shards: { folders: 0, largest: { dir: null, files: 0 } },
     debris: { temp: tally(), foreign: 0, nfsSilly: 0 },
@@ -90,6 +92,8 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
         add(stats.entries.total, file.stats.size);
         add((stats.entries.byKind[header.kind] ??= tally()), file.stats.size);
         add((stats.entries.byNamespace[file.namespace] ??= tally()), file.stats.size);
+        // A kind is whatever the file says: no prototype for a "__proto__" to reach.
+        add(((stats.entries.byNamespaceAndKind[file.namespace] ??= Object.create(null) as Record<string, Tally>)[header.kind] ??= tally()), file.stats.size);
         if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, 0)) stats.entries.expired++;
         oldest = Math.min(oldest, header.writtenAt);
         newest = Math.max(newest, header.writtenAt);

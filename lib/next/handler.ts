@@ -90,6 +90,7 @@ async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, s
     accept: (record) => PAGE_KINDS.has(record.kind),
     servableStale: (record) => canServeStale(record, ctx),
     freshForMs: (record) => freshForMs(record, ctx),
+    kind: ctx?.kind,
   });
   return outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null;
 }

@@ -3,6 +3,7 @@ import type { VolumeClock } from '../store/clock';
 import { sameIdentity, type EntryStore, type FileIdentity } from '../store/entry-store';
 import { hashKey } from '../store/hash';
 import type { ImageSidecar, ImageStore, ImageValue } from '../store/image-store';
+import { USE_CACHE_NAMESPACE } from '../store/layout';
 import type { CacheControl } from '../store/codec';
 import type { TagLog, Durations } from '../tags/tag-log';
 import { detached } from '../util/detached';
@@ -13,6 +14,7 @@ import { countMiss, type Metrics } from '../util/metrics';
 import type { MemoryTier, MemoryCopy } from './memory-tier';
 import type { Regeneration } from './regeneration';
 import type { TagView } from './tag-view';
+import type { ServiceTelemetry, SetResult } from './telemetry';
 
 /**
  * The store service: the one narrow surface the Next.js adapters (and
@@ -43,6 +45,8 @@ export interface ServiceParts {
   tagView: TagView;
   memory: MemoryTier;
   regeneration: Regeneration;
+  /** OpenTelemetry spans and metrics (a no-op without @opentelemetry/api). */
+  telemetry: ServiceTelemetry;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
   /** Told when an image was served, to record its use (throttled there). */
@@ -63,6 +67,8 @@ export interface ReadOptions {
    * this read is kept in memory.
    */
   freshForMs?: (record: EntryRecord) => number;
+  /** Next's kind of what is asked for (APP_PAGE, FETCH, ...): a label of the get's metrics, nothing else. */
+  kind?: string | undefined;
 }
 
 export type { EntryRecord, CacheControl, ImageValue };
@@ -70,7 +76,7 @@ export type { EntryRecord, CacheControl, ImageValue };
 /** How a served entry stands: fresh, or stale (served once while it is regenerated). */
 export type HitVerdict = 'fresh' | 'stale';
 
-export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number } | { status: 'miss'; reason: string };
+export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number; /** Served from this process's memory tier. */ fromMemory?: boolean } | { status: 'miss'; reason: string };
 
 export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffer; ageMs: number } | { status: 'miss'; reason: string };
 
@@ -120,7 +126,11 @@ export class CacheService {
    * and fresh (see memory-tier.ts); otherwise the volume is read, and a fresh
    * hit is kept in memory. Never throws.
    */
-  async read(key: string, namespace: string, options: ReadOptions = {}): Promise<EntryOutcome> {
+  read(key: string, namespace: string, options: ReadOptions = {}): Promise<EntryOutcome> {
+    return this.parts.telemetry.get({ namespace, kind: options.kind ?? kindOfNamespace(namespace) }, key, () => this.readEntry(key, namespace, options));
+  }
+
+  private async readEntry(key: string, namespace: string, options: ReadOptions): Promise<EntryOutcome> {
     const { metrics, tagView, log } = this.parts;
     metrics.gets++;
     if (typeof key !== 'string') return this.miss('bad-key');
@@ -139,7 +149,7 @@ export class CacheService {
       hash = outcome.hash;
       if (!(await viewReady)) return this.notJudgeable(started);
       if (!outcome.found) {
-        if (outcome.reason !== 'absent' && !outcome.remembered) log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
+        if (outcome.reason !== 'absent' && !outcome.remembered) log.onceWarn(`entry-${outcome.reason}`, `treating entry with key hash ${outcome.hash} as a miss: ${outcome.reason}`, { keyHash: outcome.hash });
         return this.count((await this.coalesce(key, namespace, outcome.hash, options)) ?? { status: 'miss', reason: outcome.reason });
       }
       const judged = this.judge(outcome.record, options, outcome.hash);
@@ -179,7 +189,8 @@ export class CacheService {
       return undefined;
     }
     metrics.memoryHits++;
-    return this.count(withAgreedAge(judged, options));
+    this.count(judged);
+    return { ...withAgreedAge(judged, options), fromMemory: true };
   }
 
   /**
@@ -258,14 +269,18 @@ export class CacheService {
   }
 
   /** Writes an entry, stamped on the volume clock, and records its tags in the tag index. Never throws. */
-  async write(draft: EntryDraft, namespace: string): Promise<void> {
+  write(draft: EntryDraft, namespace: string): Promise<void> {
+    return this.parts.telemetry.set({ namespace, kind: draft.kind }, draft.key, () => this.writeEntry(draft, namespace));
+  }
+
+  private async writeEntry(draft: EntryDraft, namespace: string): Promise<SetResult> {
     const { metrics, gate, entries } = this.parts;
     metrics.sets++;
     let hash: string | undefined;
     try {
       if (!(await this.parts.ready())) {
         metrics.setFailures++;
-        return;
+        return { failed: 'unavailable' };
       }
       const record = this.stamp(draft);
       // Dropped before and after: a get racing the write may have kept the version being replaced.
@@ -277,6 +292,7 @@ export class CacheService {
     } catch (error) {
       metrics.setFailures++;
       this.reportIoError('set', 'writing an entry', error, hash);
+      return { failed: error };
     }
   }
 
@@ -290,7 +306,11 @@ export class CacheService {
   }
 
   /** Images carry no tags: no tag view needed, two opens (sidecar, raw file). Never throws. */
-  async readImage(key: string, namespace: string): Promise<ImageOutcome> {
+  readImage(key: string, namespace: string): Promise<ImageOutcome> {
+    return this.parts.telemetry.get({ namespace, kind: 'IMAGE' }, key, () => this.readImageEntry(key, namespace));
+  }
+
+  private async readImageEntry(key: string, namespace: string): Promise<ImageOutcome> {
     const { metrics, gate, images, log, clock } = this.parts;
     metrics.gets++;
     let hash: string | undefined;
@@ -299,7 +319,7 @@ export class CacheService {
       const outcome = await gate.run(() => images.read(key, namespace));
       hash = outcome.hash;
       if (!outcome.found) {
-        if (outcome.reason !== 'absent') log.onceWarn(`image-${outcome.reason}`, `treating image with key hash ${outcome.hash} as a miss: ${outcome.reason}`);
+        if (outcome.reason !== 'absent') log.onceWarn(`image-${outcome.reason}`, `treating image with key hash ${outcome.hash} as a miss: ${outcome.reason}`, { keyHash: outcome.hash });
         return this.miss(outcome.reason);
       }
       metrics.hits++;
@@ -312,18 +332,23 @@ export class CacheService {
   }
 
   /** Never throws: a failed write is logged and counted, and leaves no temp file. */
-  async writeImage(key: string, value: ImageValue, cacheControl: CacheControl | undefined, namespace: string): Promise<void> {
+  writeImage(key: string, value: ImageValue, cacheControl: CacheControl | undefined, namespace: string): Promise<void> {
+    return this.parts.telemetry.set({ namespace, kind: 'IMAGE' }, key, () => this.writeImageEntry(key, value, cacheControl, namespace));
+  }
+
+  private async writeImageEntry(key: string, value: ImageValue, cacheControl: CacheControl | undefined, namespace: string): Promise<SetResult> {
     const { metrics, gate, images, clock } = this.parts;
     metrics.sets++;
     try {
       if (!(await this.parts.ready())) {
         metrics.setFailures++;
-        return;
+        return { failed: 'unavailable' };
       }
       await gate.run(() => images.write(key, value, cacheControl, clock.now(), namespace));
     } catch (error) {
       metrics.setFailures++;
       this.reportIoError('set', 'writing an image', error);
+      return { failed: error };
     }
   }
 
@@ -333,7 +358,11 @@ export class CacheService {
    * replicas stopped serving the old content. This process's own view is
    * updated either way.
    */
-  async invalidate(tags: readonly unknown[], durations?: Durations): Promise<void> {
+  invalidate(tags: readonly unknown[], durations?: Durations): Promise<void> {
+    return this.parts.telemetry.revalidateTag(tags.length, () => this.recordInvalidation(tags, durations));
+  }
+
+  private async recordInvalidation(tags: readonly unknown[], durations?: Durations): Promise<void> {
     const list = tags.filter((t): t is string => typeof t === 'string' && t.length > 0);
     if (list.length === 0) return;
     if (!(await this.parts.ready())) {
@@ -344,8 +373,10 @@ export class CacheService {
   }
 
   /** Brings the tag view up to date if its interval has passed ('use cache' refreshTags). Never throws. */
-  async refreshTags(): Promise<void> {
-    if (await this.parts.ready()) await this.parts.tagView.refreshIfDue();
+  refreshTags(): Promise<void> {
+    return this.parts.telemetry.refreshTags(async () => {
+      if (await this.parts.ready()) await this.parts.tagView.refreshIfDue();
+    });
   }
 
   /** Counts and logs a set that failed before it reached the store (the value itself could not be produced). */
@@ -357,10 +388,13 @@ export class CacheService {
 
   /** Logs an I/O failure once per cause and counts timeouts. */
   reportIoError(cause: string, action: string, error: unknown, hash?: string): void {
-    if (error instanceof GateError) this.parts.metrics.timeouts++;
+    if (error instanceof GateError) {
+      this.parts.metrics.timeouts++;
+      this.parts.telemetry.gateFailed(cause, error.reason);
+    }
     const where = hash ? ` (key hash ${hash})` : '';
     const kind = error instanceof GateError ? error.reason : (describe(error).split(':')[0] ?? '');
-    this.parts.log.onceWarn(`${cause}:${kind}`, `${action} failed${where}: ${describe(error)}`);
+    this.parts.log.onceWarn(`${cause}:${kind}`, `${action} failed${where}: ${describe(error)}`, { event: `${cause}-failed`, keyHash: hash });
   }
 
   /** How a record stands now (nothing counted: see count). */
@@ -369,7 +403,9 @@ export class CacheService {
     if (options.accept && !options.accept(record)) return { status: 'miss', reason: 'corrupt' };
     const now = clock.now();
     if (record.writtenAt > now + settings.maxClockSkewMs) {
-      log.onceWarn('entry-future-dated', `treating entry with key hash ${hash} as a miss: written ${Math.round((record.writtenAt - now) / 1000)} s in the future (a writer's clock is off, or the file is forged)`);
+      log.onceWarn('entry-future-dated', `treating entry with key hash ${hash} as a miss: written ${Math.round((record.writtenAt - now) / 1000)} s in the future (a writer's clock is off, or the file is forged)`, {
+        keyHash: hash || undefined,
+      });
       return { status: 'miss', reason: 'future-dated' };
     }
     const ageMs = Math.max(0, now - record.writtenAt);
@@ -424,6 +460,11 @@ function withAgreedAge<T extends { record: EntryRecord; ageMs: number }>(outcome
   const windowMs = options.freshForMs?.(outcome.record) ?? Infinity;
   if (!Number.isFinite(windowMs)) return outcome;
   return { ...outcome, ageMs: Math.min(outcome.ageMs, Math.max(0, windowMs - FRESH_MARGIN_MS)) };
+}
+
+/** 'use cache' entries have one kind; the page cache's come with Next's (see ReadOptions.kind). */
+function kindOfNamespace(namespace: string): string | undefined {
+  return namespace === USE_CACHE_NAMESPACE ? 'USE_CACHE' : undefined;
 }
 
 /** Fresh by time, as far as the caller can tell (without freshForMs, never: nothing goes to memory). */

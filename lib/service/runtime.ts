@@ -23,6 +23,7 @@ import { MemoryTier, type MemoryStats } from './memory-tier';
 import { Regeneration } from './regeneration';
 import { LeaseStore } from '../store/lease-store';
 import { TagView } from './tag-view';
+import { createTelemetry, type GaugeReadings, type ServiceTelemetry } from './telemetry';
 
 /** After the volume failed to open, how long calls stay no-ops before the next attempt. */
 const REOPEN_AFTER_MS = 5_000;
@@ -75,6 +76,8 @@ export class Runtime {
   readonly metrics: Metrics = newMetrics();
   readonly fs: ConfinedFs;
   readonly service: CacheService;
+  /** OpenTelemetry spans and metrics of this runtime (a no-op without @opentelemetry/api). */
+  readonly telemetry: ServiceTelemetry;
   private readonly gate: FsGate;
   private readonly volume: Volume;
   private readonly tags: TagLog;
@@ -92,7 +95,7 @@ export class Runtime {
   constructor(private readonly options: RuntimeOptions) {
     const settings = options.settings;
     this.settings = settings;
-    this.log = new CacheLog(settings.logLevel);
+    this.log = new CacheLog(settings.logLevel, undefined, settings.logFormat);
     this.layout = new Layout(settings.dir, settings.app);
     this.gate = new FsGate(settings.concurrency, settings.timeoutMs);
     this.fs = new ConfinedFs(options.fs ?? nodeFs, settings.dir, writeSettingsOf(settings, newWriterId()));
@@ -101,6 +104,7 @@ export class Runtime {
     const entries = new EntryStore(this.fs, this.layout, stores);
     this.images = new ImageStore(this.fs, this.layout, stores);
     this.volume = new Volume(this.fs, this.layout, this.clock);
+    this.telemetry = createTelemetry(settings.app, () => this.gaugeReadings(tagView));
     const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
     this.tags = new TagLog({
       fs: this.fs,
@@ -112,6 +116,7 @@ export class Runtime {
       leaseTimeoutMs: settings.leaseTimeoutMs,
       maxClockSkewMs: settings.maxClockSkewMs,
       seals: tagSeals(integrity, settings.app),
+      observer: { recorded: () => this.telemetry.invalidationRecorded(), applied: (lags) => this.telemetry.invalidationsApplied(lags) },
     });
     this.memory = new MemoryTier(settings.memoryCacheBytes ?? DEFAULT_MEMORY_CACHE_BYTES, settings.memoryTrustMs ?? settings.tagRefreshMs);
     const tagView = new TagView({
@@ -120,6 +125,7 @@ export class Runtime {
       tagRefreshMs: settings.tagRefreshMs,
       timeoutMs: settings.timeoutMs,
       onError: (error) => this.service.reportIoError('tag-refresh', 'refreshing the tag view', error),
+      onRefreshed: (ms, error) => this.telemetry.tagRefreshed(ms, error),
     });
     this.service = new CacheService({
       settings,
@@ -136,6 +142,7 @@ export class Runtime {
         leaseMs: settings.regenerationLeaseMs ?? Math.max(10_000, 5 * settings.timeoutMs),
         maxClockSkewMs: settings.maxClockSkewMs,
       }),
+      telemetry: this.telemetry,
       ready: () => this.ready(),
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
@@ -227,9 +234,9 @@ export class Runtime {
         if (await isSeeded()) return;
         const result = await produce({ writeIfAbsent: (draft) => this.service.writeIfAbsent(draft, namespace) });
         await gated(() => this.fs.writeAtomic(marker, [Buffer.from(JSON.stringify(result) + '\n')], { createParents: 1 }));
-        this.log.info(`seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
+        this.log.info('seeded', `seeded ${result.written} prerendered entries of build ${result.buildId} (${result.skipped} already present)`);
         if (result.unkeyed > 0 && result.written + result.skipped === 0) {
-          this.log.warn(`seeding found ${result.unkeyed} prerendered page(s) but no runtime cache key for any: Next writes them into its build output from 16.3.8 on; with this version, pages render on their first request`);
+          this.log.warn('seed-unkeyed', `seeding found ${result.unkeyed} prerendered page(s) but no runtime cache key for any: Next writes them into its build output from 16.3.8 on; with this version, pages render on their first request`);
         }
       });
     } catch (error) {
@@ -239,6 +246,7 @@ export class Runtime {
   }
 
   async close(): Promise<void> {
+    this.telemetry.close();
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
     await this.tags.close();
@@ -257,7 +265,7 @@ export class Runtime {
       }
       await this.markBuildsServed();
       this.startTimers();
-      this.log.debug(`cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
+      this.log.debug('volume-open', `cache root ${this.layout.root} open (app ${this.layout.app}, writer ${this.writer}, clock offset ${this.clock.offset} ms)`);
       return true;
     } catch (error) {
       this.state = 'unavailable';
@@ -312,6 +320,16 @@ export class Runtime {
     });
   }
 
+  /** What the observable gauges report (read when the SDK collects). */
+  private gaugeReadings(tagView: TagView): GaugeReadings {
+    return { tagViewAgeMs: tagView.ageMs(), gate: this.service.gateSlots(), memory: this.memory.stats() };
+  }
+
+  private logMetrics(): void {
+    const metrics = { dir: this.layout.root, app: this.layout.app, ...this.metricsSnapshot() };
+    this.log.always('metrics', `metrics ${JSON.stringify(metrics)}`, metrics);
+  }
+
   /** The lease (ten renewals per lease timeout, each recalibrating the clock) and the optional metrics log. */
   private startTimers(): void {
     const every = Math.max(1000, Math.floor(this.settings.leaseTimeoutMs / 10));
@@ -321,7 +339,7 @@ export class Runtime {
       }, every),
     );
     if (this.settings.metricsLogMs > 0) {
-      this.timers.push(setInterval(() => this.log.always(`metrics ${JSON.stringify({ dir: this.layout.root, app: this.layout.app, ...this.metricsSnapshot() })}`), this.settings.metricsLogMs));
+      this.timers.push(setInterval(() => this.logMetrics(), this.settings.metricsLogMs));
     }
     for (const timer of this.timers) timer.unref();
   }

@@ -12,6 +12,8 @@ export interface TagViewOptions {
   timeoutMs: number;
   /** Told about a failed refresh (logged once per cause by the service). */
   onError(error: unknown): void;
+  /** Told how long each refresh took (gate wait included) and whether it failed (telemetry). */
+  onRefreshed?(ms: number, error: unknown): void;
 }
 
 /**
@@ -22,6 +24,8 @@ export interface TagViewOptions {
  */
 export class TagView {
   private lastRefresh = -Infinity;
+  /** When the last refresh that succeeded started: what the view reflects. */
+  private lastLoaded: number | undefined;
   private refreshing: Promise<void> | undefined;
   private running: Promise<void> | undefined;
   private loaded = false;
@@ -37,7 +41,7 @@ export class TagView {
     if (this.running) return Promise.resolve();
     const { tags, gate, tagRefreshMs, timeoutMs } = this.options;
     if (performance.now() - this.lastRefresh < tagRefreshMs) return Promise.resolve();
-    this.lastRefresh = performance.now();
+    const started = (this.lastRefresh = performance.now());
     // The first load reads the snapshot and every tail since the last
     // compaction: it may take longer than one request's deadline.
     const deadline = this.loaded ? timeoutMs : Math.max(timeoutMs, INITIAL_LOAD_TIMEOUT_MS);
@@ -46,11 +50,14 @@ export class TagView {
       .then(() => {
         this.loaded = true;
         this.unusable = false;
+        this.lastLoaded = started;
+        this.options.onRefreshed?.(performance.now() - started, undefined);
       })
       .catch((error: unknown) => {
         // A tag folder that is a link or not a folder is damage that persists: every replica,
         // new or running, stops judging (and so serving) entries until it is repaired.
         if (['EOUTSIDE', 'ENOTDIR', 'ELOOP'].includes(errorCode(error) ?? '')) this.unusable = true;
+        this.options.onRefreshed?.(performance.now() - started, error);
         this.options.onError(error);
       })
       .finally(() => {
@@ -68,6 +75,14 @@ export class TagView {
     };
     refresh.then(forget, forget);
     return refresh;
+  }
+
+  /**
+   * How old the view is (ms since the last successful refresh started); undefined before the
+   * first load. Refreshes happen on demand, so an idle process's view grows old.
+   */
+  ageMs(): number | undefined {
+    return this.lastLoaded === undefined ? undefined : performance.now() - this.lastLoaded;
   }
 
   /**

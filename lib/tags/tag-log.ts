@@ -1,6 +1,6 @@
 import type { ConfinedFs } from '../fs/confined';
 import type { VolumeClock } from '../store/clock';
-import type { Layout } from '../store/layout';
+import { parseSegmentName, type Layout } from '../store/layout';
 import { describe, errorCode } from '../util/errors';
 import type { CacheLog } from '../util/log';
 import type { Metrics } from '../util/metrics';
@@ -34,6 +34,19 @@ export interface TagLogOptions {
   /** A record stamped later than the volume's now plus this is clamped to it (a bad clock cannot make marks that outlive it). */
   maxClockSkewMs: number;
   seals: TagSeals;
+  /** Told about invalidations recorded here and read from other writers (telemetry). */
+  observer?: TagLogObserver;
+}
+
+export interface TagLogObserver {
+  /** An invalidation was recorded durably by this process (a deduplicated twin is not). */
+  recorded(): void;
+  /**
+   * Invalidations another writer recorded were read from its segment and applied, each `lagsMs`
+   * after it was made (volume clock: its stale time to now). Records read by the first load
+   * are not reported: they were made before this process was there to see them.
+   */
+  applied(lagsMs: readonly number[]): void;
 }
 
 /**
@@ -69,6 +82,8 @@ export class TagLog {
   private headToken: string | undefined;
   private snapshotIdentity: string | undefined;
   private lastFullScan = -Infinity;
+  /** Set once the first refresh completed: records read later are news to this process. */
+  private caughtUp = false;
   /** Files that could not be used in the last scan, by name: what `check` and `verify` report. */
   readonly damaged = new Map<string, Damage>();
   private readonly recentInvalidations = new Map<string, { at: number; done: Promise<void> | undefined }>();
@@ -106,6 +121,7 @@ export class TagLog {
     if (after !== token) await this.scan();
     this.headToken = token;
     this.lastFullScan = now;
+    this.caughtUp = true;
     this.options.metrics.tagRefreshes++;
   }
 
@@ -142,6 +158,7 @@ export class TagLog {
     // Readers skip any line longer than MAX_LINE_BYTES as garbage: a huge tag list is split
     // into records that each fit, so none of it is acknowledged and then lost.
     for (const line of this.linesFor(record)) await this.invalidations.append(line);
+    this.options.observer?.recorded();
     await this.bumpHead();
   }
 
@@ -250,11 +267,17 @@ export class TagLog {
     const now = clock.now();
     for (const record of read.records) this.state.apply(clampToNow(record, now + maxClockSkewMs), now);
     metrics.tagRecordsRead += read.records.length;
+    if (this.options.observer && this.caughtUp && read.records.length > 0 && !this.isOwnSegment(name)) this.options.observer.applied(lagsOf(read.records, now));
     if (read.skipped > 0) {
       metrics.tagRecordsSkipped += read.skipped;
       log.onceWarn(`segment-garbage:${name}`, `skipped ${read.skipped} unreadable line(s) in tag log segment ${name}`);
     }
     this.offsets.set(name, read.consumed);
+  }
+
+  /** This process's own records were applied when they were made, not when read back. */
+  private isOwnSegment(name: string): boolean {
+    return parseSegmentName(name)?.writer === this.options.fs.writes.writer;
   }
 
   /**
@@ -282,6 +305,13 @@ export class TagLog {
     const half = Math.ceil(record.tags.length / 2);
     return [...this.linesFor({ ...record, tags: record.tags.slice(0, half) }), ...this.linesFor({ ...record, tags: record.tags.slice(half) })];
   }
+}
+
+/** How long after each record was made it is applied (records without a stale time, which no writer makes, are left out). */
+function lagsOf(records: readonly Invalidation[], now: number): number[] {
+  const lags: number[] = [];
+  for (const record of records) if (record.stale !== undefined) lags.push(Math.max(0, now - record.stale));
+  return lags;
 }
 
 /** The head is one line: its newline ends the read without a final empty read. */
