@@ -2,9 +2,11 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFil
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
+import { stats } from '../lib/maintenance';
+import { decodeEntry, encodeEntry } from '../lib/store/codec';
 import { hashKey } from '../lib/store/hash';
 import { encodeInvalidation, parseInvalidation } from '../lib/tags/record';
-import { openCache, randomBytes, readSegmentFile, seededRandom, tempDir, type TestCache } from './helpers';
+import { openCache, randomBytes, readSegmentFile, seededRandom, tempDir, walk, type TestCache } from './helpers';
 import type { CacheOptions } from '../lib/config';
 import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX, sameValue } from './values';
 
@@ -161,5 +163,24 @@ describe("keys and tags at and beyond Next's limits", () => {
     }
     mkdirSync(path.join(c.root, 'probe'));
     expect(readdirSync(c.root).sort()).toEqual(['apps', 'next-volume-cache.json', 'probe']);
+  });
+});
+
+describe('names read from the volume', () => {
+  it('an entry whose header names the kind "__proto__" is tallied by stats as that kind, and pollutes no prototype', async () => {
+    const dir = tempDir();
+    const c = await cache(dir);
+    await c.handler.set('forged-kind', fetchValue('x', []), FETCH_CTX);
+    await c.runtime.close();
+    opened.splice(0);
+    const file = walk(dir).find((p) => p.endsWith('.entry'))!;
+    const record = decodeEntry(readFileSync(file), 'forged-kind');
+    expect(record.ok).toBe(true);
+    if (!record.ok) return;
+    writeFileSync(file, Buffer.concat(encodeEntry({ ...record.record, kind: '__proto__' })));
+    const result = await stats({ dir, logLevel: 'silent' });
+    expect(Object.keys(result.entries.byKind)).toEqual(['__proto__']);
+    expect(result.entries.byKind['__proto__']).toMatchObject({ count: 1 });
+    expect(Object.getOwnPropertyNames(Object.prototype)).not.toContain('count');
   });
 });

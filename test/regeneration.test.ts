@@ -79,6 +79,24 @@ describe('one regeneration per staleness across processes', () => {
     expect(await b.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
   });
 
+  it('a lease taken before the version it is asked about no longer holds: a new version that goes stale is regenerated, not deferred to a dead holder', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const [a, b] = [await cache(dir, { regenerationLeaseMs: 10_000 }), await cache(dir, { regenerationLeaseMs: 10_000 })];
+    await a.handler.set(KEY, page('v1', 1).value, page('v1', 1).ctx);
+    vi.advanceTimersByTime(1500);
+    expect(nextSees(await a.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('stale'); // a takes the lease and "dies"
+    expect(nextSees(await b.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('fresh');
+    // A new version lands meanwhile (written by b here; a holder that wrote it and died before giving
+    // the lease back leaves the same state): the lease file stays, taken before this version.
+    await b.handler.set(KEY, page('v2', 1).value, page('v2', 1).ctx);
+    expect(leaseFiles(dir)).toHaveLength(1);
+    vi.advanceTimersByTime(1500); // v2 is stale; a's lease (10 s) has not run out
+    expect(nextSees(await b.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('stale');
+    expect(b.runtime.metrics.regenerationsClaimed).toBe(1);
+    expect(nextSees(await a.handler.get(KEY, { kind: 'APP_PAGE' }))).toBe('fresh'); // b's lease holds for v2
+  });
+
   it('a lease file dated further ahead than the allowed clock skew is not trusted', async () => {
     vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
     const dir = tempDir();

@@ -65,7 +65,7 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
   const stats: StoreStats = {
     root: m.layout.root,
     app: m.layout.app,
-    entries: { total: tally(), byKind: {}, byNamespace: {}, byNamespaceAndKind: {}, expired: 0, unreadable: 0, oldestWrittenAt: null, newestWrittenAt: null },
+    entries: { total: tally(), byKind: dictionary(), byNamespace: dictionary(), byNamespaceAndKind: dictionary(), expired: 0, unreadable: 0, oldestWrittenAt: null, newestWrittenAt: null },
     images: { total: tally(), orphans: tally(), broken: 0, unreadable: 0 },
     shards: { folders: 0, largest: { dir: null, files: 0 } },
     debris: { temp: tally(), foreign: 0, nfsSilly: 0 },
@@ -90,10 +90,10 @@ export async function collectStats(m: Maintenance, progress?: WalkProgress): Pro
         }
         const { header } = read;
         add(stats.entries.total, file.stats.size);
+        // A kind is whatever the file says: the tallies have no prototype for a "__proto__" to reach.
         add((stats.entries.byKind[header.kind] ??= tally()), file.stats.size);
         add((stats.entries.byNamespace[file.namespace] ??= tally()), file.stats.size);
-        // A kind is whatever the file says: no prototype for a "__proto__" to reach.
-        add(((stats.entries.byNamespaceAndKind[file.namespace] ??= Object.create(null) as Record<string, Tally>)[header.kind] ??= tally()), file.stats.size);
+        add(((stats.entries.byNamespaceAndKind[file.namespace] ??= dictionary())[header.kind] ??= tally()), file.stats.size);
         if (isPastExpire(header.writtenAt, header.cacheControl?.expire, now, 0)) stats.entries.expired++;
         oldest = Math.min(oldest, header.writtenAt);
         newest = Math.max(newest, header.writtenAt);
@@ -166,3 +166,8 @@ async function leaseStats(m: Maintenance, now: number): Promise<StoreStats['leas
 
 /** A lease lives seconds; one an hour old belongs to a process that died mid-render (gc removes it). */
 const STALE_LEASE_MS = 60 * 60_000;
+
+/** A record with no prototype: names read from the volume are keys, never inherited properties. */
+function dictionary<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}

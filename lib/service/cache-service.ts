@@ -202,7 +202,7 @@ export class CacheService {
   private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, key: string, namespace: string, read: { hash: string; identity: FileIdentity }): Promise<EntryOutcome> {
     const { regeneration, metrics } = this.parts;
     if (!regeneration.enabled) return judged;
-    if (await regeneration.claim(read.hash, namespace)) {
+    if (await regeneration.claim(read.hash, namespace, judged.record.writtenAt)) {
       if (await this.stillCurrent(key, namespace, read.identity)) {
         metrics.regenerationsClaimed++;
         return judged;

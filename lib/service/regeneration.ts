@@ -13,7 +13,8 @@ export interface RegenerationOptions {
  * entry stale (by its revalidate window or by a stale mark), the process
  * that takes the key's lease (see store/lease-store.ts) answers "stale", so
  * Next regenerates it in the background, and its `set` gives the lease back.
- * The others answer "fresh" until the lease expires or the new version lands,
+ * The others answer "fresh" until the lease expires or the new version lands
+ * (a lease older than the version it is asked about no longer holds),
  * so the origin (CMS, database, API) renders once per staleness instead of
  * once per pod. Nothing is served past its `expire` (the service judges that
  * first), and a holder that dies stops holding after one lease duration.
@@ -23,8 +24,8 @@ export interface RegenerationOptions {
  * one per request.
  */
 export class Regeneration {
-  /** Keys whose lease another process holds, until when (performance.now()). */
-  private readonly heldElsewhere = new Map<string, number>();
+  /** Keys whose lease another process holds: until when (performance.now()), and since when (volume clock). */
+  private readonly heldElsewhere = new Map<string, { until: number; takenAt: number }>();
   /** Keys whose lease this process holds, until when (performance.now()). */
   private readonly heldHere = new Map<string, number>();
 
@@ -43,21 +44,26 @@ export class Regeneration {
    * Whether this process should regenerate a stale entry: true when it took
    * the lease (or leases are off, or the volume cannot say: then it behaves
    * as without leases), false while another process (or an earlier request
-   * here) is regenerating it.
+   * here) is regenerating it. `versionWrittenAt` (volume clock) is when the
+   * stale version was written: a lease taken before it was for an older
+   * version, and no longer holds (its holder wrote this one and died before
+   * giving the lease back, say).
    */
-  async claim(hash: string, namespace: string): Promise<boolean> {
+  async claim(hash: string, namespace: string, versionWrittenAt?: number): Promise<boolean> {
     if (!this.enabled) return true;
     const id = `${namespace}/${hash}`;
     const now = performance.now();
-    if ((this.heldHere.get(id) ?? 0) > now || (this.heldElsewhere.get(id) ?? 0) > now) return false;
+    if ((this.heldHere.get(id) ?? 0) > now) return false;
+    const elsewhere = this.heldElsewhere.get(id);
+    if (elsewhere && elsewhere.until > now && (versionWrittenAt === undefined || elsewhere.takenAt >= versionWrittenAt)) return false;
     this.forgetExpired(now);
     try {
-      const claim = await this.gate.run(() => this.leases.claim(hash, namespace, { durationMs: this.options.leaseMs, now: this.clock.now(), maxSkewMs: this.options.maxClockSkewMs }));
+      const claim = await this.gate.run(() => this.leases.claim(hash, namespace, { durationMs: this.options.leaseMs, now: this.clock.now(), maxSkewMs: this.options.maxClockSkewMs, versionWrittenAt }));
       if (claim.won) {
         this.heldHere.set(id, now + this.options.leaseMs);
         return true;
       }
-      this.heldElsewhere.set(id, now + Math.max(0, claim.expiresAt - this.clock.now()));
+      this.heldElsewhere.set(id, { until: now + Math.max(0, claim.expiresAt - this.clock.now()), takenAt: claim.takenAt });
       return false;
     } catch {
       return true;
@@ -66,7 +72,7 @@ export class Regeneration {
 
   /** Whether another process holds the key's lease right now (what a coalescing miss waits on). */
   heldByOther(hash: string, namespace: string): boolean {
-    return (this.heldElsewhere.get(`${namespace}/${hash}`) ?? 0) > performance.now();
+    return (this.heldElsewhere.get(`${namespace}/${hash}`)?.until ?? 0) > performance.now();
   }
 
   /** After this process wrote the key: its lease (if it holds one) is given back. Never throws. */
@@ -79,6 +85,7 @@ export class Regeneration {
 
   private forgetExpired(now: number): void {
     if (this.heldElsewhere.size + this.heldHere.size < 1024) return;
-    for (const map of [this.heldElsewhere, this.heldHere]) for (const [id, until] of map) if (until <= now) map.delete(id);
+    for (const [id, until] of this.heldHere) if (until <= now) this.heldHere.delete(id);
+    for (const [id, held] of this.heldElsewhere) if (held.until <= now) this.heldElsewhere.delete(id);
   }
 }

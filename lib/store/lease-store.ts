@@ -19,7 +19,22 @@ import type { Layout } from './layout';
  * one per pod): two processes that both take over an expired lease at once
  * both regenerate, which is what would have happened without leases.
  */
-export type LeaseClaim = { won: true } | { won: false; holder: string; expiresAt: number };
+export type LeaseClaim = { won: true } | { won: false; holder: string; takenAt: number; expiresAt: number };
+
+export interface ClaimOptions {
+  /** How long a lease holds after its file's mtime. */
+  durationMs: number;
+  /** The volume clock now. */
+  now: number;
+  /** An mtime further ahead of `now` than this is not trusted (the lease is replaced). */
+  maxSkewMs: number;
+  /**
+   * When the version being judged was written (volume clock): a lease taken before it was for an
+   * older version (its holder wrote this one and died before giving the lease back, or another
+   * process wrote it meanwhile) and is replaced like an expired one.
+   */
+  versionWrittenAt?: number;
+}
 
 /** A lease body is one short JSON line. */
 const MAX_LEASE_BYTES = 1024;
@@ -33,23 +48,23 @@ export class LeaseStore {
   ) {}
 
   /**
-   * Takes the key's lease, or says who holds it and until when (volume
-   * clock). An expired lease, or one this process cannot read or trust (a
-   * forged or damaged file, an mtime further ahead than `maxSkewMs`), is
-   * replaced.
+   * Takes the key's lease, or says who holds it, since and until when
+   * (volume clock). An expired lease, one taken before the version being
+   * judged was written, or one this process cannot read or trust (a forged
+   * or damaged file, an mtime further ahead than `maxSkewMs`), is replaced.
    */
-  async claim(hash: string, namespace: string, options: { durationMs: number; now: number; maxSkewMs: number }): Promise<LeaseClaim> {
+  async claim(hash: string, namespace: string, options: ClaimOptions): Promise<LeaseClaim> {
     const file = this.layout.leasePath(hash, namespace);
     for (let attempt = 0; attempt < 2; attempt++) {
       if (await this.create(file)) return { won: true };
       const current = await this.read(file);
-      if (current && current.mtimeMs <= options.now + options.maxSkewMs && current.mtimeMs + options.durationMs > options.now) {
-        return { won: false, holder: current.holder, expiresAt: current.mtimeMs + options.durationMs };
+      if (current && holds(current.mtimeMs, options)) {
+        return { won: false, holder: current.holder, takenAt: current.mtimeMs, expiresAt: current.mtimeMs + options.durationMs };
       }
-      // Expired, unreadable or untrustworthy: removed, then claimed like a new one (once).
+      // Expired, superseded, unreadable or untrustworthy: removed, then claimed like a new one (once).
       await this.fs.unlink(file);
     }
-    return { won: false, holder: 'unknown', expiresAt: options.now + options.durationMs };
+    return { won: false, holder: 'unknown', takenAt: options.now, expiresAt: options.now + options.durationMs };
   }
 
   /** Creates the lease file exclusively with this process's name in it: false if it exists. */
@@ -92,6 +107,14 @@ export class LeaseStore {
       throw error;
     }
   }
+}
+
+/** Whether a lease file with this mtime still holds for the version being judged. */
+function holds(mtimeMs: number, options: ClaimOptions): boolean {
+  const trusted = mtimeMs <= options.now + options.maxSkewMs;
+  const unexpired = mtimeMs + options.durationMs > options.now;
+  const forThisVersion = options.versionWrittenAt === undefined || mtimeMs >= options.versionWrittenAt;
+  return trusted && unexpired && forThisVersion;
 }
 
 /** The holder a lease body names; 'unknown' for one not written yet (still a lease: its mtime counts). */
