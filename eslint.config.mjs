@@ -33,6 +33,17 @@ export default tseslint.config(
     },
   },
 
+  // The layers (README, "Development"): imports point down only. next/ and maintenance/ sit on the
+  // service; the service on store/ and tags/; those on fs/ and util/. Nothing below imports above.
+  ...layerRules({
+    'lib/next/**/*.ts': ['maintenance'],
+    'lib/service/**/*.ts': ['next', 'maintenance'],
+    'lib/tags/**/*.ts': ['service', 'next', 'maintenance', 'config'],
+    'lib/store/**/*.ts': ['tags', 'service', 'next', 'maintenance', 'config'],
+    'lib/fs/**/*.ts': ['store', 'tags', 'service', 'next', 'maintenance', 'config'],
+    'lib/util/**/*.ts': ['fs', 'store', 'tags', 'service', 'next', 'maintenance', 'config'],
+  }),
+
   // Tests: promises and type imports are checked as strictly; values from require()d JS scripts and
   // JSON.parse are `any` by nature, so the no-unsafe-* family is off.
   {
@@ -64,3 +75,13 @@ export default tseslint.config(
   },
   { files: ['*.mjs'], extends: [js.configs.recommended], languageOptions: { globals: { ...globals.node } } },
 );
+
+/** One no-restricted-imports rule per layer: `above` are the lib/ folders (or lib/config) it must not import. */
+function layerRules(layers) {
+  return Object.entries(layers).map(([files, above]) => ({
+    files: [files],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: `^\\.\\./(${above.join('|')})(/|$)`, message: `${files.split('/')[1]}/ is below ${above.join(', ')}: imports point down only (README, Development).` }] }],
+    },
+  }));
+}

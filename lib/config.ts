@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { MIN_SECRET_LENGTH } from './store/integrity';
+import type { LogFormat, LogLevel } from './util/log';
 import { parseBytes } from './util/units';
 
 /**
@@ -86,9 +87,7 @@ export interface CacheOptions {
 
 export type Scope = 'shared' | 'build';
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-
-export type LogFormat = 'text' | 'json';
+export type { LogFormat, LogLevel } from './util/log';
 
 export interface ResolvedOptions {
   /** Undefined until a Next.js instance tells us its `serverDistDir` (see `resolveDir`). */

@@ -1,4 +1,6 @@
-import type { LogFormat, LogLevel } from '../config';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+export type LogFormat = 'text' | 'json';
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
