@@ -14,7 +14,7 @@ const REPO = path.resolve(__dirname, '..');
 const EXAMPLE = path.join(REPO, 'examples', 'kubernetes');
 const FIXTURE_APP = path.join(REPO, 'fixtures', 'next-app');
 /** What of the fixture app the example app is made of (its own next config is replaced by the example's). */
-const FIXTURE_SOURCES = ['app', 'pages', 'public', 'lib-render.js'];
+const FIXTURE_SOURCES = ['app', 'pages', 'public', 'lib-render.js', 'lib-origin.js'];
 /** `USER node` in the official node images (the Dockerfile's base image): uid and primary gid. */
 const IMAGE_USERS = { node: { uid: 1000, gid: 1000 } };
 

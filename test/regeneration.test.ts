@@ -31,6 +31,11 @@ function nextSees(got: { lastModified: number; cacheControl?: { revalidate: numb
   const revalidate = got.cacheControl?.revalidate;
   return typeof revalidate === 'number' && Date.now() - got.lastModified > revalidate * 1000 ? 'stale' : 'fresh';
 }
+/** What Next 16.0 makes of it in a process that never set the route: it ignores the answer's cacheControl and judges by a 1 s default. */
+function next16Point0Sees(got: { lastModified: number } | null): 'miss' | 'fresh' | 'stale' {
+  if (!got) return 'miss';
+  return Date.now() - got.lastModified > 1000 ? 'stale' : 'fresh';
+}
 const leaseFiles = (dir: string): string[] => walk(dir).filter((p) => p.endsWith('.lease'));
 
 describe('one regeneration per staleness across processes', () => {
@@ -49,6 +54,23 @@ describe('one regeneration per staleness across processes', () => {
     await winner.handler.set(KEY, page('v2', 1).value, page('v2', 1).ctx);
     expect(leaseFiles(dir)).toHaveLength(0);
     for (const replica of [a, b, c]) expect((await replica.handler.get(KEY, { kind: 'APP_PAGE' }))!.value).toMatchObject({ html: '<p>v2</p>' });
+  });
+
+  it('a page inside its window is handed as just written: Next 16.0, judging by its 1 s default in a pod that did not render it, regenerates nothing; past its window the lease holder hands its real age', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'], now: Date.now() });
+    const dir = tempDir();
+    const [a, b] = [await cache(dir), await cache(dir)];
+    await a.handler.set(KEY, page('v1', 5).value, page('v1', 5).ctx);
+    vi.advanceTimersByTime(2500);
+    const inside = await b.handler.get(KEY, { kind: 'APP_PAGE' });
+    expect(next16Point0Sees(inside)).toBe('fresh');
+    expect(nextSees(inside)).toBe('fresh');
+    vi.advanceTimersByTime(3000);
+    const past = await b.handler.get(KEY, { kind: 'APP_PAGE' });
+    expect(b.runtime.metrics.regenerationsClaimed).toBe(1);
+    expect(next16Point0Sees(past)).toBe('stale');
+    expect(nextSees(past)).toBe('stale');
+    expect(Date.now() - past!.lastModified).toBeGreaterThanOrEqual(5500);
   });
 
   it("a 'max' revalidation: one process regenerates, the others serve the entry fresh meanwhile", async () => {

@@ -20,7 +20,7 @@ export function present(record: EntryRecord, verdict: HitVerdict, ageMs: number,
   const value = record.kind === 'NULL' ? null : (record.value as CachedValue);
   const now = Date.now();
   if (verdict === 'fresh') {
-    return withCacheControl({ lastModified: now - ageMs, value }, record.cacheControl);
+    return withCacheControl({ lastModified: now - agreedFreshAge(record, ageMs, ctx), value }, record.cacheControl);
   }
   if (record.kind === 'FETCH') {
     return { lastModified: now - fetchRevalidate(record, ctx)! * 1000 - 1, value };
@@ -31,6 +31,22 @@ export function present(record: EntryRecord, verdict: HitVerdict, ageMs: number,
   }
   const oneSecond: CacheControl = { revalidate: 1, expire: cacheControl?.expire };
   return { lastModified: now - Math.max(ageMs, 1001), value, cacheControl: oneSecond };
+}
+
+/**
+ * The age a hit the service judged fresh is handed to Next with. A page or
+ * route still inside its revalidate window is handed as just written: Next
+ * 16.0 judges its age against the revalidate it noted when this process set
+ * the route (or the prerender manifest's), never against the cacheControl
+ * returned here (16.4 reads it), so a page another pod rendered is judged
+ * against a 1 s default, and any real age past 1 s made every pod that had
+ * not rendered it itself regenerate it, with no lease taken. Past its window
+ * (the lease holder's answer, or any pod's with leases off) it keeps its
+ * real age, so Next regenerates it. Fetches keep their age (capped by the
+ * service below their window): Next judges those by the caller's revalidate.
+ */
+function agreedFreshAge(record: EntryRecord, ageMs: number, ctx: GetContext | undefined): number {
+  return record.kind !== 'FETCH' && ageMs < freshForMs(record, ctx) ? 0 : ageMs;
 }
 
 /**
