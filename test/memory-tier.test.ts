@@ -121,6 +121,8 @@ describe('memory tier', () => {
     for (let i = 0; i < 40; i++) {
       const key = `${PAGE}/${i}`;
       await c.handler.set(key, { ...appPage(), html }, PAGE_CTX);
+      // Read twice: once the tier is full, a key enters on its second read (see the next test).
+      await c.handler.get(key, { kind: 'APP_PAGE' });
       await c.handler.get(key, { kind: 'APP_PAGE' });
     }
     const { memory } = c.runtime.metricsSnapshot();
@@ -128,6 +130,29 @@ describe('memory tier', () => {
     expect(memory.entries).toBeGreaterThan(0);
     expect(memory.evictions).toBeGreaterThan(0);
     expect(memory.entries + memory.evictions).toBe(40);
+  });
+
+  it('once full, a scan of keys read once evicts nothing (they are turned away and counted); a key read again enters', async () => {
+    const c = await cache({ dir: tempDir(), memoryCacheBytes: 256 * 1024 });
+    const html = 'x'.repeat(20 * 1024);
+    const keys = Array.from({ length: 40 }, (_, i) => `${PAGE}/${i}`);
+    for (const key of keys) await c.handler.set(key, { ...appPage(), html }, PAGE_CTX);
+    for (const key of keys) await c.handler.get(key, { kind: 'APP_PAGE' });
+    const afterScan = c.runtime.metricsSnapshot().memory;
+    expect(afterScan.evictions).toBe(0);
+    expect(afterScan.entries).toBeGreaterThan(0);
+    expect(afterScan.entries + afterScan.rejections).toBe(40);
+    // The hot pages (the first ones read) are still served from memory.
+    const hitsBefore = c.runtime.metrics.memoryHits;
+    await c.handler.get(keys[0]!, { kind: 'APP_PAGE' });
+    expect(c.runtime.metrics.memoryHits).toBe(hitsBefore + 1);
+    // A key turned away is let in on its second read.
+    await c.handler.get(keys[39]!, { kind: 'APP_PAGE' });
+    const afterSecondRead = c.runtime.metricsSnapshot().memory;
+    expect(afterSecondRead.evictions).toBeGreaterThan(0);
+    await c.handler.get(keys[39]!, { kind: 'APP_PAGE' });
+    expect(c.runtime.metrics.memoryHits).toBe(hitsBefore + 2);
+    expect(afterSecondRead.bytes).toBeLessThanOrEqual(256 * 1024);
   });
 
   it('a damaged file never enters memory', async () => {

@@ -21,6 +21,14 @@ import type { FileIdentity } from '../store/entry-store';
  * states for invalidations. A copy that has gone stale by time is never
  * served from memory: the volume is read first, where another pod may
  * already have put a fresh version.
+ *
+ * Admission: while the tier has room, every copy read is kept. Once it is
+ * full, a key enters only on its second read within the recent past (see
+ * SeenOnce): a scan through more keys than fit (a crawler, a sitemap
+ * rebuild) would otherwise evict every hot page for copies never read
+ * again, and churn the heap with copies that outlive a young-generation
+ * collection only to die in the old one (the bench's memory section: peak
+ * RSS under such a scan).
  */
 export interface MemoryCopy {
   record: EntryRecord;
@@ -36,14 +44,20 @@ export interface MemoryStats {
   entries: number;
   maxBytes: number;
   evictions: number;
+  /** Copies not kept because the tier was full and their key had not been read recently (see Admission). */
+  rejections: number;
 }
 
 /** Per-copy bookkeeping (the key, the record's objects) on top of its bytes. */
 const OVERHEAD_BYTES = 512;
+/** The fewest keys a full tier remembers having read once (see SeenOnce). */
+const MIN_SEEN_KEYS = 1024;
 
 export class MemoryTier {
   private lru: LRUCache<string, MemoryCopy> | undefined;
   private evictions = 0;
+  private rejections = 0;
+  private readonly seenOnce = new SeenOnce();
 
   constructor(
     private maxBytes: number,
@@ -65,7 +79,17 @@ export class MemoryTier {
     const bytes = retainedBytes(record.value) + record.key.length * 2 + OVERHEAD_BYTES;
     // A copy larger than the whole tier is simply not kept (lru-cache refuses it).
     if (bytes > this.maxBytes) return;
-    this.lru.set(idOf(namespace, record.key), { record, identity, bytes, trustedUntil: performance.now() + this.trustMs });
+    const id = idOf(namespace, record.key);
+    if (!this.admits(this.lru, id, bytes)) return;
+    this.lru.set(id, { record, identity, bytes, trustedUntil: performance.now() + this.trustMs });
+  }
+
+  /** Whether a copy enters: always while there is room (or it replaces its own key's), else on its key's second read. */
+  private admits(lru: LRUCache<string, MemoryCopy>, id: string, bytes: number): boolean {
+    if (lru.has(id) || lru.calculatedSize + bytes <= this.maxBytes) return true;
+    if (this.seenOnce.checkAndRemember(id, Math.max(MIN_SEEN_KEYS, lru.size))) return true;
+    this.rejections++;
+    return false;
   }
 
   /** The copy was confirmed to still be the volume's version: trusted for another window. */
@@ -95,7 +119,7 @@ export class MemoryTier {
   }
 
   stats(): MemoryStats {
-    return { bytes: this.lru?.calculatedSize ?? 0, entries: this.lru?.size ?? 0, maxBytes: this.maxBytes, evictions: this.evictions };
+    return { bytes: this.lru?.calculatedSize ?? 0, entries: this.lru?.size ?? 0, maxBytes: this.maxBytes, evictions: this.evictions, rejections: this.rejections };
   }
 
   private create(maxBytes: number): LRUCache<string, MemoryCopy> | undefined {
@@ -107,6 +131,29 @@ export class MemoryTier {
         if (reason === 'evict') this.evictions++;
       },
     });
+  }
+}
+
+/**
+ * The keys a full tier turned away, remembered so that a second read lets
+ * one in: two generations of at most `capacity` keys each (about the
+ * number of copies the tier holds), so the memory it takes stays in
+ * proportion to the tier's and "recent" means the last one or two tiers'
+ * worth of distinct keys read.
+ */
+class SeenOnce {
+  private current = new Set<string>();
+  private previous = new Set<string>();
+
+  /** True if `id` was remembered (and forgets it); otherwise remembers it and returns false. */
+  checkAndRemember(id: string, capacity: number): boolean {
+    if (this.current.delete(id) || this.previous.delete(id)) return true;
+    if (this.current.size >= capacity) {
+      this.previous = this.current;
+      this.current = new Set();
+    }
+    this.current.add(id);
+    return false;
   }
 }
 
