@@ -127,11 +127,14 @@ export function locked<T>(m: Maintenance, run: RunOptions, work: (guard: LockGua
  */
 export async function openTagLog(m: Maintenance): Promise<TagLog> {
   let renewedAt = performance.now();
+  let lapses = 0;
   const lease = {
     age: () => performance.now() - renewedAt,
+    lapses: () => lapses,
     renew: async () => {
       const started = performance.now();
       await m.volume.renewLease();
+      if (performance.now() - renewedAt > m.settings.leaseTimeoutMs / 2) lapses++;
       renewedAt = started;
     },
   };

@@ -87,6 +87,8 @@ export class Runtime {
   private opening: Promise<boolean> | undefined;
   private lastOpenAttempt = -Infinity;
   private lastLeaseRenewal = -Infinity;
+  /** Renewals that came after a gap a compactor may have judged this writer gone by (see segment-writer.ts Lease). */
+  private leaseLapses = 0;
   private timers: NodeJS.Timeout[] = [];
   /** Build namespaces by `.next/server` folder (BUILD_ID read once each, from local disk). */
   private readonly builds = new Map<string, string | undefined>();
@@ -105,7 +107,7 @@ export class Runtime {
     this.images = new ImageStore(this.fs, this.layout, stores);
     this.volume = new Volume(this.fs, this.layout, this.clock);
     this.telemetry = createTelemetry(settings.app, () => this.gaugeReadings(tagView));
-    const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease() };
+    const lease = { age: () => performance.now() - this.lastLeaseRenewal, renew: () => this.renewLease(), lapses: () => this.leaseLapses };
     this.tags = new TagLog({
       fs: this.fs,
       layout: this.layout,
@@ -256,8 +258,11 @@ export class Runtime {
     try {
       await loadHasher();
       await this.gate.run(async () => {
+        const started = performance.now();
         await this.volume.open(this.options.createParents);
-        this.lastLeaseRenewal = performance.now();
+        // Opened again after the volume went away: segments opened before may have been compacted away meanwhile.
+        if (performance.now() - this.lastLeaseRenewal > this.settings.leaseTimeoutMs / 2) this.leaseLapses++;
+        this.lastLeaseRenewal = started;
       });
       this.state = 'ready';
       if (!this.volume.writable) {
@@ -279,6 +284,7 @@ export class Runtime {
   private async renewLease(): Promise<void> {
     const started = performance.now();
     await this.volume.renewLease();
+    if (performance.now() - this.lastLeaseRenewal > this.settings.leaseTimeoutMs / 2) this.leaseLapses++;
     this.lastLeaseRenewal = started;
     await this.writeBuildMarkers();
   }

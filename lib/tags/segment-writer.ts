@@ -13,6 +13,12 @@ export interface Lease {
   /** ms, on this process's monotonic clock, since the start of the last successful renewal. */
   age(): number;
   renew(): Promise<void>;
+  /**
+   * How many renewals so far came more than half the lease timeout after the
+   * one before (from anywhere: a periodic timer too): after each, a compactor
+   * may have judged this writer gone and deleted its open segment.
+   */
+  lapses(): number;
 }
 
 export interface SegmentWriterOptions {
@@ -34,12 +40,15 @@ export interface SegmentWriterOptions {
  *  - after a pause longer than half the lease timeout (a stopped container,
  *    a long GC), the writer renews its lease and starts a new generation
  *    before appending: the compactor may have judged it gone and deleted the
- *    open segment, and a write to a deleted file would be lost silently;
+ *    open segment, and a write to a deleted file would be lost silently. A
+ *    renewal by the periodic timer after such a pause (overdue timers fire
+ *    first when a stopped process resumes) counts the same: a segment opened
+ *    before a lapse gets no more appends;
  *  - after any failed write, a new generation too: a torn line is never
  *    followed by a good one on the same line.
  */
 export class SegmentWriter {
-  private current: { handle: VolumeFile; size: number } | undefined;
+  private current: { handle: VolumeFile; size: number; openedAfterLapses: number } | undefined;
   private generation = 0;
   /** The last append in the queue, only while one is pending: a settled tail would keep its caller's context alive. */
   private tail: Promise<unknown> | undefined;
@@ -65,10 +74,8 @@ export class SegmentWriter {
 
   private async appendNow(line: Buffer): Promise<void> {
     const { lease, leaseTimeoutMs } = this.options;
-    if (lease.age() > leaseTimeoutMs / 2) {
-      await lease.renew();
-      await this.rotate();
-    }
+    if (lease.age() > leaseTimeoutMs / 2) await lease.renew();
+    if (this.current && this.current.openedAfterLapses !== lease.lapses()) await this.rotate();
     if (this.current && this.current.size + line.length > ROTATE_BYTES) await this.rotate();
     const segment = this.current ?? (await this.openNext());
     try {
@@ -103,12 +110,12 @@ export class SegmentWriter {
    * Exclusive create: a generation is never reopened. A name that exists
    * already (something planted there) is skipped for the next generation.
    */
-  private async openNext(): Promise<{ handle: VolumeFile; size: number }> {
-    const { fs, dir } = this.options;
+  private async openNext(): Promise<{ handle: VolumeFile; size: number; openedAfterLapses: number }> {
+    const { fs, dir, lease } = this.options;
     for (let attempt = 1; ; attempt++) {
       try {
         const handle = await fs.createExclusive(path.join(dir, segmentName(fs.writes.writer, this.generation)));
-        this.current = { handle, size: 0 };
+        this.current = { handle, size: 0, openedAfterLapses: lease.lapses() };
         return this.current;
       } catch (error) {
         if (errorCode(error) !== 'EEXIST' || attempt >= MAX_TAKEN_NAMES) throw error;
