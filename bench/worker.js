@@ -39,8 +39,12 @@ const makers = {
     );
   }
   const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
+  // What is still alive once garbage is collected (forked with --expose-gc by the memory section).
+  if (global.gc) global.gc();
+  const liveHeapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
+  const rejections = store.runtime?.metricsSnapshot().memory.rejections;
   await store.close();
-  process.send({ name: store.name, ops, peakRssMiB, baselineRssMiB }, () => process.exit(0));
+  process.send({ name: store.name, ops, peakRssMiB, baselineRssMiB, liveHeapMiB, rejections }, () => process.exit(0));
 })().catch((error) => {
   console.error(error);
   process.exit(1);

@@ -139,22 +139,34 @@ export class MemoryTier {
  * one in: two generations of at most `capacity` keys each (about the
  * number of copies the tier holds), so the memory it takes stays in
  * proportion to the tier's and "recent" means the last one or two tiers'
- * worth of distinct keys read.
+ * worth of distinct keys read. Keys are remembered as 31-bit hashes, which
+ * V8 keeps inside the set's own table: remembering a key allocates nothing
+ * that lives on into the old generation (where, under a scan, garbage
+ * would pile up to several times the tier before a full collection). Two
+ * keys that share a hash only let each other in one read early.
  */
 class SeenOnce {
-  private current = new Set<string>();
-  private previous = new Set<string>();
+  private current = new Set<number>();
+  private previous = new Set<number>();
 
   /** True if `id` was remembered (and forgets it); otherwise remembers it and returns false. */
   checkAndRemember(id: string, capacity: number): boolean {
-    if (this.current.delete(id) || this.previous.delete(id)) return true;
+    const hash = fnv1a31(id);
+    if (this.current.delete(hash) || this.previous.delete(hash)) return true;
     if (this.current.size >= capacity) {
       this.previous = this.current;
       this.current = new Set();
     }
-    this.current.add(id);
+    this.current.add(hash);
     return false;
   }
+}
+
+/** FNV-1a over UTF-16 code units, folded to 31 bits (a V8 small integer). */
+function fnv1a31(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 1;
 }
 
 function idOf(namespace: string, key: string): string {
