@@ -10,6 +10,7 @@ import { chownSync, cpSync, existsSync, lstatSync, lutimesSync, mkdirSync, readd
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { REPO } from './helpers';
+import { forOtherUsers, stagedCheckout } from './other-user';
 
 export const DIST = process.env.NVC_DIST ? path.resolve(process.env.NVC_DIST) : path.join(REPO, 'dist');
 const load = createRequire(__filename);
@@ -55,7 +56,9 @@ export function killChildren(): void {
 
 function forkChild(script: string, args: string[], env: NodeJS.ProcessEnv, as?: RunAs): ChildProcess {
   const setpriv = as ? { execPath: 'setpriv', execArgv: [`--reuid=${as.uid}`, `--regid=${as.gid}`, '--clear-groups', process.execPath] } : { execArgv: [] };
-  const child = fork(path.join(REPO, 'test', 'children', script), args, { env: { ...process.env, NVC_DIST: DIST, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...setpriv });
+  // Another user may not be able to enter the checkout's folder: it runs from a world-readable copy.
+  const from = (file: string) => (as ? forOtherUsers(file) : file);
+  const child = fork(from(path.join(REPO, 'test', 'children', script)), args, { env: { ...process.env, NVC_DIST: from(DIST), ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(as ? { cwd: stagedCheckout() } : {}), ...setpriv });
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;

@@ -1,38 +1,47 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO, runChild, type ChildResult } from './helpers';
+import { REPO, runChild, tempDir, type ChildResult } from './helpers';
 
 /**
- * Runs a child process as another user (nobody) without depending on where the checkout lives.
- * The checkout may sit in a folder only root can enter (`mktemp -d` makes 0700, as do many CI
- * workspaces), so the child gets its own world-readable copy of everything it loads, under
- * os.tmpdir(): the script, dist/lib and the library's runtime dependencies, laid out as in the
- * checkout (a script in test/children requires ../../dist/lib).
+ * Runs child processes as other users (nobody, a pod's uid) without depending on where the
+ * checkout lives. The checkout may sit in a folder only root can enter (`mktemp -d` makes 0700, as
+ * do many CI workspaces), so those children run from a world-readable copy of everything they
+ * load, under os.tmpdir(): test/children, dist/ and the library's runtime dependencies, laid out as
+ * in the checkout (a script in test/children requires ../../dist/lib). One copy per test file,
+ * removed with the file's temp folders.
  */
 
 const AS_NOBODY = ['--reuid=nobody', '--regid=nogroup', '--clear-groups'];
 
-/** Runs test/children/`script` as nobody (setpriv) from a staged copy, removed afterwards. */
-export async function runChildAsNobody(script: string, args: string[]): Promise<ChildResult> {
-  const staged = mkdtempSync(path.join(os.tmpdir(), 'nvc-as-nobody-'));
-  try {
-    const stagedScript = stageChild(staged, script);
-    assertNobodyCanRead([stagedScript, path.join(staged, 'dist/lib/index.js')]);
-    return await runChild(stagedScript, args, {}, 'setpriv', [...AS_NOBODY, process.execPath]);
-  } finally {
-    rmSync(staged, { recursive: true, force: true });
-  }
+let staged: string | undefined;
+
+/** The world-readable copy of the checkout's runnable parts (made on first use in a test file). */
+export function stagedCheckout(): string {
+  if (staged !== undefined && existsSync(staged)) return staged;
+  const root = tempDir('nvc-staged-');
+  const copy = (relative: string) => cpSync(path.join(REPO, relative), path.join(root, relative), { recursive: true });
+  copy('test/children');
+  copy('dist');
+  for (const dir of runtimePackageDirs()) copy(path.relative(REPO, dir));
+  openToEveryone(root);
+  staged = root;
+  return root;
 }
 
-function stageChild(staged: string, script: string): string {
-  const copy = (relative: string) => cpSync(path.join(REPO, relative), path.join(staged, relative), { recursive: true });
-  copy(path.join('test/children', script));
-  copy('dist/lib');
-  for (const dir of runtimePackageDirs()) copy(path.relative(REPO, dir));
-  openToEveryone(staged);
-  return path.join(staged, 'test/children', script);
+/** Where a process run as another user finds a file of the checkout (its staged copy); any other path as it is. */
+export function forOtherUsers(file: string): string {
+  const relative = path.relative(REPO, file);
+  if (relative.startsWith('..') || path.isAbsolute(relative)) return file;
+  return path.join(stagedCheckout(), relative);
+}
+
+/** Runs test/children/`script` as nobody (setpriv) from the staged copy. */
+export async function runChildAsNobody(script: string, args: string[]): Promise<ChildResult> {
+  const stagedScript = forOtherUsers(path.join(REPO, 'test/children', script));
+  assertNobodyCanRead([stagedScript, forOtherUsers(path.join(REPO, 'dist/lib/index.js'))]);
+  return runChild(stagedScript, args, {}, 'setpriv', [...AS_NOBODY, process.execPath]);
 }
 
 /**

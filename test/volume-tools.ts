@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DIST, REPO, walk, type ChildResult } from './helpers';
+import { forOtherUsers, stagedCheckout } from './other-user';
 
 /**
  * Tools for tests that run the library the way a deployment does: the built
@@ -27,11 +28,13 @@ export interface RunAs {
 
 /** Runs `node <args>` as a child, under `runAs`; resolves when it exits (never rejects on a non-zero exit). */
 export function runNode(args: string[], runAs: RunAs = {}): Promise<ChildResult> {
-  let command = [process.execPath, ...args];
+  const asOther = runAs.uid !== undefined;
+  // Another user may not be able to enter the checkout's folder: the checkout's files come from a world-readable copy.
+  let command = [process.execPath, ...(asOther ? args.map((arg) => (path.isAbsolute(arg) ? forOtherUsers(arg) : arg)) : args)];
   if (runAs.umask !== undefined) command = ['sh', '-c', `umask ${runAs.umask} && exec "$@"`, 'sh', ...command];
-  if (runAs.uid !== undefined) command = ['setpriv', `--reuid=${runAs.uid}`, `--regid=${runAs.uid}`, '--clear-groups', ...command];
+  if (asOther) command = ['setpriv', `--reuid=${runAs.uid}`, `--regid=${runAs.uid}`, '--clear-groups', ...command];
   return new Promise((resolve, reject) => {
-    const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, ...runAs.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, ...runAs.env }, stdio: ['ignore', 'pipe', 'pipe'], ...(asOther ? { cwd: stagedCheckout() } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
