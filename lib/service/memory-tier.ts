@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { EntryRecord } from '../store/codec';
+import { smallHash } from '../store/hash';
 import type { FileIdentity } from '../store/entry-store';
 
 /**
@@ -151,7 +152,7 @@ class SeenOnce {
 
   /** True if `id` was remembered (and forgets it); otherwise remembers it and returns false. */
   checkAndRemember(id: string, capacity: number): boolean {
-    const hash = fnv1a31(id);
+    const hash = smallHash(id);
     if (this.current.delete(hash) || this.previous.delete(hash)) return true;
     if (this.current.size >= capacity) {
       this.previous = this.current;
@@ -160,13 +161,6 @@ class SeenOnce {
     this.current.add(hash);
     return false;
   }
-}
-
-/** FNV-1a over UTF-16 code units, folded to 31 bits (a V8 small integer). */
-function fnv1a31(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
-  return hash >>> 1;
 }
 
 function idOf(namespace: string, key: string): string {

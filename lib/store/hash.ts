@@ -42,6 +42,11 @@ export function contentHash(bytes: Uint8Array): string {
   return checksum([bytes]).readBigUInt64LE().toString(16).padStart(16, '0');
 }
 
+/** xxh32 of a string folded to 31 bits: a V8 small integer, kept inline in a Set's table (see the memory tier). */
+export function smallHash(text: string): number {
+  return ready().h32(text) >>> 1;
+}
+
 /** 8 hex digits of xxh32, for one line of a log. */
 export function lineChecksum(text: string): string {
   return ready().h32ToString(text);
