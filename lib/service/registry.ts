@@ -35,7 +35,7 @@ export function runtimeFor(options: ResolvedOptions, serverDistDir?: string): Ru
     registry().set(id, runtime);
   }
   let byDir = byOptions.get(options);
-  if (!byDir) byOptions.set(options, (byDir = new Map()));
+  if (!byDir) byOptions.set(options, (byDir = new Map<string | undefined, Runtime>()));
   byDir.set(serverDistDir, runtime);
   return runtime;
 }
