@@ -2,24 +2,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { main } from '../bin/cli';
+import { cli } from './cli-in-process';
 import { openMaintenance, purge } from '../lib/maintenance';
 import { purgeEntries } from '../lib/maintenance/purge';
 import { hashKey } from '../lib/store/hash';
 import { FaultyFs } from './fault-fs';
 import { DIST, openCache, runChild, tempDir, waitFor, walk } from './helpers';
 import { appPage, appRoute, FETCH_CTX, fetchValue, image, PAGE_CTX, pages, redirect } from './values';
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (t) => (out += t + '\n'),
-    (t) => (err += t + '\n'),
-  );
-  return { code, out, err };
-}
 
 const pageKey = (i: number) => `/route-cache/APP_PAGE/h/$/blog/${i}`;
 

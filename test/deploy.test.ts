@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { main } from '../bin/cli';
+import { cli } from './cli-in-process';
 import { checkRoot } from '../lib/maintenance';
 import { nodeFs, type VolumeFs } from '../lib/fs/syscalls';
 import { hashKey } from '../lib/store/hash';
@@ -17,17 +17,6 @@ async function cache(options: Parameters<typeof openCache>[0]): Promise<TestCach
   const c = await openCache(options);
   opened.push(c);
   return c;
-}
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (t) => (out += t + '\n'),
-    (t) => (err += t + '\n'),
-  );
-  return { code, out, err };
 }
 
 describe('several apps on one volume', () => {

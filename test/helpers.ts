@@ -1,7 +1,8 @@
 import { mkdtempSync, readdirSync, lstatSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { resolveOptions, type CacheOptions } from '../lib/config';
 import { bindHandler } from '../lib/next/handler';
 import type { NextCacheHandler } from '../lib/next/types';
@@ -64,11 +65,16 @@ export interface ChildResult {
 
 /** Runs a Node script from test/children (or at an absolute path) with arguments; resolves when it exits. */
 export function runChild(script: string, args: string[], env: NodeJS.ProcessEnv = {}, command = process.execPath, prefixArgs: string[] = []): Promise<ChildResult> {
+  const child = spawn(command, [...prefixArgs, path.resolve(REPO, 'test', 'children', script), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return outputOf(child);
+}
+
+/** What a child spawned with piped stdout and stderr printed, and how it ended; listened for from its spawn. */
+export function outputOf(child: ChildProcessByStdio<null, Readable, Readable>): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...prefixArgs, path.resolve(REPO, 'test', 'children', script), ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

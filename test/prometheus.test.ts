@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../bin/cli';
+import { cli } from './cli-in-process';
 import { compact } from '../lib/maintenance';
 import { renderPrometheus } from '../lib/maintenance/prometheus';
 import { bindHandler } from '../lib/next/handler';
@@ -12,17 +12,6 @@ import { appPage, FETCH_CTX, fetchValue, image, PAGE_CTX } from './values';
 
 const promtool = findPromtool();
 if (!promtool) console.log("SKIP promtool checks: no promtool (.ci/run unpacks it from Debian's prometheus package into .cache/promtool)");
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (t) => (out += t + '\n'),
-    (t) => (err += t + '\n'),
-  );
-  return { code, out, err };
-}
 
 /** A `.next/server` folder of a build, as Next passes it to the handler. */
 function buildFolder(buildId: string): string {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DIST, REPO, walk, type ChildResult } from './helpers';
+import { DIST, outputOf, REPO, walk, type ChildResult } from './helpers';
 import { forOtherUsers, stagedCheckout } from './other-user';
 
 /**
@@ -33,15 +33,7 @@ export function runNode(args: string[], runAs: RunAs = {}): Promise<ChildResult>
   let command = [process.execPath, ...(asOther ? args.map((arg) => (path.isAbsolute(arg) ? forOtherUsers(arg) : arg)) : args)];
   if (runAs.umask !== undefined) command = ['sh', '-c', `umask ${runAs.umask} && exec "$@"`, 'sh', ...command];
   if (asOther) command = ['setpriv', `--reuid=${runAs.uid}`, `--regid=${runAs.uid}`, '--clear-groups', ...command];
-  return new Promise((resolve, reject) => {
-    const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, ...runAs.env }, stdio: ['ignore', 'pipe', 'pipe'], ...(asOther ? { cwd: stagedCheckout() } : {}) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return outputOf(spawn(command[0]!, command.slice(1), { env: { ...process.env, ...runAs.env }, stdio: ['ignore', 'pipe', 'pipe'], ...(asOther ? { cwd: stagedCheckout() } : {}) }));
 }
 
 /** The built CLI in a child process (what a CronJob or a startupProbe runs). */

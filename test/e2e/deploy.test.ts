@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../bin/cli';
+import { cli } from '../cli-in-process';
 import { buildNamespace } from '../../lib/store/layout';
 import { pollUntil, tempDir, waitFor } from '../helpers';
 import * as fixture from '../../scripts/fixture-app.js';
@@ -13,17 +13,6 @@ async function page(server: Server, pathname: string): Promise<{ cache: string |
   const res = await fetch(server.url + pathname);
   const body = await res.text();
   return { cache: res.headers.get('x-nextjs-cache'), variant: /data-variant="([^"]*)"/.exec(body)?.[1], render: /data-render="([^"]*)"/.exec(body)?.[1] };
-}
-
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (t) => (out += t + '\n'),
-    (t) => (err += t + '\n'),
-  );
-  return { code, out, err };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
