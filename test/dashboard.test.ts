@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../bin/cli';
 import { METRIC } from '../lib/service/telemetry';
 import { FaultyFs } from './fault-fs';
-import { openCache, pollUntil, REPO, tempDir, type TestCache } from './helpers';
+import { openCache, openedWithin15s, pollUntil, REPO, tempDir, type TestCache } from './helpers';
 import { registerSdk } from './otel-sdk';
 import { findPromtool, promtoolCheckExpressions, samples } from './prometheus-text';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
@@ -111,16 +111,7 @@ async function emittedNames(): Promise<{ metrics: Set<string>; labels: Set<strin
     const a = await openCache({ dir, tagRefreshMs: 20, timeoutMs: 1000, memoryCacheBytes: 1024 * 1024 }, fs);
     const b = await openCache({ dir, tagRefreshMs: 20 });
     opened.push(a, b);
-    // Opened first: on a loaded machine an open may miss its deadline (and is retried only after 5 s).
-    for (const c of [a, b])
-      expect(
-        await pollUntil(
-          () => c.runtime.ready(),
-          (open) => open,
-          15_000,
-          250,
-        ),
-      ).toBe(true);
+    for (const c of [a, b]) expect(await openedWithin15s(c.runtime)).toBe(true);
     const page = '/route-cache/APP_PAGE/h/$/p';
     await a.handler.set(page, appPage({ tags: 't' }), PAGE_CTX);
     await a.handler.get(page, { kind: 'APP_PAGE' });

@@ -141,6 +141,19 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, timeo
  * Asks `probe` until `accept` holds for its answer or `timeoutMs` passes, and returns the last answer for
  * the caller to assert on: another process's effect (a server's tag refresh) is awaited, not slept on.
  */
+/**
+ * Whether the runtime opened its volume within 15 s. On a loaded machine the first open may miss
+ * its deadline (it is retried after 5 s), so tests that then count timeouts wait for it first.
+ */
+export function openedWithin15s(runtime: Runtime): Promise<boolean> {
+  return pollUntil(
+    () => runtime.ready(),
+    (open) => open,
+    15_000,
+    250,
+  );
+}
+
 export async function pollUntil<T>(probe: () => Promise<T>, accept: (answer: T) => boolean, timeoutMs = 10_000, intervalMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let answer = await probe();

@@ -7,7 +7,7 @@ import { bindUseCacheHandler } from '../lib/next/use-cache';
 import { hashKey } from '../lib/store/hash';
 import { SCOPE } from '../lib/service/telemetry';
 import { FaultyFs } from './fault-fs';
-import { openCache, pollUntil, runChild, tempDir, waitFor, type TestCache } from './helpers';
+import { openCache, openedWithin15s, pollUntil, runChild, tempDir, waitFor, type TestCache } from './helpers';
 import { registerSdk, type Sdk } from './otel-sdk';
 import { total } from './prometheus-text';
 import { appPage, FETCH_CTX, fetchValue, PAGE_CTX } from './values';
@@ -87,15 +87,7 @@ describe('OpenTelemetry metrics with the real SDK', () => {
   it('counts timeouts per operation, and shows the slot a hung call holds until it returns', async () => {
     const fs = new FaultyFs();
     const c = await cache('hung', { timeoutMs: 1000, concurrency: 2 }, fs);
-    // Opened first: on a loaded machine the open itself may miss a deadline (it is retried after 5 s).
-    expect(
-      await pollUntil(
-        () => c.runtime.ready(),
-        (open) => open,
-        15_000,
-        250,
-      ),
-    ).toBe(true);
+    expect(await openedWithin15s(c.runtime)).toBe(true);
     await c.handler.set('/route-cache/APP_PAGE/h/$/hung', appPage(), PAGE_CTX);
     // The set's tag index append runs in the background: with it holding a slot, the get would time out waiting for one instead.
     expect(await waitFor(() => c.runtime.service.gateSlots().active === 0)).toBe(true);
