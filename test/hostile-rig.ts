@@ -10,6 +10,7 @@ import { chownSync, cpSync, existsSync, lstatSync, lutimesSync, mkdirSync, readd
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { REPO } from './helpers';
+import { IpcClient } from './ipc-client';
 import { forOtherUsers, stagedCheckout } from './other-user';
 
 export const DIST = process.env.NVC_DIST ? path.resolve(process.env.NVC_DIST) : path.join(REPO, 'dist');
@@ -93,38 +94,19 @@ export interface Got {
 
 /** The real handler in its own process (one per root and app), driven over IPC. */
 export class Replica {
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private constructor(private readonly ipc: IpcClient) {}
 
-  private constructor(private readonly child: ChildProcess) {
-    child.on('message', (msg: { id?: number; result?: unknown; error?: string }) => {
-      if (msg.id === undefined) return;
-      const waiter = this.pending.get(msg.id);
-      this.pending.delete(msg.id);
-      if (msg.error !== undefined) waiter?.reject(new Error(msg.error));
-      else waiter?.resolve(msg.result);
-    });
-    child.on('exit', (code, signal) => {
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`replica exited (${code ?? signal})`));
-      this.pending.clear();
-    });
+  private get child(): ChildProcess {
+    return this.ipc.child;
   }
 
   static start(options: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {}, as?: RunAs): Promise<Replica> {
     const child = forkChild('hostile-replica.js', [JSON.stringify({ tagRefreshMs: 100, timeoutMs: TIMEOUT_MS, logLevel: 'silent', ...options })], env, as);
-    return new Promise((resolve, reject) => {
-      child.once('message', () => resolve(new Replica(child)));
-      child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`replica exited early with ${code}`)));
-    });
+    return IpcClient.started(child, 'replica').then((ipc) => new Replica(ipc));
   }
 
   private call<T>(op: string, args: Record<string, unknown>): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ id, op, ...args });
-    });
+    return this.ipc.call<T>(op, args);
   }
 
   set(dir: string, app: string, key: string, marker: string, tags: string[] = [], kind: Kind = 'page'): Promise<{ ms: number }> {
