@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfinedFs, readFailure, type WriteSettings } from '../lib/fs/confined';
 import { nodeFs, type VolumeFs } from '../lib/fs/syscalls';
 import { FaultyFs } from './fault-fs';
-import { tempDir } from './helpers';
+import { codeOf, tempDir } from './helpers';
 
 const WRITES: WriteSettings = { writer: 'test', fsync: false, fileMode: undefined, dirMode: undefined };
 
@@ -19,15 +19,6 @@ function rootWithNeighbour(): { root: string; outside: string } {
   writeFileSync(path.join(root, 'inside', 'file'), 'mine');
   writeFileSync(path.join(outside, 'secret'), 'not yours');
   return { root, outside };
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code;
-  }
 }
 
 describe.each([

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfinedFs } from '../lib/fs/confined';
 import { readOpened, type ReadLimits } from '../lib/fs/read';
 import { FaultyFs } from './fault-fs';
-import { randomBytes, seededRandom, tempDir } from './helpers';
+import { codeOf, randomBytes, seededRandom, tempDir } from './helpers';
 
 const KIB = 1024;
 
@@ -15,15 +15,6 @@ function fileOf(bytes: Buffer): { fs: ConfinedFs; raw: FaultyFs; file: string } 
   writeFileSync(file, bytes);
   const raw = new FaultyFs();
   return { fs: new ConfinedFs(raw, root, { writer: 'test', fsync: false, fileMode: undefined, dirMode: undefined }), raw, file };
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code;
-  }
 }
 
 /** A format that declares its own length in its first 4 bytes (as entries do in their prefix). */

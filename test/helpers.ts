@@ -84,6 +84,16 @@ export function outputOf(child: ChildProcessByStdio<null, Readable, Readable>): 
   });
 }
 
+/** The error code a promise rejects with; undefined if it resolves. */
+export async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code;
+  }
+}
+
 export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
