@@ -9,6 +9,7 @@ const path = require('node:path');
 const { buildFixture, startDataServer, startServer } = require('./fixture-app.js');
 
 (async () => {
+  const ownFolder = !process.env.NEXT_VOLUME_CACHE_DIR;
   const cacheDir = process.env.NEXT_VOLUME_CACHE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'next-volume-cache-demo-'));
   await buildFixture({ log: console.log });
   const data = await startDataServer();
@@ -37,9 +38,11 @@ Try it yourself:
   curl -s  '${a.url}/api/revalidate?tag=data&mode=max'         # stale-while-revalidate for the fetch tag "data"
   node dist/bin/cli.js compact --dir ${cacheDir}               # fold the tag logs
 
-Ctrl-C stops both servers.`);
+Ctrl-C stops both servers${ownFolder ? ' and removes the cache folder' : ''}.`);
   const stop = async () => {
     await Promise.all([a.stop(), b.stop(), data.stop()]);
+    // A folder the demo made in the temp directory goes with it; one the user named stays.
+    if (ownFolder) fs.rmSync(cacheDir, { recursive: true, force: true });
     console.log('\nstopped.');
     process.exit(0);
   };
