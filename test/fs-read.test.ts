@@ -1,4 +1,4 @@
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfinedFs } from '../lib/fs/confined';
@@ -82,5 +82,79 @@ describe('bounded reads', () => {
   it('an empty file is an empty buffer', async () => {
     const { fs, file } = fileOf(Buffer.alloc(0));
     expect((await fs.readFile(file, { maxBytes: 10, declared: declaredU32 })).length).toBe(0);
+  });
+});
+
+/** A whole file through startReading, as the entry store reads it (closing only once the read is idle). */
+async function readStarted(fs: ConfinedFs, file: string, limits: ReadLimits): Promise<Buffer> {
+  const { handle, read } = await fs.startReading(file, limits);
+  try {
+    return await read.finish(await read.stats);
+  } finally {
+    await read.idle();
+    await handle.close();
+  }
+}
+
+describe('a read started beside its fstat (the request path)', () => {
+  it('reads the same bytes as readFile, whatever the size against its first read, from a position, with short reads', async () => {
+    const random = seededRandom(5);
+    for (const size of [0, 1, 4 * KIB, 128 * KIB - 1, 128 * KIB, 128 * KIB + 1, 1024 * KIB + 7]) {
+      const whole = randomBytes(random, size);
+      if (size >= 4) whole.writeUInt32LE(size, 0);
+      const { fs, raw, file } = fileOf(whole);
+      for (const limits of [{ maxBytes: 2048 * KIB }, { maxBytes: 2048 * KIB, declared: declaredU32 }, { maxBytes: 2048 * KIB, position: Math.floor(size / 3) }]) {
+        expect((await readStarted(fs, file, limits)).equals(await fs.readFile(file, limits))).toBe(true);
+      }
+      raw.add({ op: 'read', fault: { shortRead: 5 * KIB } });
+      expect((await readStarted(fs, file, { maxBytes: 2048 * KIB, declared: declaredU32 })).equals(whole)).toBe(true);
+    }
+  });
+
+  it('its fstat and first read are in flight together: the fstat answers while the read is held', async () => {
+    const { fs, raw, file } = fileOf(randomBytes(seededRandom(6), 10 * KIB));
+    raw.add({ op: 'read', times: 1, fault: { hang: true } });
+    const { handle, read } = await fs.startReading(file, { maxBytes: 1024 * KIB });
+    expect((await read.stats).size).toBe(10 * KIB);
+    raw.releaseHung();
+    expect((await read.finish(await read.stats)).length).toBe(10 * KIB);
+    await read.idle();
+    await handle.close();
+  });
+
+  it('refuses anything but a regular file (ENOTREG), and is idle only once the read it began has ended', async () => {
+    const { fs, raw, file } = fileOf(Buffer.alloc(1));
+    const folder = path.join(path.dirname(file), 'a-folder');
+    mkdirSync(folder);
+    raw.add({ op: 'read', times: 1, fault: { hang: true } });
+    const { handle, read } = await fs.startReading(folder, { maxBytes: 1024 * KIB });
+    expect(await codeOf(read.stats)).toBe('ENOTREG');
+    let idle = false;
+    const idling = read.idle().then(() => (idle = true));
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(idle).toBe(false); // the read into its buffer is still held: closing now could hand its descriptor to another file
+    raw.releaseHung();
+    await idling;
+    await handle.close();
+  });
+
+  it('refuses a file larger than the cap from its fstat (EFBIG), without reading on', async () => {
+    const { fs, raw, file } = fileOf(Buffer.alloc(600 * KIB));
+    const { handle, read } = await fs.startReading(file, { maxBytes: 500 * KIB });
+    expect(await codeOf(read.finish(await read.stats))).toBe('EFBIG');
+    await read.idle();
+    await handle.close();
+    expect(raw.counts.get('read')).toBe(1);
+  });
+
+  it('concurrent reads never share a buffer: each gets its own file', async () => {
+    const random = seededRandom(7);
+    const files = Array.from({ length: 40 }, (_, i) => fileOf(randomBytes(random, (i % 5) * 50 * KIB + 100)));
+    for (let round = 0; round < 3; round++) {
+      const got = await Promise.all(files.map(({ fs, file }) => readStarted(fs, file, { maxBytes: 1024 * KIB })));
+      got.forEach((bytes, i) => expect(bytes.length).toBe((i % 5) * 50 * KIB + 100));
+      const again = await Promise.all(files.map(({ fs, file }) => fs.readFile(file, { maxBytes: 1024 * KIB })));
+      got.forEach((bytes, i) => expect(bytes.equals(again[i]!)).toBe(true));
+    }
   });
 });

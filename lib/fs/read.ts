@@ -61,10 +61,75 @@ async function readSized(handle: VolumeFile, size: number, limits: ReadLimits): 
  * nearly twice as slow (garbage collection of external memory).
  */
 async function readUnsized(handle: VolumeFile, stats: Stats, limits: ReadLimits): Promise<Buffer> {
-  const { maxBytes, position = 0, declared } = limits;
-  const scratch = takeScratch(Math.min(limits.firstRead ?? FIRST_READ, maxBytes + 1));
+  const scratch = takeScratch(Math.min(limits.firstRead ?? FIRST_READ, limits.maxBytes + 1));
   try {
-    let first = (await handle.read(scratch, 0, scratch.length, position)).bytesRead;
+    const first = (await handle.read(scratch, 0, scratch.length, limits.position ?? 0)).bytesRead;
+    return await readOnFromScratch(handle, stats, scratch, first, limits);
+  } finally {
+    giveScratch(scratch);
+  }
+}
+
+/**
+ * A read begun before the file's size is known: its fstat and its first
+ * read (into a scratch buffer of EARLY_READ bytes) run side by side, one
+ * round trip instead of two. The caller checks `stats` (it rejects with
+ * ENOTREG for anything but a regular file), then either calls `finish` for
+ * the whole file or lets the read go. Either way the handle is not closed
+ * before `idle()` resolves: closing a descriptor a read is still using
+ * would let a new open reuse its number under that read.
+ */
+export interface StartedRead {
+  /** The open file's fstat; rejects with ENOTREG for anything but a regular file. */
+  stats: Promise<Stats>;
+  /** The whole file, within the limits (as readOpened would read it). */
+  finish(stats: Stats): Promise<Buffer>;
+  /** Resolves once no read of this file is in flight (never rejects). */
+  idle(): Promise<void>;
+}
+
+/** First read of a started read: most entries (a fetch, a page of up to this size) are read whole by it. */
+const EARLY_READ = 128 * 1024;
+
+export function startRead(handle: VolumeFile, limits: ReadLimits): StartedRead {
+  const position = limits.position ?? 0;
+  const scratch = takeScratch(Math.min(limits.firstRead ?? EARLY_READ, limits.maxBytes + 1));
+  const first = handle.read(scratch, 0, scratch.length, position).then((r) => r.bytesRead);
+  // What reads into the scratch buffer last: the first read, then `finish` (which copies out of it).
+  let inFlight: Promise<unknown> = first;
+  let released = false;
+  const stats = handle.stat().then((s) => {
+    if (!s.isFile()) throw codedError('ENOTREG', 'not a regular file');
+    return s;
+  });
+  // Observed by finish or idle, maybe only after they failed: not an unhandled rejection meanwhile.
+  first.catch(() => undefined);
+  stats.catch(() => undefined);
+  return {
+    stats,
+    finish(checked) {
+      const whole = first.then((bytesRead) => {
+        const size = checked.size - position;
+        if (size > limits.maxBytes) throw tooLarge(size, limits.maxBytes);
+        return readOnFromScratch(handle, checked, scratch, bytesRead, limits);
+      });
+      inFlight = whole;
+      return whole;
+    },
+    async idle() {
+      await Promise.allSettled([inFlight, stats]);
+      if (released) return;
+      released = true;
+      giveScratch(scratch);
+    },
+  };
+}
+
+/** Goes on from a first read of `first` bytes into `scratch`: copies out what it holds, or reads the rest. */
+async function readOnFromScratch(handle: VolumeFile, stats: Stats, scratch: Buffer, firstRead: number, limits: ReadLimits): Promise<Buffer> {
+  const { maxBytes, position = 0, declared } = limits;
+  {
+    let first = firstRead;
     let target = first > 0 ? declared?.(scratch.subarray(0, first)) : undefined;
     if (first > 0 && (target === undefined || target > first) && first < scratch.length) {
       first += await readInto(handle, scratch, first, position + first);
@@ -78,8 +143,6 @@ async function readUnsized(handle: VolumeFile, stats: Stats, limits: ReadLimits)
     const buffer = Buffer.allocUnsafe(Math.min(target ?? expected, expected, maxBytes));
     scratch.copy(buffer, 0, 0, first);
     return await readRest(handle, buffer, first, target, limits);
-  } finally {
-    giveScratch(scratch);
   }
 }
 
@@ -133,13 +196,18 @@ function copyOf(scratch: Buffer, length: number): Buffer {
   return out;
 }
 
-const scratchPool: Buffer[] = [];
+/** Scratch buffers of the two sizes reads start with, kept for reuse (at most POOLED of each). */
+const scratchPools = new Map<number, Buffer[]>([
+  [FIRST_READ, []],
+  [EARLY_READ, []],
+]);
+const POOLED = 32;
 function takeScratch(size: number): Buffer {
-  if (size !== FIRST_READ) return Buffer.allocUnsafeSlow(size);
-  return scratchPool.pop() ?? Buffer.allocUnsafeSlow(FIRST_READ);
+  return scratchPools.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
 }
 function giveScratch(buffer: Buffer): void {
-  if (buffer.length === FIRST_READ && scratchPool.length < 64) scratchPool.push(buffer);
+  const pool = scratchPools.get(buffer.length);
+  if (pool && pool.length < POOLED) pool.push(buffer);
 }
 
 function grow(buffer: Buffer, size: number): Buffer {
