@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { decodeEntry, encodeEntry, type EntryRecord } from '../lib/store/codec';
+import { decodeEntry, decodeText, encodeEntry, type EntryRecord } from '../lib/store/codec';
 import { loadHasher } from '../lib/store/hash';
 import { appPage, appRoute, fetchValue, image, pages, redirect, sameValue } from './values';
 import { randomBytes, seededRandom } from './helpers';
@@ -107,5 +107,24 @@ describe('entry codec', () => {
     const future = Buffer.concat(encodeEntry(record(fetchValue(), 'k')));
     future[3] = 2;
     expect(decodeEntry(future, 'k')).toEqual({ ok: false, reason: 'foreign-version' });
+  });
+});
+
+describe('long text (decoded in pieces)', () => {
+  it('comes back identical whatever characters straddle the pieces, and in a page', () => {
+    // 1, 2, 3 and 4 bytes per character, in runs that put every kind of character across a piece's end.
+    const alphabet = ['a', 'é', '中', '😀', '<p class="x">'];
+    for (const [i, size] of [129 * 1024, 300 * 1024, 1100 * 1024].entries()) {
+      const random = seededRandom(10 + i);
+      let text = '';
+      while (text.length < size) text += alphabet[Math.floor(random() * alphabet.length)]!.repeat(1 + Math.floor(random() * 7));
+      const bytes = Buffer.from(text, 'utf8');
+      expect(decodeText(bytes)).toBe(text);
+      for (const shift of [1, 2, 3]) expect(decodeText(bytes.subarray(shift))).toBe(bytes.subarray(shift).toString('utf8'));
+      const page = appPage({ html: text });
+      expect(sameValue(roundTrip(record(page)).value, page)).toBe(true);
+    }
+    const ascii = '<div class="row">lorem ipsum</div>\n'.repeat(20_000);
+    expect(decodeText(Buffer.from(ascii))).toBe(ascii);
   });
 });
