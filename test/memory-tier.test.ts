@@ -2,7 +2,8 @@ import { readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../bin/cli';
-import { hashKey } from '../lib/store/hash';
+import { hashKey, loadHasher } from '../lib/store/hash';
+import { MemoryTier } from '../lib/service/memory-tier';
 import { bindUseCacheHandler } from '../lib/next/use-cache';
 import { Agent, measureCoherence, sleep } from './agent';
 import { FaultyFs } from './fault-fs';
@@ -221,5 +222,42 @@ describe('memory tier across processes', () => {
     } finally {
       await Promise.all([a.kill(), b.kill()]);
     }
+  });
+});
+
+describe('memory tier admission (the tier alone)', () => {
+  const identity = { dev: 1, ino: 2, size: 3, mtimeMs: 4, ctimeMs: 5 };
+  const recordOf = (key: string) => ({ key, kind: 'FETCH', writtenAt: 0, tags: [], value: { kind: 'FETCH', data: { body: 'x'.repeat(1000), headers: { a: 'b' } } } });
+
+  it('a scan of a hundred thousand keys read once, while the tier keeps growing, is turned away without a hang; a key read twice gets in', async () => {
+    await loadHasher();
+    const tier = new MemoryTier(64 * 1024, 1000);
+    for (let i = 0; i < 100_000; i++) tier.put('ns', recordOf(`/scan/${i}`), identity);
+    expect(tier.stats().rejections).toBeGreaterThan(99_000);
+    // The bound grows while a table of turned-away keys sized for the old one is in use (Next passes its size late).
+    tier.resize(64 * 1024 * 1024);
+    for (let i = 0; i < 40_000; i++) tier.put('ns', recordOf(`/more/${i}`), identity);
+    const stats = tier.stats();
+    expect(stats.bytes).toBeLessThanOrEqual(64 * 1024 * 1024);
+    expect(stats.rejections).toBeGreaterThan(100_000);
+    expect(tier.get('ns', '/more/39999')).toBeUndefined();
+    tier.put('ns', recordOf('/more/39999'), identity); // its second read
+    expect(tier.get('ns', '/more/39999')).toBeDefined();
+  });
+
+  it("keeps its own copy of a record: equal to it, sharing its strings and Buffers, not the decoder's objects", async () => {
+    await loadHasher();
+    const tier = new MemoryTier(1024 * 1024, 1000);
+    const rsc = Buffer.from('rsc bytes');
+    const record = { key: '/page', kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html: '<p>x</p>', rscData: rsc, segmentData: new Map([['/_tree', Buffer.from('tree')]]), headers: { 'x-next-cache-tags': 't' } } };
+    tier.put('ns', record, identity);
+    const kept = tier.get('ns', '/page')!.record;
+    expect(kept).not.toBe(record);
+    expect(kept.value).not.toBe(record.value);
+    expect(sameValue(kept.value, record.value)).toBe(true);
+    const value = kept.value as typeof record.value;
+    expect(value.rscData).toBe(rsc);
+    expect(value.segmentData).toBeInstanceOf(Map);
+    expect(value.segmentData.get('/_tree')).toBe(record.value.segmentData.get('/_tree'));
   });
 });

@@ -82,7 +82,7 @@ export class MemoryTier {
     if (bytes > this.maxBytes) return;
     const id = idOf(namespace, record.key);
     if (!this.admits(this.lru, id, bytes)) return;
-    this.lru.set(id, { record, identity, bytes, trustedUntil: performance.now() + this.trustMs });
+    this.lru.set(id, { record: keptCopy(record), identity: { ...identity }, bytes, trustedUntil: performance.now() + this.trustMs });
   }
 
   /** Whether a copy enters: always while there is room (or it replaces its own key's), else on its key's second read. */
@@ -137,30 +137,83 @@ export class MemoryTier {
 
 /**
  * The keys a full tier turned away, remembered so that a second read lets
- * one in: two generations of at most `capacity` keys each (about the
- * number of copies the tier holds), so the memory it takes stays in
- * proportion to the tier's and "recent" means the last one or two tiers'
- * worth of distinct keys read. Keys are remembered as 31-bit hashes, which
- * V8 keeps inside the set's own table: remembering a key allocates nothing
- * that lives on into the old generation (where, under a scan, garbage
- * would pile up to several times the tier before a full collection). Two
- * keys that share a hash only let each other in one read early.
+ * one in: two generations of at most `capacity` keys each (about the number
+ * of copies the tier holds), so "recent" means the last one or two tiers'
+ * worth of distinct keys read. Keys are remembered as 31-bit hashes in an
+ * open-addressing table of a typed array, at most half full: remembering
+ * a key allocates nothing, and a generation's table is reused for the
+ * next. (A Set of hashes grew its table by doubling in every generation,
+ * leaving each outgrown table to the old generation: 61 MB of garbage over
+ * the memory bench's million gets. A Bloom filter let one key in a hundred
+ * in early, and each such copy evicted another.) Two keys that share a
+ * hash let each other in one read early; a key let in stays remembered
+ * until its generation ends.
  */
 class SeenOnce {
-  private current = new Set<number>();
-  private previous = new Set<number>();
+  private current = new Uint32Array(0);
+  private previous = new Uint32Array(0);
+  private added = 0;
 
-  /** True if `id` was remembered (and forgets it); otherwise remembers it and returns false. */
+  /** True if `id` was remembered; otherwise remembers it and returns false. */
   checkAndRemember(id: string, capacity: number): boolean {
-    const hash = smallHash(id);
-    if (this.current.delete(hash) || this.previous.delete(hash)) return true;
-    if (this.current.size >= capacity) {
-      this.previous = this.current;
-      this.current = new Set();
-    }
-    this.current.add(hash);
+    // Slots hold hash + 1: 0 marks an empty slot.
+    const mark = smallHash(id) + 1;
+    if (slotOf(this.current, mark) < 0 || slotOf(this.previous, mark) < 0) return true;
+    // A table stays at most half full (its size was chosen for the capacity at its start, which may have grown).
+    if (this.added >= capacity || this.added * 2 >= this.current.length) this.rotate(capacity);
+    this.current[slotOf(this.current, mark)] = mark;
+    this.added++;
     return false;
   }
+
+  private rotate(capacity: number): void {
+    const slots = 2 ** Math.ceil(Math.log2(Math.max(64, capacity * 2)));
+    const recycled = this.previous.length === slots ? this.previous.fill(0) : new Uint32Array(slots);
+    this.previous = this.current;
+    this.current = recycled;
+    this.added = 0;
+  }
+}
+
+/** Where `mark` is in a table (as -1 - slot), or else the empty slot it would take (linear probing). */
+function slotOf(table: Uint32Array, mark: number): number {
+  if (table.length === 0) return 0;
+  const mask = table.length - 1;
+  for (let slot = mark & mask; ; slot = (slot + 1) & mask) {
+    const held = table[slot];
+    if (held === mark) return -1 - slot;
+    if (held === 0) return slot;
+  }
+}
+
+/**
+ * A copy, made here, of a record's objects, arrays and Maps (its strings and
+ * Buffers are shared, not copied). Why: V8 decides per allocation site
+ * whether what a site makes is born in the old generation ("pretenuring"):
+ * once most of a site's objects have outlived a young collection, all its
+ * later objects are born old. Kept as decoded, the copies the tier holds
+ * while it fills would teach the decoder's sites that their objects live
+ * long, and every later read, kept or not, would then be born old and die
+ * there. The old generation, whose limit V8 sets at a multiple of what is
+ * live, filled with that garbage: a 50 MiB tier raised peak RSS by 130 MiB
+ * (the bench's memory section). Copied here, only this function's sites
+ * learn that, and they are right.
+ */
+function keptCopy<T>(value: T): T {
+  return copyShells(value, 0) as T;
+}
+
+function copyShells(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object' || depth > 64 || value instanceof Uint8Array) return value;
+  if (value instanceof Map) {
+    const map = new Map<unknown, unknown>();
+    for (const [k, v] of value) map.set(k, copyShells(v, depth + 1));
+    return map;
+  }
+  if (Array.isArray(value)) return value.map((item: unknown) => copyShells(item, depth + 1));
+  const copy: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) copy[k] = copyShells(v, depth + 1);
+  return copy;
 }
 
 function idOf(namespace: string, key: string): string {
