@@ -335,31 +335,87 @@ async function regeneration() {
   console.table(rows);
 }
 
-/** The real fixture app under load: next-volume-cache vs Next's built-in cache vs the Redis handler. */
+/**
+ * The real fixture app under load: next-volume-cache vs Next's built-in cache (its memory LRU
+ * included) vs the Redis handler vs a handler that does nothing (a Map in the process: the most any
+ * custom cacheHandler can reach, since Next pays a cost per request for a custom handler whatever it
+ * does). Each variant gets a fresh server and cache folder per round; the variants are interleaved
+ * over several rounds and the median kept, because two processes (autocannon and the server) share
+ * this machine's cores and its speed drifts between minutes. Besides requests per second, the
+ * server's CPU time per request (Linux /proc) is reported: it does not depend on how the scheduler
+ * shared the cores with autocannon.
+ */
 async function site() {
   const autocannon = require('autocannon');
   const fixture = require('../scripts/fixture-app.js');
   // Its own build folder: the test suite may be building or serving the fixture's default one.
   await fixture.buildFixture({ log: console.log, distDir: '.next-bench' });
   const data = await fixture.startDataServer();
-  const rows = [];
-  for (const variant of ['nvc', 'builtin', 'redis']) {
-    const dir = tmp(`site-${variant}`);
-    const redis = variant === 'redis' ? await contenders.startRedis(dir) : undefined;
-    const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, distDir: '.next-bench', env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
-    for (const pathname of ['/isr', '/data']) {
-      await fetch(server.url + pathname);
-      await fetch(server.url + pathname);
-      const r = await autocannon({ url: server.url + pathname, connections: 16, duration: QUICK ? 1 : 10 });
-      rows.push({ cache: variant, path: pathname, 'req/s': Math.round(r.requests.average), 'p50 ms': r.latency.p50, 'p99 ms': r.latency.p99, errors: r.errors + r.non2xx });
+  const variants = ['nvc', 'builtin', 'redis', 'noop'];
+  const paths = ['/isr', '/data'];
+  const rounds = QUICK ? 1 : 3;
+  const samples = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const variant of variants) {
+      const dir = tmp(`site-${variant}-${round}`);
+      const redis = variant === 'redis' ? await contenders.startRedis(dir) : undefined;
+      const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, distDir: '.next-bench', env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
+      for (const pathname of paths) {
+        for (let i = 0; i < 20; i++) await (await fetch(server.url + pathname)).arrayBuffer();
+        const cpuBefore = processCpuMs(server.pid);
+        const r = await autocannon({ url: server.url + pathname, connections: 16, duration: QUICK ? 1 : 8 });
+        const cpuAfter = processCpuMs(server.pid);
+        const requests = r.requests.total;
+        samples.push({
+          variant,
+          pathname,
+          reqPerSec: requests / (r.duration || 1),
+          p50: r.latency.p50,
+          p99: r.latency.p99,
+          cpuUsPerReq: cpuBefore === undefined || cpuAfter === undefined || requests === 0 ? NaN : ((cpuAfter - cpuBefore) * 1000) / requests,
+          errors: r.errors + r.non2xx,
+        });
+      }
+      await server.stop();
+      await redis?.stop();
     }
-    await server.stop();
-    await redis?.stop();
   }
   await data.stop();
+  const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const rows = [];
+  for (const pathname of paths) {
+    for (const variant of variants) {
+      const of = samples.filter((s) => s.variant === variant && s.pathname === pathname);
+      rows.push({
+        cache: variant,
+        path: pathname,
+        'req/s': Math.round(median(of.map((s) => s.reqPerSec))),
+        'p50 ms': median(of.map((s) => s.p50)),
+        'p99 ms': median(of.map((s) => s.p99)),
+        'server cpu µs/req': Math.round(median(of.map((s) => s.cpuUsPerReq))),
+        errors: of.reduce((sum, s) => sum + s.errors, 0),
+      });
+    }
+    const of = (variant) => rows.find((r) => r.path === pathname && r.cache === variant);
+    const nvc = of('nvc');
+    for (const row of rows.filter((r) => r.path === pathname)) {
+      row['nvc x this (req/s)'] = +(nvc['req/s'] / row['req/s']).toFixed(2);
+      row['this cpu / nvc cpu'] = +(row['server cpu µs/req'] / nvc['server cpu µs/req']).toFixed(2);
+    }
+  }
   results.site = rows;
-  console.log('\nWhole site: autocannon, 16 connections (builtin = Next default config, its memory LRU included)');
+  console.log(`\nWhole site: autocannon, 16 connections, median of ${rounds} interleaved rounds (builtin = Next default config, its memory LRU included; noop = a custom handler that does nothing, the ceiling for any custom handler)`);
   console.table(rows);
+}
+
+/** A process's CPU time so far (user + system, its threads included), ms; undefined where /proc is not there. */
+function processCpuMs(pid) {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks: USER_HZ is 100 on Linux
+  } catch {
+    return undefined;
+  }
 }
 
 /**
