@@ -45,7 +45,7 @@ export class FsGate {
     if (this.stuck >= this.limit) throw new GateError('saturated');
     const deadline = performance.now() + timeoutMs;
     await this.acquire(deadline);
-    const remaining = wholeMs(deadline - performance.now());
+    const remaining = Math.max(0, deadline - performance.now());
     const held: Array<Promise<unknown>> = [];
     return new Promise<T>((resolve, reject) => {
       let timedOut = false;
@@ -94,7 +94,7 @@ export class FsGate {
           if (index >= 0) this.waiting.splice(index, 1);
           reject(new GateError('timeout'));
         },
-        wholeMs(deadline - performance.now()),
+        Math.max(0, deadline - performance.now()),
       );
       timer.unref();
       this.waiting.push(wake);
@@ -106,15 +106,4 @@ export class FsGate {
     const next = this.waiting.shift();
     if (next) next();
   }
-}
-
-/**
- * A timer's delay in whole milliseconds. Node keeps one list per distinct
- * delay, and the list of an unref'd timer lives on until that delay has
- * passed even once its timer is cleared: with fractional delays (a deadline
- * minus performance.now()) every call made its own list, some 100 thousand
- * alive at once under load, all garbage for the old generation to collect.
- */
-function wholeMs(ms: number): number {
-  return Math.max(0, Math.ceil(ms));
 }
