@@ -125,25 +125,23 @@ export function startRead(handle: VolumeFile, limits: ReadLimits): StartedRead {
   };
 }
 
-/** Goes on from a first read of `first` bytes into `scratch`: copies out what it holds, or reads the rest. */
+/** Goes on from a first read of `firstRead` bytes into `scratch`: copies out what it holds, or reads the rest. */
 async function readOnFromScratch(handle: VolumeFile, stats: Stats, scratch: Buffer, firstRead: number, limits: ReadLimits): Promise<Buffer> {
   const { maxBytes, position = 0, declared } = limits;
-  {
-    let first = firstRead;
-    let target = first > 0 ? declared?.(scratch.subarray(0, first)) : undefined;
-    if (first > 0 && (target === undefined || target > first) && first < scratch.length) {
-      first += await readInto(handle, scratch, first, position + first);
-      target ??= declared?.(scratch.subarray(0, first));
-    }
-    if (target !== undefined && target > maxBytes) throw tooLarge(target, maxBytes);
-    if (first > maxBytes) throw tooLarge(first, maxBytes);
-    if (target !== undefined && target <= first) return copyOf(scratch, target);
-    if (first < scratch.length) return copyOf(scratch, first);
-    const expected = Math.max(first, stats.size - position);
-    const buffer = Buffer.allocUnsafe(Math.min(target ?? expected, expected, maxBytes));
-    scratch.copy(buffer, 0, 0, first);
-    return await readRest(handle, buffer, first, target, limits);
+  let first = firstRead;
+  let target = first > 0 ? declared?.(scratch.subarray(0, first)) : undefined;
+  if (first > 0 && (target === undefined || target > first) && first < scratch.length) {
+    first += await readInto(handle, scratch, first, position + first);
+    target ??= declared?.(scratch.subarray(0, first));
   }
+  if (target !== undefined && target > maxBytes) throw tooLarge(target, maxBytes);
+  if (first > maxBytes) throw tooLarge(first, maxBytes);
+  if (target !== undefined && target <= first) return copyOf(scratch, target);
+  if (first < scratch.length) return copyOf(scratch, first);
+  const expected = Math.max(first, stats.size - position);
+  const buffer = Buffer.allocUnsafe(Math.min(target ?? expected, expected, maxBytes));
+  scratch.copy(buffer, 0, 0, first);
+  return await readRest(handle, buffer, first, target, limits);
 }
 
 /**
