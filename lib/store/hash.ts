@@ -42,7 +42,7 @@ export function contentHash(bytes: Uint8Array): string {
   return checksum([bytes]).readBigUInt64LE().toString(16).padStart(16, '0');
 }
 
-/** xxh32 of a string folded to 31 bits: a V8 small integer, kept inline in a Set's table (see the memory tier). */
+/** xxh32 of a string folded to 31 bits (the memory tier's table of turned-away keys holds it plus one, 0 marking an empty slot). */
 export function smallHash(text: string): number {
   return ready().h32(text) >>> 1;
 }
