@@ -199,23 +199,33 @@ function repoVersion(name) {
   return JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules', name, 'package.json'), 'utf8')).version;
 }
 
+/** The app files a user copies from an example folder: its next.config.js, and instrumentation.js where it has one. */
+const EXAMPLE_APP_FILES = ['next.config.js', 'instrumentation.js'];
+
 /**
- * The example app as a user has it: the fixture's pages, the example's next.config.js, next, react
- * and react-dom at the repository's versions and next-volume-cache from its tarball, installed by npm
- * (from npm's cache when it has them), then `next build`. Returns the project folder.
+ * The example app as a user has it: the fixture's pages, the example's next.config.js (and
+ * instrumentation.js, from `exampleDir`, by default the Kubernetes example), next, react and react-dom
+ * at the repository's versions and next-volume-cache from its tarball, installed by npm (from npm's
+ * cache when it has them), then `next build`. Returns the project folder. `nextVersion` replaces the
+ * repository's Next (the test run's NVC_NEXT_VERSION), for an example whose config that version accepts.
  * @param {string} workDir
  * @param {(message: string) => void} [log]
+ * @param {string} [exampleDir]
+ * @param {string} [nextVersion]
  * @returns {string}
  */
-function buildExampleApp(workDir, log = () => {}) {
+function buildExampleApp(workDir, log = () => {}, exampleDir = EXAMPLE, nextVersion = repoVersion('next')) {
   const project = path.join(workDir, 'app');
   fs.mkdirSync(project);
   for (const name of FIXTURE_SOURCES) fs.cpSync(path.join(FIXTURE_APP, name), path.join(project, name), { recursive: true });
-  fs.copyFileSync(path.join(EXAMPLE, 'next.config.js'), path.join(project, 'next.config.js'));
+  for (const name of EXAMPLE_APP_FILES) {
+    if (fs.existsSync(path.join(exampleDir, name))) fs.copyFileSync(path.join(exampleDir, name), path.join(project, name));
+  }
+  if (!fs.existsSync(path.join(project, 'next.config.js'))) throw new Error(`${exampleDir} has no next.config.js`);
   fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'example-app', private: true }, null, 2) + '\n');
   const tarball = packRepository(workDir);
-  log(`installing next ${repoVersion('next')} and ${path.basename(tarball)} into ${project} ...`);
-  const dependencies = ['next', 'react', 'react-dom'].map((name) => `${name}@${repoVersion(name)}`);
+  log(`installing next ${nextVersion} and ${path.basename(tarball)} into ${project} ...`);
+  const dependencies = [`next@${nextVersion}`, ...['react', 'react-dom'].map((name) => `${name}@${repoVersion(name)}`)];
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', ...dependencies, tarball], { cwd: project, env: npmEnv() });
   log('next build (output: standalone) ...');
   run(process.execPath, [path.join(project, 'node_modules', 'next', 'dist', 'bin', 'next'), 'build'], { cwd: project, env: buildEnv() });
@@ -310,9 +320,11 @@ function podsUnavailable() {
 
 /**
  * The argv that runs `argv` as a pod's process does: `uid`, primary group `gid`, the pod's fsGroup as
- * supplementary group, and a container runtime's default umask 022.
+ * supplementary group, and a container runtime's default umask 022. No user: as this process's user.
  */
-function asPodUser({ uid, gid, fsGroup }, argv) {
+function asPodUser(user, argv) {
+  if (!user) return argv;
+  const { uid, gid, fsGroup } = user;
   return ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, `--groups=${fsGroup}`, '--', 'sh', '-c', 'umask 022 && exec "$@"', 'sh', ...argv];
 }
 

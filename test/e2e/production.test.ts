@@ -2,6 +2,7 @@ import { lstatSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { walk } from '../helpers';
+import { askPage, type PageAnswer } from './page-answer';
 import * as image from '../../scripts/production-image.js';
 import * as fixture from '../../scripts/fixture-app.js';
 
@@ -71,16 +72,10 @@ function identityOf(workload: Workload): PodUser {
   return { uid: workload.runAsUser ?? fromImage.uid, gid: workload.runAsGroup ?? fromImage.gid, fsGroup: workload.fsGroup };
 }
 
-interface Answer {
-  status: number;
-  cache: string | null;
-  render: string | undefined;
-}
+type Answer = PageAnswer;
 
-async function get(server: PodServer, pathname: string): Promise<Answer> {
-  const res = await fetch(server.url + pathname, { redirect: 'manual' });
-  const body = await res.text();
-  return { status: res.status, cache: res.headers.get('x-nextjs-cache'), render: /data-render="([^"]*)"/.exec(body)?.[1] };
+function get(server: PodServer, pathname: string): Promise<Answer> {
+  return askPage(server.url, pathname);
 }
 
 /** Requests `pathname` until `done` holds or the deadline passes; returns the last answer. */
