@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../bin/cli';
 import { hashKey, loadHasher } from '../lib/store/hash';
-import { MemoryTier } from '../lib/service/memory-tier';
+import { MemoryTier, servedRecord } from '../lib/service/memory-tier';
 import { bindUseCacheHandler } from '../lib/next/use-cache';
 import { Agent, measureCoherence, sleep } from './agent';
 import { FaultyFs } from './fault-fs';
@@ -259,5 +259,29 @@ describe('memory tier admission (the tier alone)', () => {
     expect(value.rscData).toBe(rsc);
     expect(value.segmentData).toBeInstanceOf(Map);
     expect(value.segmentData.get('/_tree')).toBe(record.value.segmentData.get('/_tree'));
+  });
+
+  it("keeps a value's text of 1 to 128 KiB as bytes, outside V8's heap, and serves it back equal in objects of each hit's own", async () => {
+    await loadHasher();
+    const tier = new MemoryTier(16 * 1024 * 1024, 1000);
+    const html = '<p>é € 😀</p>'.repeat(200); // 2- to 4-byte characters, some straddling any boundary
+    const huge = 'a'.repeat(200 * 1024);
+    const longKey = `/page/${'k'.repeat(2000)}`;
+    const rsc = Buffer.from('rsc bytes');
+    const record = { key: longKey, kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html, rscData: rsc, postponed: huge, headers: { 'x-next-cache-tags': 't' } } };
+    tier.put('ns', record, identity);
+    const kept = tier.get('ns', longKey)!;
+    const keptValue = kept.record.value as Record<string, unknown>;
+    expect(typeof keptValue.html).not.toBe('string');
+    expect(keptValue.postponed).toBe(huge); // too long to decode on every hit: kept as the string it is
+    expect(kept.record.key).toBe(longKey); // the record's own fields stay as they are
+    const served = servedRecord(kept);
+    expect(served.key).toBe(longKey);
+    expect(sameValue(served.value, record.value)).toBe(true);
+    expect((served.value as typeof record.value).html).toBe(html);
+    expect((served.value as typeof record.value).rscData).toBe(rsc);
+    const again = servedRecord(kept);
+    expect(again.value).not.toBe(served.value);
+    expect((again.value as typeof record.value).headers).not.toBe((served.value as typeof record.value).headers);
   });
 });

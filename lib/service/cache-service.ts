@@ -11,7 +11,7 @@ import { describe } from '../util/errors';
 import { GateError, type FsGate } from '../util/gate';
 import type { CacheLog } from '../util/log';
 import { countMiss, type Metrics } from '../util/metrics';
-import type { MemoryTier, MemoryCopy } from './memory-tier';
+import { servedRecord, type MemoryTier, type MemoryCopy } from './memory-tier';
 import type { Regeneration } from './regeneration';
 import type { TagView } from './tag-view';
 import type { ServiceTelemetry, SetResult } from './telemetry';
@@ -190,7 +190,7 @@ export class CacheService {
     }
     metrics.memoryHits++;
     this.count(judged);
-    return { ...withAgreedAge(judged, options), fromMemory: true };
+    return { ...withAgreedAge(judged, options), record: servedRecord(copy), fromMemory: true };
   }
 
   /**

@@ -1,12 +1,12 @@
 import { LRUCache } from 'lru-cache';
-import type { EntryRecord } from '../store/codec';
+import { decodeText, type EntryRecord } from '../store/codec';
 import { smallHash } from '../store/hash';
 import type { FileIdentity } from '../store/entry-store';
 
 /**
- * Decoded entries kept in this process's memory (Buffers, Maps and strings
- * ready to return), bounded by bytes (least recently used out first), shared
- * by both handlers.
+ * Decoded entries kept in this process's memory (Buffers and Maps ready to
+ * return; text kept as bytes, see KeptText), bounded by bytes (least
+ * recently used out first), shared by both handlers.
  *
  * Coherence: a copy is served only while the volume still holds the version
  * it was read from. Tag invalidations and expiry are judged from the tag view
@@ -77,6 +77,7 @@ export class MemoryTier {
 
   put(namespace: string, record: EntryRecord, identity: FileIdentity): void {
     if (!this.lru) return;
+    // Judged on the record as decoded (strings at two bytes a character): the copy is made only once it is admitted.
     const bytes = retainedBytes(record.value) + record.key.length * 2 + OVERHEAD_BYTES;
     // A copy larger than the whole tier is simply not kept (lru-cache refuses it).
     if (bytes > this.maxBytes) return;
@@ -199,20 +200,62 @@ function slotOf(table: Uint32Array, mark: number): number {
  * section from 225 to 188 MiB peak RSS for a 50 MiB tier. Copied here, only
  * this function's sites learn that, and they are right.
  */
-function keptCopy<T>(value: T): T {
-  return copyShells(value, 0) as T;
+function keptCopy(record: EntryRecord): EntryRecord {
+  // Only the value's text is kept as bytes: the key and tags stay strings, which the tier itself reads.
+  const { value, ...fields } = record;
+  return { ...(copyShells(fields, 0, sameText) as Omit<EntryRecord, 'value'>), value: copyShells(value, 0, keepText) };
 }
 
-function copyShells(value: unknown, depth: number): unknown {
+/**
+ * The record a hit serves, from a kept copy: its own objects (a request may
+ * change what it is given), its text decoded again from the kept bytes.
+ */
+export function servedRecord(copy: MemoryCopy): EntryRecord {
+  return { ...copy.record, value: copyShells(copy.record.value, 0, serveText) };
+}
+
+/**
+ * Text of a kept copy, held as its UTF-8 bytes and decoded again for each
+ * hit. Why: a string lives in V8's heap, and V8 lets its old generation grow
+ * to a multiple of what is live before it collects; a tier holding its text
+ * as strings made a process's peak memory grow by about twice the tier's
+ * size (bench: memory section). Bytes in a Buffer live outside that heap and
+ * cost what they weigh. Decoding a few kilobytes costs about a microsecond
+ * per hit; text longer than TEXT_AS_BYTES_MAX (a large page's html) stays a
+ * string, since decoding it on every hit would cost more than the hit.
+ */
+class KeptText {
+  constructor(readonly bytes: Buffer) {}
+}
+const TEXT_AS_BYTES_MIN = 1024;
+const TEXT_AS_BYTES_MAX = 128 * 1024;
+
+/** What copyShells does with a value's text (a string, or text the tier keeps as bytes). */
+type TextLeaf = (text: string | KeptText) => unknown;
+
+const keepText: TextLeaf = (text) => {
+  if (text instanceof KeptText || text.length < TEXT_AS_BYTES_MIN || text.length > TEXT_AS_BYTES_MAX) return text;
+  // A backing store of its own: a pooled one would keep Node's whole 8 KB slab alive with it.
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  bytes.write(text);
+  return new KeptText(bytes);
+};
+
+const sameText: TextLeaf = (text) => text;
+
+const serveText: TextLeaf = (text) => (text instanceof KeptText ? decodeText(text.bytes) : text);
+
+function copyShells(value: unknown, depth: number, leaf: TextLeaf): unknown {
+  if (typeof value === 'string' || value instanceof KeptText) return leaf(value);
   if (value === null || typeof value !== 'object' || depth > 64 || value instanceof Uint8Array) return value;
   if (value instanceof Map) {
     const map = new Map<unknown, unknown>();
-    for (const [k, v] of value) map.set(k, copyShells(v, depth + 1));
+    for (const [k, v] of value) map.set(k, copyShells(v, depth + 1, leaf));
     return map;
   }
-  if (Array.isArray(value)) return value.map((item: unknown) => copyShells(item, depth + 1));
+  if (Array.isArray(value)) return value.map((item: unknown) => copyShells(item, depth + 1, leaf));
   const copy: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) copy[k] = copyShells(v, depth + 1);
+  for (const [k, v] of Object.entries(value)) copy[k] = copyShells(v, depth + 1, leaf);
   return copy;
 }
 
