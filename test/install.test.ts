@@ -49,16 +49,23 @@ describe('installCacheHandler', () => {
 
   it("keeps the 'use cache' handlers a platform put in the same global", () => {
     const DefaultCache = { get: () => undefined };
-    slot[NEXT_CACHE_HANDLERS] = { DefaultCache };
+    const platform = { DefaultCache };
+    slot[NEXT_CACHE_HANDLERS] = platform;
     installCacheHandler();
-    expect(slot[NEXT_CACHE_HANDLERS]).toEqual({ DefaultCache, FetchCache: NextVolumeCacheHandler });
+    expect(slot[NEXT_CACHE_HANDLERS]).toBe(platform);
+    expect(platform).toEqual({ DefaultCache, FetchCache: NextVolumeCacheHandler });
   });
 
-  it('does nothing when called again with the same class (register() running twice)', () => {
+  it('called again (register() running again), replaces the class it installed, in the same global object', () => {
     installCacheHandler();
     const installed = slot[NEXT_CACHE_HANDLERS];
+    expect(installed?.FetchCache).toBe(NextVolumeCacheHandler);
     expect(() => installCacheHandler()).not.toThrow();
+    const Rebuilt = createCacheHandler({ dir: '/nonexistent-volume' });
+    installCacheHandler(Rebuilt);
     expect(slot[NEXT_CACHE_HANDLERS]).toBe(installed);
+    expect(installed?.FetchCache).toBe(Rebuilt);
+    expect(requestCache().cacheHandler).toBeInstanceOf(Rebuilt);
   });
 
   it('refuses to replace another handler, with code EHANDLERINSTALLED, and leaves it in place', () => {

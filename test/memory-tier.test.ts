@@ -245,20 +245,27 @@ describe('memory tier admission (the tier alone)', () => {
     expect(tier.get('ns', '/more/39999')).toBeDefined();
   });
 
-  it("keeps its own copy of a record: equal to it, sharing its strings and Buffers, not the decoder's objects", async () => {
+  it("keeps its own copy of a record: equal to it, not the decoder's objects; a Buffer that is part of a larger one (the file read) gets its own memory", async () => {
     await loadHasher();
     const tier = new MemoryTier(1024 * 1024, 1000);
-    const rsc = Buffer.from('rsc bytes');
-    const record = { key: '/page', kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html: '<p>x</p>', rscData: rsc, segmentData: new Map([['/_tree', Buffer.from('tree')]]), headers: { 'x-next-cache-tags': 't' } } };
+    const file = Buffer.allocUnsafeSlow(64);
+    file.write('headerrsc bytestree');
+    const rsc = file.subarray(6, 15); // a part of the file, as the decoder hands it out
+    const tree = Buffer.allocUnsafeSlow(4);
+    tree.write('tree'); // owns its memory
+    const record = { key: '/page', kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html: '<p>x</p>', rscData: rsc, segmentData: new Map([['/_tree', tree]]), headers: { 'x-next-cache-tags': 't' } } };
     tier.put('ns', record, identity);
     const kept = tier.get('ns', '/page')!.record;
     expect(kept).not.toBe(record);
+    expect(kept.tags).not.toBe(record.tags);
     expect(kept.value).not.toBe(record.value);
     expect(sameValue(kept.value, record.value)).toBe(true);
     const value = kept.value as typeof record.value;
-    expect(value.rscData).toBe(rsc);
+    expect(value.rscData.equals(rsc)).toBe(true);
+    expect(value.rscData.buffer).not.toBe(file.buffer);
+    expect(value.rscData.byteLength).toBe(value.rscData.buffer.byteLength);
     expect(value.segmentData).toBeInstanceOf(Map);
-    expect(value.segmentData.get('/_tree')).toBe(record.value.segmentData.get('/_tree'));
+    expect(value.segmentData.get('/_tree')).toBe(tree);
   });
 
   it("keeps a value's text of 1 to 128 KiB as bytes, outside V8's heap, and serves it back equal in objects of each hit's own", async () => {
@@ -279,9 +286,20 @@ describe('memory tier admission (the tier alone)', () => {
     expect(served.key).toBe(longKey);
     expect(sameValue(served.value, record.value)).toBe(true);
     expect((served.value as typeof record.value).html).toBe(html);
-    expect((served.value as typeof record.value).rscData).toBe(rsc);
+    expect((served.value as typeof record.value).rscData.equals(rsc)).toBe(true);
     const again = servedRecord(kept);
     expect(again.value).not.toBe(served.value);
+    expect(again.tags).not.toBe(served.tags);
     expect((again.value as typeof record.value).headers).not.toBe((served.value as typeof record.value).headers);
+  });
+
+  it('keeps text that is not well-formed (a lone surrogate) as the string it is: its bytes would serve U+FFFD instead', async () => {
+    await loadHasher();
+    const tier = new MemoryTier(16 * 1024 * 1024, 1000);
+    const text = `${'x'.repeat(2000)}\ud83dtail`;
+    tier.put('ns', { key: '/pages-data', kind: 'PAGES', writtenAt: 0, tags: [], value: { kind: 'PAGES', html: '', pageData: { text } } }, identity);
+    const kept = tier.get('ns', '/pages-data')!;
+    expect((kept.record.value as { pageData: { text: unknown } }).pageData.text).toBe(text);
+    expect((servedRecord(kept).value as { pageData: { text: string } }).pageData.text).toBe(text);
   });
 });

@@ -32,9 +32,17 @@ export function createEnvCacheHandler(): NextCacheHandlerClass {
   return bindHandler((serverDistDir) => runtimeFor((resolved ??= resolveOptions()), serverDistDir));
 }
 
+/** Every handler class this module made (installCacheHandler replaces its own, never another's). */
+const handlerClasses = new WeakSet<object>();
+
+/** Whether `value` is a handler class made by this library. */
+export function isVolumeCacheHandler(value: unknown): boolean {
+  return typeof value === 'function' && handlerClasses.has(value);
+}
+
 /** The handler class over a runtime source; tests pass a runtime with a fault-injecting filesystem. */
 export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Runtime): NextCacheHandlerClass {
-  return class NextVolumeCacheHandler implements NextCacheHandler {
+  const handlerClass = class NextVolumeCacheHandler implements NextCacheHandler {
     private readonly runtime: Runtime;
     private readonly serverDistDir: string | undefined;
 
@@ -79,6 +87,8 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
       return pagesBuildOf(this.serverDistDir, (file, error) => log.onceWarn('pages-manifest', `cannot read ${file} (${describe(error)}): Pages Router entries are tagged by their path only`));
     }
   };
+  handlerClasses.add(handlerClass);
+  return handlerClass;
 }
 
 /** Never throws: every failure is a miss, logged once per cause. */

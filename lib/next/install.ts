@@ -1,4 +1,5 @@
 import { codedError } from '../util/errors';
+import { isVolumeCacheHandler } from './handler';
 import type { NextCacheHandlerClass } from './types';
 
 /**
@@ -27,8 +28,12 @@ interface NextCacheHandlersGlobal {
  * Next refuses to cache a fetch over 2 MB, as it does for its built-in cache.
  *
  * Next ignores the installed class while next.config names a `cacheHandler`: remove it.
- * Calling this again with the same class does nothing; a different class already installed (another
- * platform's) is refused with code `EHANDLERINSTALLED` rather than silently replaced.
+ * Next does not run `register()` during `next build`: build-time fetches go to Next's own
+ * `.next/cache/fetch-cache` there, not to the volume.
+ *
+ * Calling this again replaces a class this library installed (`register()` may run again in
+ * `next dev`, and `createCacheHandler` makes a new class each time); another platform's class is
+ * refused with code `EHANDLERINSTALLED` rather than silently replaced.
  */
 export function installCacheHandler(handler: NextCacheHandlerClass): void {
   if (typeof handler !== 'function') {
@@ -36,10 +41,11 @@ export function installCacheHandler(handler: NextCacheHandlerClass): void {
   }
   const slot = globalThis as typeof globalThis & { [NEXT_CACHE_HANDLERS]?: NextCacheHandlersGlobal };
   const current = slot[NEXT_CACHE_HANDLERS];
-  if (current?.FetchCache === handler) return;
-  if (current?.FetchCache !== undefined) {
+  if (current?.FetchCache !== undefined && !isVolumeCacheHandler(current.FetchCache)) {
     const name = typeof current.FetchCache === 'function' && current.FetchCache.name ? current.FetchCache.name : 'another handler';
-    throw codedError('EHANDLERINSTALLED', `Next's cache handler is already installed (${name}); not replacing it`);
+    throw codedError('EHANDLERINSTALLED', `another cache handler (${name}) is already installed for Next; not replacing it`);
   }
-  slot[NEXT_CACHE_HANDLERS] = { ...current, FetchCache: handler };
+  // Set on the object already there, if any: whoever put it there may hold it.
+  if (current) current.FetchCache = handler;
+  else slot[NEXT_CACHE_HANDLERS] = { FetchCache: handler };
 }

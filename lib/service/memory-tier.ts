@@ -32,6 +32,7 @@ import type { FileIdentity } from '../store/entry-store';
  * RSS under such a scan).
  */
 export interface MemoryCopy {
+  /** The tier's own copy (see keptCopy): its value's text may be held as bytes; serve it through servedRecord. */
   record: EntryRecord;
   identity: FileIdentity;
   /** What keeping it costs (see retainedBytes). */
@@ -188,30 +189,73 @@ function slotOf(table: Uint32Array, mark: number): number {
 }
 
 /**
- * A copy, made here, of a record's objects, arrays and Maps (its strings and
- * Buffers are shared, not copied). Why: V8 decides per allocation site
- * whether what a site makes is born in the old generation ("pretenuring"):
- * once most of a site's objects have outlived a young collection, all its
- * later objects are born old. Kept as decoded, the copies the tier holds
- * while it fills would teach the decoder's sites that their objects live
- * long, and every later read, kept or not, would then be born old and die
- * there. The old generation, whose limit V8 sets at a multiple of what is
- * live, filled with that garbage: copying here took the bench's memory
- * section from 225 to 188 MiB peak RSS for a 50 MiB tier. Copied here, only
- * this function's sites learn that, and they are right.
+ * The tier's own copy of a record: its objects, arrays and Maps copied,
+ * its Buffers detached from the file they were read from, and its value's
+ * text kept as bytes (see KeptText). Serve it only through servedRecord.
+ *
+ * Why copies: V8 decides per allocation site whether what a site makes is
+ * born in the old generation ("pretenuring"): once most of a site's objects
+ * have outlived a young collection, all its later objects are born old.
+ * Kept as decoded, the copies the tier holds while it fills would teach the
+ * decoder's sites that their objects live long, and every later read, kept
+ * or not, would then be born old and die there (the bench's memory section:
+ * 225 against 188 MiB peak RSS for a 50 MiB tier). So the kept copies are
+ * made here, by sites that make nothing else, and what each hit is served
+ * is made by other sites (servedShells), whose objects die young.
+ *
+ * Why detached Buffers: a part of a decoded entry is a view into the whole
+ * file read; kept as such, it would keep the file's other bytes (the text
+ * the tier already keeps) alive a second time.
  */
 function keptCopy(record: EntryRecord): EntryRecord {
-  // Only the value's text is kept as bytes: the key and tags stay strings, which the tier itself reads.
-  const { value, ...fields } = record;
-  return { ...(copyShells(fields, 0, sameText) as Omit<EntryRecord, 'value'>), value: copyShells(value, 0, keepText) };
+  return {
+    key: record.key,
+    kind: record.kind,
+    writtenAt: record.writtenAt,
+    cacheControl: record.cacheControl && { ...record.cacheControl },
+    tags: [...record.tags],
+    value: keptShells(record.value, 0),
+  };
+}
+
+function keptShells(value: unknown, depth: number): unknown {
+  if (typeof value === 'string') return keepText(value);
+  if (value instanceof Uint8Array) return detached(value);
+  if (value === null || typeof value !== 'object' || depth > 64) return value;
+  if (value instanceof Map) {
+    const map = new Map<unknown, unknown>();
+    for (const [k, v] of value) map.set(k, keptShells(v, depth + 1));
+    return map;
+  }
+  if (Array.isArray(value)) return value.map((item: unknown) => keptShells(item, depth + 1));
+  const copy: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) copy[k] = keptShells(v, depth + 1);
+  return copy;
 }
 
 /**
- * The record a hit serves, from a kept copy: its own objects (a request may
- * change what it is given), its text decoded again from the kept bytes.
+ * The record a hit serves, from a kept copy: objects of its own (a request
+ * may change what it is given; Buffers are shared, as Next only reads
+ * them), its text decoded again from the kept bytes.
  */
 export function servedRecord(copy: MemoryCopy): EntryRecord {
-  return { ...copy.record, value: copyShells(copy.record.value, 0, serveText) };
+  const kept = copy.record;
+  return { ...kept, cacheControl: kept.cacheControl && { ...kept.cacheControl }, tags: [...kept.tags], value: servedShells(kept.value, 0) };
+}
+
+// The same walk as keptShells, written out again on purpose: its allocation sites must stay its own (see keptCopy).
+function servedShells(value: unknown, depth: number): unknown {
+  if (value instanceof KeptText) return decodeText(value.bytes);
+  if (value === null || typeof value !== 'object' || depth > 64 || value instanceof Uint8Array) return value;
+  if (value instanceof Map) {
+    const map = new Map<unknown, unknown>();
+    for (const [k, v] of value) map.set(k, servedShells(v, depth + 1));
+    return map;
+  }
+  if (Array.isArray(value)) return value.map((item: unknown) => servedShells(item, depth + 1));
+  const copy: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) copy[k] = servedShells(v, depth + 1);
+  return copy;
 }
 
 /**
@@ -221,8 +265,11 @@ export function servedRecord(copy: MemoryCopy): EntryRecord {
  * as strings made a process's peak memory grow by about twice the tier's
  * size (bench: memory section). Bytes in a Buffer live outside that heap and
  * cost what they weigh. Decoding a few kilobytes costs about a microsecond
- * per hit; text longer than TEXT_AS_BYTES_MAX (a large page's html) stays a
- * string, since decoding it on every hit would cost more than the hit.
+ * per hit. Kept as strings: text shorter than TEXT_AS_BYTES_MIN characters
+ * (not worth it), longer than TEXT_AS_BYTES_MAX (a large page's html:
+ * decoding it on every hit would cost more than the hit), and text that is
+ * not well-formed UTF-16 (a lone surrogate has no UTF-8 form: the bytes
+ * would serve U+FFFD in its place).
  */
 class KeptText {
   constructor(readonly bytes: Buffer) {}
@@ -230,33 +277,24 @@ class KeptText {
 const TEXT_AS_BYTES_MIN = 1024;
 const TEXT_AS_BYTES_MAX = 128 * 1024;
 
-/** What copyShells does with a value's text (a string, or text the tier keeps as bytes). */
-type TextLeaf = (text: string | KeptText) => unknown;
+interface WellFormed {
+  isWellFormed(): boolean;
+}
 
-const keepText: TextLeaf = (text) => {
-  if (text instanceof KeptText || text.length < TEXT_AS_BYTES_MIN || text.length > TEXT_AS_BYTES_MAX) return text;
+function keepText(text: string): string | KeptText {
+  if (text.length < TEXT_AS_BYTES_MIN || text.length > TEXT_AS_BYTES_MAX || !(text as unknown as WellFormed).isWellFormed()) return text;
   // A backing store of its own: a pooled one would keep Node's whole 8 KB slab alive with it.
   const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
   bytes.write(text);
   return new KeptText(bytes);
-};
+}
 
-const sameText: TextLeaf = (text) => text;
-
-const serveText: TextLeaf = (text) => (text instanceof KeptText ? decodeText(text.bytes) : text);
-
-function copyShells(value: unknown, depth: number, leaf: TextLeaf): unknown {
-  if (typeof value === 'string' || value instanceof KeptText) return leaf(value);
-  if (value === null || typeof value !== 'object' || depth > 64 || value instanceof Uint8Array) return value;
-  if (value instanceof Map) {
-    const map = new Map<unknown, unknown>();
-    for (const [k, v] of value) map.set(k, copyShells(v, depth + 1, leaf));
-    return map;
-  }
-  if (Array.isArray(value)) return value.map((item: unknown) => copyShells(item, depth + 1, leaf));
-  const copy: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) copy[k] = copyShells(v, depth + 1, leaf);
-  return copy;
+/** The bytes of a view, with a backing store of their own when the view is part of a larger one. */
+function detached(bytes: Uint8Array): Uint8Array {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes;
+  const own = Buffer.allocUnsafeSlow(bytes.byteLength);
+  own.set(bytes);
+  return own;
 }
 
 function idOf(namespace: string, key: string): string {

@@ -11,9 +11,10 @@ import { nextTarget } from '../../scripts/next-target.js';
  * The handler installed from instrumentation.js (examples/instrumentation) as a user ships it: the
  * example's next.config.js (no `cacheHandler`, the package external to the bundle) and
  * instrumentation.js, the package from `npm pack`, `output: 'standalone'`, the image's file tree from
- * the Kubernetes example's Dockerfile, two `node server.js` on one cache folder, on the Next under
- * test (NVC_NEXT_VERSION: the global it relies on is Next's, not documented). Runs as this process's
- * user: the uid and group questions are production.test.ts's.
+ * the Kubernetes example's Dockerfile (one copy per server, as each pod has its own), two
+ * `node server.js` on one cache folder, on the Next under test (NVC_NEXT_VERSION: the global it
+ * relies on is Next's, not documented). Runs as this process's user: the uid and group questions
+ * are production.test.ts's.
  */
 const INSTALL_EXAMPLE = path.join(image.EXAMPLE, '..', 'instrumentation');
 /** Past the servers' tag refresh interval, with room for a loaded machine. */
@@ -24,7 +25,9 @@ type Server = Awaited<ReturnType<typeof image.startPodServer>>;
 type DataServer = Awaited<ReturnType<typeof fixture.startDataServer>>;
 
 const temps: string[] = [];
-let img: Image;
+/** One image tree per server, as each pod has its own container filesystem: only the volume is shared. */
+let imgA: Image;
+let imgB: Image;
 let cacheDir: string;
 let data: DataServer;
 let a: Server | undefined;
@@ -34,7 +37,7 @@ let tracedIntoStandalone = false;
 /** Files of the build's server output holding a copy of the library's code (none when it stays external). */
 let bundledCopies: string[] = [];
 
-async function startServer(name: string): Promise<Server> {
+async function startServer(name: string, img: Image): Promise<Server> {
   const env = image.podEnv(
     img.env,
     {},
@@ -61,9 +64,10 @@ describe('the handler installed from instrumentation.js, in production shape (np
     const build = image.openTempDir('nvc-installed-build-');
     temps.push(build);
     const project = image.buildExampleApp(build, log, INSTALL_EXAMPLE, nextTarget().version);
-    const imageRoot = image.openTempDir('nvc-installed-image-');
-    temps.push(imageRoot);
-    img = image.assembleImage(project, imageRoot);
+    const [rootA, rootB] = [image.openTempDir('nvc-installed-image-'), image.openTempDir('nvc-installed-image-')];
+    temps.push(rootA, rootB);
+    imgA = image.assembleImage(project, rootA);
+    imgB = image.assembleImage(project, rootB);
     tracedIntoStandalone = existsSync(path.join(project, '.next', 'standalone', 'node_modules', 'next-volume-cache', 'dist', 'lib', 'next', 'install.js'));
     // A string only the library's install module holds.
     bundledCopies = walk(path.join(project, '.next', 'server')).filter((file) => file.endsWith('.js') && readFileSync(file, 'utf8').includes('EHANDLERINSTALLED'));
@@ -72,7 +76,7 @@ describe('the handler installed from instrumentation.js, in production shape (np
     temps.push(volume);
     cacheDir = path.join(volume, 'cache');
     data = await fixture.startDataServer();
-    [a, b] = await Promise.all([startServer('A'), startServer('B')]);
+    [a, b] = await Promise.all([startServer('A', imgA), startServer('B', imgB)]);
   });
 
   afterAll(async () => {
@@ -82,7 +86,7 @@ describe('the handler installed from instrumentation.js, in production shape (np
   });
 
   it('Next keeps the package external: traced into the standalone output, no copy bundled into instrumentation', () => {
-    expect(image.nodeModulesAbove(img.workdir)).toEqual([]);
+    expect(image.nodeModulesAbove(imgA.workdir)).toEqual([]);
     expect(tracedIntoStandalone).toBe(true);
     expect(bundledCopies).toEqual([]);
   });
