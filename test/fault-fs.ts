@@ -36,6 +36,8 @@ export interface FaultRule {
 export class FaultyFs implements VolumeFs {
   readonly rules: FaultRule[] = [];
   readonly counts = new Map<Operation, number>();
+  /** The most bytes one read call was asked for (how large a buffer was filled at once). */
+  largestReadAsked = 0;
   /** Every path opened, in order (as the library spelled it: a folder's handle path, then the name). */
   readonly opened: string[] = [];
   /** Promises that never settle, kept so a test can release them. */
@@ -121,6 +123,7 @@ export class FaultyFs implements VolumeFs {
         if (fault && 'code' in fault) throw Object.assign(new Error(`${fault.code}: injected on read ${p}`), { code: fault.code });
         if (fault && 'hang' in fault) await new Promise<void>((resolve) => this.hung.push(resolve));
         const limit = fault && 'shortRead' in fault ? Math.min(length, fault.shortRead) : length;
+        this.largestReadAsked = Math.max(this.largestReadAsked, limit);
         return handle.read(buffer, offset, limit, position);
       },
       writev: (buffers, position) => this.apply('writev', p, () => handle.writev(buffers, position)),

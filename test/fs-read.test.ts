@@ -147,6 +147,30 @@ describe('a read started beside its fstat (the request path)', () => {
     expect(raw.counts.get('read')).toBe(1);
   });
 
+  it('with a first read sized for the file (a size known from before), reads it whole in one read, and right when the size was wrong', async () => {
+    const random = seededRandom(8);
+    const size = 600 * KIB;
+    const whole = randomBytes(random, size);
+    whole.writeUInt32LE(size, 0);
+    const { fs, raw, file } = fileOf(whole);
+    const fitted = await readStarted(fs, file, { maxBytes: 2048 * KIB, declared: declaredU32, firstRead: size + 16 * KIB });
+    expect(fitted.equals(whole)).toBe(true);
+    expect(raw.counts.get('read')).toBe(1);
+    // The file grew, or shrank, since its size was noted: the same bytes as readFile either way.
+    for (const firstRead of [size - 100 * KIB, 2 * size + 1, 300 * KIB]) {
+      for (const limits of [
+        { maxBytes: 2048 * KIB, firstRead },
+        { maxBytes: 2048 * KIB, declared: declaredU32, firstRead },
+      ]) {
+        expect((await readStarted(fs, file, limits)).equals(whole)).toBe(true);
+      }
+    }
+    // Much larger than the file: the bytes are copied out rather than keeping the rest of the buffer alive.
+    const small = await readStarted(fs, file, { maxBytes: 4096 * KIB, firstRead: 4 * size });
+    expect(small.equals(whole)).toBe(true);
+    expect(small.buffer.byteLength).toBeLessThan(2 * size);
+  });
+
   it('concurrent reads never share a buffer: each gets its own file', async () => {
     const random = seededRandom(7);
     const files = Array.from({ length: 40 }, (_, i) => fileOf(randomBytes(random, (i % 5) * 50 * KIB + 100)));

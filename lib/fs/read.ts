@@ -22,7 +22,11 @@ export interface ReadLimits {
   /** Where to start (a log segment's unread tail). */
   position?: number;
   declared?: DeclaredLength;
-  /** Size of the first read; the default suits entries (64 KiB). */
+  /**
+   * Size of the first read; the default suits entries (64 KiB; 128 KiB for a
+   * started read). A larger one (a size known from an earlier read) reads a
+   * large file whole at once, into a buffer then handed out without a copy.
+   */
   firstRead?: number;
 }
 
@@ -89,7 +93,7 @@ export interface StartedRead {
 }
 
 /** First read of a started read: most entries (a fetch, a page of up to this size) are read whole by it. */
-const EARLY_READ = 128 * 1024;
+export const EARLY_READ = 128 * 1024;
 
 export function startRead(handle: VolumeFile, limits: ReadLimits): StartedRead {
   const position = limits.position ?? 0;
@@ -136,8 +140,8 @@ async function readOnFromScratch(handle: VolumeFile, stats: Stats, scratch: Buff
   }
   if (target !== undefined && target > maxBytes) throw tooLarge(target, maxBytes);
   if (first > maxBytes) throw tooLarge(first, maxBytes);
-  if (target !== undefined && target <= first) return copyOf(scratch, target);
-  if (first < scratch.length) return copyOf(scratch, first);
+  if (target !== undefined && target <= first) return ownedPart(scratch, target);
+  if (first < scratch.length) return ownedPart(scratch, first);
   const expected = Math.max(first, stats.size - position);
   const buffer = Buffer.allocUnsafe(Math.min(target ?? expected, expected, maxBytes));
   scratch.copy(buffer, 0, 0, first);
@@ -188,7 +192,14 @@ async function readInto(handle: VolumeFile, buffer: Buffer, offset: number, posi
   return filled - offset;
 }
 
-function copyOf(scratch: Buffer, length: number): Buffer {
+/**
+ * The first `length` bytes of a first-read buffer, as a Buffer the caller
+ * owns: a copy when the buffer is pooled (it will be reused). A buffer of
+ * another size (a caller's `firstRead`, sized for the file) is never
+ * pooled: it is handed out as it is, unless most of it would be wasted.
+ */
+function ownedPart(scratch: Buffer, length: number): Buffer {
+  if (!scratchPools.has(scratch.length) && length * 2 >= scratch.length) return scratch.subarray(0, length);
   const out = Buffer.allocUnsafe(length);
   scratch.copy(out, 0, 0, length);
   return out;

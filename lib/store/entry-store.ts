@@ -1,6 +1,7 @@
 import type { Stats } from 'node:fs';
 import { errorCode } from '../util/errors';
 import { readFailure, type ConfinedFs } from '../fs/confined';
+import { EARLY_READ } from '../fs/read';
 import type { VolumeFile } from '../fs/syscalls';
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord, type SealContext } from './codec';
 import { hashKey } from './hash';
@@ -36,6 +37,7 @@ export interface EntryStoreOptions {
  */
 export class EntryStore {
   private readonly failures = new RememberedFailures<MissReason>();
+  private readonly largeSizes = new LargeFileSizes();
 
   constructor(
     private readonly fs: ConfinedFs,
@@ -102,11 +104,13 @@ export class EntryStore {
 
   private async readOnce(file: string, key: string, hash: string, namespace: string, hold: Hold | undefined): Promise<ReadOutcome> {
     // The fstat runs beside the first read: a get is two round trips (open, then both), not three.
-    const { handle, read } = await this.fs.startReading(file, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength });
+    const firstRead = this.largeSizes.recall(file, this.options.maxEntryBytes);
+    const { handle, read } = await this.fs.startReading(file, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength, firstRead });
     let stats: Stats | undefined;
     let bytes: Buffer;
     try {
       stats = await read.stats;
+      this.largeSizes.note(file, stats.size, this.options.maxEntryBytes);
       const known = this.failures.recall(file, stats);
       if (known) return { found: false, reason: known, hash, remembered: true };
       bytes = await read.finish(stats);
@@ -139,6 +143,38 @@ async function closeRead(handle: VolumeFile, hold: Hold | undefined, after: Prom
   if (hold) hold(closing);
   else await closing;
 }
+
+/**
+ * The sizes of the large entry files (over the first read's 128 KiB) read
+ * lately, by path. A started read's first read runs beside the fstat, before
+ * the size is known: for a large file it fills 128 KiB, which are copied
+ * out before the rest is read, one round trip more. Sized from an earlier
+ * read, the first read takes the whole file. A wrong size costs nothing but
+ * that: the read goes on (larger) or stops (smaller) as it would anyway.
+ */
+class LargeFileSizes {
+  private readonly sizes = new Map<string, number>();
+
+  /** A first-read size for `file`: its last size plus some room (a rewrite may have grown it), within `maxBytes`. */
+  recall(file: string, maxBytes: number): number | undefined {
+    const size = this.sizes.get(file);
+    return size === undefined ? undefined : Math.min(maxBytes + 1, size + LARGE_FILE_ROOM);
+  }
+
+  /** Notes a file's size from its fstat; a small one, or one past `maxBytes` (a miss, read no further), is forgotten. */
+  note(file: string, size: number, maxBytes: number): void {
+    if (size <= EARLY_READ || size > maxBytes) {
+      this.sizes.delete(file);
+      return;
+    }
+    if (this.sizes.size >= MAX_LARGE_FILES && !this.sizes.has(file)) this.sizes.delete(this.sizes.keys().next().value!);
+    this.sizes.set(file, size);
+  }
+}
+/** Large files whose size is remembered (the oldest noted goes first); a few bytes each. */
+const MAX_LARGE_FILES = 4096;
+/** Room over the last size: a rewrite a little larger is still read whole at once. */
+const LARGE_FILE_ROOM = 16 * 1024;
 
 export function identityOf(stats: Stats): FileIdentity {
   return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs };

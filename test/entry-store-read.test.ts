@@ -1,0 +1,48 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { FaultyFs } from './fault-fs';
+import { openCache, tempDir, type TestCache } from './helpers';
+import { appPage, PAGE_CTX, sameValue } from './values';
+
+const opened: TestCache[] = [];
+afterEach(async () => {
+  for (const c of opened.splice(0)) await c.runtime.close();
+});
+
+const KEY = '/route-cache/APP_PAGE/large/$/page';
+
+describe('reading a large entry (over the first read of 128 KiB)', () => {
+  it('is read whole by its first read once its size is known, the same value every time, and after a rewrite to another size', async () => {
+    const fs = new FaultyFs();
+    const c = await openCache({ dir: tempDir() }, fs);
+    opened.push(c);
+    const large = appPage({ html: `<p>${'x'.repeat(600 * 1024)}</p>`, rsc: Buffer.alloc(200 * 1024, 7) });
+    await c.handler.set(KEY, large, PAGE_CTX);
+    const readsOf = async (): Promise<number> => {
+      const before = fs.counts.get('read') ?? 0;
+      expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, large)).toBe(true);
+      return (fs.counts.get('read') ?? 0) - before;
+    };
+    expect(await readsOf()).toBeGreaterThan(1); // its size is not known yet: 128 KiB first, then the rest
+    expect(await readsOf()).toBe(1);
+    expect(await readsOf()).toBe(1);
+    // Rewritten larger, then small: read right, and small files go back to the usual first read.
+    const larger = appPage({ html: `<p>${'y'.repeat(900 * 1024)}</p>` });
+    await c.handler.set(KEY, larger, PAGE_CTX);
+    expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, larger)).toBe(true);
+    const small = appPage();
+    await c.handler.set(KEY, small, PAGE_CTX);
+    expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, small)).toBe(true);
+    expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, small)).toBe(true);
+  });
+
+  it('a file past maxEntryBytes is never given a first read of its size: each get reads 128 KiB at most', async () => {
+    const fs = new FaultyFs();
+    const c = await openCache({ dir: tempDir(), maxEntryBytes: 256 * 1024 }, fs);
+    opened.push(c);
+    const writer = await openCache({ dir: c.root });
+    opened.push(writer);
+    await writer.handler.set(KEY, appPage({ html: 'x'.repeat(1024 * 1024) }), PAGE_CTX);
+    for (let i = 0; i < 3; i++) expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
+    expect(fs.largestReadAsked).toBe(128 * 1024);
+  });
+});
