@@ -1,6 +1,8 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ENTRY_SUFFIX } from '../lib/store/layout';
 import { FaultyFs } from './fault-fs';
-import { openCache, tempDir, type TestCache } from './helpers';
+import { openCache, tempDir, walk, type TestCache } from './helpers';
 import { appPage, PAGE_CTX, sameValue } from './values';
 
 const opened: TestCache[] = [];
@@ -33,6 +35,26 @@ describe('reading a large entry (over the first read of 128 KiB)', () => {
     await c.handler.set(KEY, small, PAGE_CTX);
     expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, small)).toBe(true);
     expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, small)).toBe(true);
+  });
+
+  it('a large file that turns out damaged is read no further than 128 KiB by later gets, though its size was known', async () => {
+    const fs = new FaultyFs();
+    const c = await openCache({ dir: tempDir() }, fs);
+    opened.push(c);
+    await c.handler.set(KEY, appPage({ html: 'z'.repeat(700 * 1024) }), PAGE_CTX);
+    for (let i = 0; i < 2; i++) expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).not.toBeNull();
+    expect(fs.largestReadAsked).toBeGreaterThan(700 * 1024); // its size was known to the second get
+    const [file] = walk(c.root).filter((f) => f.endsWith(ENTRY_SUFFIX));
+    const bytes = readFileSync(file!);
+    const at = bytes.length - 100;
+    bytes[at] = bytes[at]! ^ 0xff; // another writer's damage, same size: the checksum fails
+    writeFileSync(file!, bytes);
+    fs.largestReadAsked = 0;
+    for (let i = 0; i < 3; i++) expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
+    expect(fs.largestReadAsked).toBe(bytes.length + 16 * 1024); // the first get after the damage, sized from before
+    fs.largestReadAsked = 0;
+    expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
+    expect(fs.largestReadAsked).toBe(128 * 1024);
   });
 
   it('a file past maxEntryBytes is never given a first read of its size: each get reads 128 KiB at most', async () => {

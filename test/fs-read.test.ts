@@ -156,6 +156,7 @@ describe('a read started beside its fstat (the request path)', () => {
     const fitted = await readStarted(fs, file, { maxBytes: 2048 * KIB, declared: declaredU32, firstRead: size + 16 * KIB });
     expect(fitted.equals(whole)).toBe(true);
     expect(raw.counts.get('read')).toBe(1);
+    expect(fitted.buffer.byteLength).toBe(size + 16 * KIB); // the buffer read into, handed out without a copy
     // The file grew, or shrank, since its size was noted: the same bytes as readFile either way.
     for (const firstRead of [size - 100 * KIB, 2 * size + 1, 300 * KIB]) {
       for (const limits of [
@@ -166,9 +167,20 @@ describe('a read started beside its fstat (the request path)', () => {
       }
     }
     // Much larger than the file: the bytes are copied out rather than keeping the rest of the buffer alive.
-    const small = await readStarted(fs, file, { maxBytes: 4096 * KIB, firstRead: 4 * size });
+    const small = await readStarted(fs, file, { maxBytes: 4096 * KIB, firstRead: size + 17 * KIB });
     expect(small.equals(whole)).toBe(true);
-    expect(small.buffer.byteLength).toBeLessThan(2 * size);
+    expect(small.buffer.byteLength).toBe(size);
+  });
+
+  it('a first read of a pooled size is copied out: a later read into the reused buffer changes nothing handed out', async () => {
+    const random = seededRandom(9);
+    const first = fileOf(randomBytes(random, 100 * KIB));
+    const second = fileOf(randomBytes(random, 100 * KIB));
+    const got = await readStarted(first.fs, first.file, { maxBytes: 1024 * KIB, firstRead: 128 * KIB });
+    const snapshot = Buffer.from(got);
+    await readStarted(second.fs, second.file, { maxBytes: 1024 * KIB, firstRead: 128 * KIB });
+    expect(got.equals(snapshot)).toBe(true);
+    expect(got.buffer.byteLength).toBeLessThan(128 * KIB);
   });
 
   it('concurrent reads never share a buffer: each gets its own file', async () => {

@@ -196,14 +196,17 @@ async function readInto(handle: VolumeFile, buffer: Buffer, offset: number, posi
  * The first `length` bytes of a first-read buffer, as a Buffer the caller
  * owns: a copy when the buffer is pooled (it will be reused). A buffer of
  * another size (a caller's `firstRead`, sized for the file) is never
- * pooled: it is handed out as it is, unless most of it would be wasted.
+ * pooled: it is handed out as it is, when it wastes at most UNCOPIED_ROOM.
  */
 function ownedPart(scratch: Buffer, length: number): Buffer {
-  if (!scratchPools.has(scratch.length) && length * 2 >= scratch.length) return scratch.subarray(0, length);
+  if (!scratchPools.has(scratch.length) && scratch.length - length <= UNCOPIED_ROOM) return scratch.subarray(0, length);
   const out = Buffer.allocUnsafe(length);
   scratch.copy(out, 0, 0, length);
   return out;
 }
+
+/** The most unused bytes a first-read buffer handed out without a copy may carry (a sized read's room for growth). */
+export const UNCOPIED_ROOM = 16 * 1024;
 
 /** Scratch buffers of the two sizes reads start with, kept for reuse (at most POOLED of each). */
 const scratchPools = new Map<number, Buffer[]>([

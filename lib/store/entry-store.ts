@@ -1,7 +1,7 @@
 import type { Stats } from 'node:fs';
 import { errorCode } from '../util/errors';
 import { readFailure, type ConfinedFs } from '../fs/confined';
-import { EARLY_READ } from '../fs/read';
+import { EARLY_READ, UNCOPIED_ROOM } from '../fs/read';
 import type { VolumeFile } from '../fs/syscalls';
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord, type SealContext } from './codec';
 import { hashKey } from './hash';
@@ -104,17 +104,19 @@ export class EntryStore {
 
   private async readOnce(file: string, key: string, hash: string, namespace: string, hold: Hold | undefined): Promise<ReadOutcome> {
     // The fstat runs beside the first read: a get is two round trips (open, then both), not three.
+    // The first read is sized from the file's last good read, if it was large (see LargeFileSizes):
+    // allocated before the fstat, so at most maxEntryBytes + 1, and once per get in flight.
     const firstRead = this.largeSizes.recall(file, this.options.maxEntryBytes);
     const { handle, read } = await this.fs.startReading(file, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength, firstRead });
     let stats: Stats | undefined;
     let bytes: Buffer;
     try {
       stats = await read.stats;
-      this.largeSizes.note(file, stats.size, this.options.maxEntryBytes);
       const known = this.failures.recall(file, stats);
-      if (known) return { found: false, reason: known, hash, remembered: true };
+      if (known) return this.failed(file, { found: false, reason: known, hash, remembered: true });
       bytes = await read.finish(stats);
     } catch (error) {
+      this.largeSizes.forget(file);
       if (stats && errorCode(error) === 'EFBIG') this.failures.remember(file, stats, 'too-large');
       throw error;
     } finally {
@@ -123,9 +125,16 @@ export class EntryStore {
     const decoded = decodeEntry(bytes, key, this.sealFor(namespace));
     if (!decoded.ok) {
       this.failures.remember(file, stats, decoded.reason);
-      return { found: false, reason: decoded.reason, hash };
+      return this.failed(file, { found: false, reason: decoded.reason, hash });
     }
+    // Only a good read sizes the next one: a damaged file is read no further than its first 128 KiB.
+    this.largeSizes.note(file, bytes.length, this.options.maxEntryBytes);
     return { found: true, record: decoded.record, hash, identity: identityOf(stats) };
+  }
+
+  private failed(file: string, outcome: ReadOutcome): ReadOutcome {
+    this.largeSizes.forget(file);
+    return outcome;
   }
 }
 
@@ -151,6 +160,7 @@ async function closeRead(handle: VolumeFile, hold: Hold | undefined, after: Prom
  * out before the rest is read, one round trip more. Sized from an earlier
  * read, the first read takes the whole file. A wrong size costs nothing but
  * that: the read goes on (larger) or stops (smaller) as it would anyway.
+ * Only files read and decoded whole are noted, and any failure forgets one.
  */
 class LargeFileSizes {
   private readonly sizes = new Map<string, number>();
@@ -161,20 +171,24 @@ class LargeFileSizes {
     return size === undefined ? undefined : Math.min(maxBytes + 1, size + LARGE_FILE_ROOM);
   }
 
-  /** Notes a file's size from its fstat; a small one, or one past `maxBytes` (a miss, read no further), is forgotten. */
+  /** Notes the size of a file read and decoded whole; a small one is forgotten. */
   note(file: string, size: number, maxBytes: number): void {
     if (size <= EARLY_READ || size > maxBytes) {
-      this.sizes.delete(file);
+      this.forget(file);
       return;
     }
     if (this.sizes.size >= MAX_LARGE_FILES && !this.sizes.has(file)) this.sizes.delete(this.sizes.keys().next().value!);
     this.sizes.set(file, size);
   }
+
+  forget(file: string): void {
+    this.sizes.delete(file);
+  }
 }
 /** Large files whose size is remembered (the oldest noted goes first); a few bytes each. */
 const MAX_LARGE_FILES = 4096;
-/** Room over the last size: a rewrite a little larger is still read whole at once. */
-const LARGE_FILE_ROOM = 16 * 1024;
+/** Room over the last size: a rewrite a little larger is still read whole at once, and handed out without a copy. */
+const LARGE_FILE_ROOM = UNCOPIED_ROOM;
 
 export function identityOf(stats: Stats): FileIdentity {
   return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs };
