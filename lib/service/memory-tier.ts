@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import { decodeText, type EntryRecord } from '../store/codec';
+import { decodeText, hasUtf8Form, type EntryRecord } from '../store/codec';
 import { smallHash } from '../store/hash';
 import type { FileIdentity } from '../store/entry-store';
 
@@ -277,12 +277,8 @@ class KeptText {
 const TEXT_AS_BYTES_MIN = 1024;
 const TEXT_AS_BYTES_MAX = 128 * 1024;
 
-interface WellFormed {
-  isWellFormed(): boolean;
-}
-
 function keepText(text: string): string | KeptText {
-  if (text.length < TEXT_AS_BYTES_MIN || text.length > TEXT_AS_BYTES_MAX || !(text as unknown as WellFormed).isWellFormed()) return text;
+  if (text.length < TEXT_AS_BYTES_MIN || text.length > TEXT_AS_BYTES_MAX || !hasUtf8Form(text)) return text;
   // A backing store of its own: a pooled one would keep Node's whole 8 KB slab alive with it.
   const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
   bytes.write(text);

@@ -213,11 +213,16 @@ interface WellFormed {
   isWellFormed(): boolean;
 }
 
+/** Whether a string survives UTF-8 unchanged: a lone surrogate has no UTF-8 form (it would come back as U+FFFD). */
+export function hasUtf8Form(text: string): boolean {
+  return (text as unknown as WellFormed).isWellFormed();
+}
+
 function pack(value: unknown, parts: Buffer[]): Json {
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') {
     // A lone surrogate would not survive UTF-8; such strings stay in JSON, which escapes them.
-    if (value.length >= STRING_PART_MIN && (value as unknown as WellFormed).isWellFormed()) {
+    if (value.length >= STRING_PART_MIN && hasUtf8Form(value)) {
       return { [MARK]: 's', i: parts.push(Buffer.from(value, 'utf8')) - 1 };
     }
     return value;

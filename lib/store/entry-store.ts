@@ -128,7 +128,7 @@ export class EntryStore {
       return this.failed(file, { found: false, reason: decoded.reason, hash });
     }
     // Only a good read sizes the next one: a damaged file is read no further than its first 128 KiB.
-    this.largeSizes.note(file, bytes.length, this.options.maxEntryBytes);
+    this.largeSizes.note(file, bytes.length);
     return { found: true, record: decoded.record, hash, identity: identityOf(stats) };
   }
 
@@ -171,9 +171,9 @@ class LargeFileSizes {
     return size === undefined ? undefined : Math.min(maxBytes + 1, size + LARGE_FILE_ROOM);
   }
 
-  /** Notes the size of a file read and decoded whole; a small one is forgotten. */
-  note(file: string, size: number, maxBytes: number): void {
-    if (size <= EARLY_READ || size > maxBytes) {
+  /** Notes the size of a file read and decoded whole (so within the cap); a small one is forgotten. */
+  note(file: string, size: number): void {
+    if (size <= EARLY_READ) {
       this.forget(file);
       return;
     }
