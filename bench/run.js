@@ -339,9 +339,10 @@ async function regeneration() {
  * The real fixture app under load: next-volume-cache named in next.config and installed from
  * instrumentation.js vs Next's built-in cache (its memory LRU included) vs the Redis handler vs a
  * handler that does nothing (a Map in the process: the most a handler named in next.config can reach,
- * since Next imports that module again on every request whatever it does). Each variant gets a fresh server and cache folder per round; the variants are interleaved
- * over several rounds and the median kept, because two processes (autocannon and the server) share
- * this machine's cores and its speed drifts between minutes. Besides requests per second, the
+ * since Next imports that module again on every request whatever it does). Each variant gets a
+ * fresh server and cache folder per round; the variants are interleaved over several rounds and
+ * the median kept, because two processes (autocannon and the server) share this machine's cores
+ * and its speed drifts between minutes. Besides requests per second, the
  * server's CPU time per request (Linux /proc) is reported: it does not depend on how the scheduler
  * shared the cores with autocannon.
  */
