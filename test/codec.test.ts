@@ -127,4 +127,18 @@ describe('long text (decoded in pieces)', () => {
     const ascii = '<div class="row">lorem ipsum</div>\n'.repeat(20_000);
     expect(decodeText(Buffer.from(ascii))).toBe(ascii);
   });
+
+  it('copies all-ASCII text as is and decodes text with one character past ASCII as UTF-8, at every size', () => {
+    // All-ASCII text takes the Latin-1 copy: a single byte of 0x80 or more must send it back to UTF-8.
+    for (const size of [1024, 2048, 56 * 1024, 129 * 1024, 300 * 1024]) {
+      const ascii = 'lorem ipsum <b>dolor</b> '.repeat(Math.ceil(size / 25)).slice(0, size);
+      expect(decodeText(Buffer.from(ascii))).toBe(ascii);
+      for (const at of [0, size >> 1, size - 1]) {
+        for (const odd of ['é', '\u00ff', '中', '😀']) {
+          const text = ascii.slice(0, at) + odd + ascii.slice(at);
+          expect(decodeText(Buffer.from(text, 'utf8'))).toBe(text);
+        }
+      }
+    }
+  });
 });
