@@ -46,7 +46,10 @@ function only<T>(items: T[]): T {
 }
 
 const temps: string[] = [];
+/** Pod A's image tree, which the manifests' commands also run from. */
 let img: Image;
+/** Pod B's own image tree, as each pod has its own container filesystem: only the volume is shared. */
+let imgB: Image;
 let cacheDir: string;
 let data: DataServer;
 let podUser: PodUser;
@@ -60,9 +63,9 @@ function envFor(container: Container, extra: Record<string, string> = {}): Recor
   return image.podEnv(img.env, container.env, { NEXT_VOLUME_CACHE_DIR: cacheDir, NEXT_TELEMETRY_DISABLED: '1', ...extra });
 }
 
-async function startPod(name: string): Promise<PodServer> {
+async function startPod(name: string, tree: Image): Promise<PodServer> {
   const env = envFor(web, { PORT: String(await fixture.freePort()), HOSTNAME: '127.0.0.1', SERVER_NAME: name, DATA_PORT: String(data.port) });
-  return image.startPodServer(img, podUser, env, web.readinessPath ?? '/');
+  return image.startPodServer(tree, podUser, env, web.readinessPath ?? '/');
 }
 
 /** Who a workload's processes run as: its runAsUser/runAsGroup, else the image's USER; its fsGroup as supplementary group. */
@@ -105,9 +108,10 @@ describe.skipIf(missing !== undefined)('the Kubernetes example in production sha
     const build = image.openTempDir('nvc-prod-build-');
     temps.push(build);
     const project = image.buildExampleApp(build, log);
-    const imageRoot = image.openTempDir('nvc-prod-image-');
-    temps.push(imageRoot);
-    img = image.assembleImage(project, imageRoot);
+    const [rootA, rootB] = [image.openTempDir('nvc-prod-image-'), image.openTempDir('nvc-prod-image-')];
+    temps.push(rootA, rootB);
+    img = image.assembleImage(project, rootA);
+    imgB = image.assembleImage(project, rootB);
     // The build folder (next, sharp, swc: hundreds of MB) is not needed once the image tree exists.
     rmSync(build, { recursive: true, force: true });
 
@@ -121,7 +125,7 @@ describe.skipIf(missing !== undefined)('the Kubernetes example in production sha
     cacheDir = image.makeGroupVolume(path.join(volume, 'cache'), fsGroup);
 
     data = await fixture.startDataServer();
-    [a, b] = await Promise.all([startPod('A'), startPod('B')]);
+    [a, b] = await Promise.all([startPod('A', img), startPod('B', imgB)]);
   });
 
   afterAll(async () => {
