@@ -28,6 +28,12 @@ const tagged = (marker: string, tags = 'post', revalidate = 60) => ({
 });
 const htmlOf = (got: { value: unknown } | null): string | undefined => (got?.value as { html?: string } | null)?.html;
 
+const PENDING = Symbol('pending');
+/** What `promise` has already resolved to, else PENDING: tells an answer given at once from one that took an async step. */
+function answeredAtOnce<T>(promise: Promise<T>): Promise<T | typeof PENDING> {
+  return Promise.race([promise, Promise.resolve(PENDING)]);
+}
+
 describe('memory tier', () => {
   it('a hot get is served from memory, byte for byte, without touching the volume', async () => {
     const fs = new FaultyFs();
@@ -86,6 +92,39 @@ describe('memory tier', () => {
     vi.advanceTimersByTime(2500); // past revalidate (2 s), well within the trust window
     await a.handler.set(PAGE, tagged('v2', '', 2).value, tagged('v2', '', 2).ctx);
     expect(htmlOf(await b.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v2</p>');
+  });
+
+  it('a hot get needing no I/O is answered at once (no async step) and counted as any memory hit; a due tag refresh, an ended trust window or an invalidation sends it the full way', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const fs = new FaultyFs();
+    const c = await cache({ dir: tempDir(), tagRefreshMs: 5_000, memoryTrustMs: 10_000 }, fs);
+    const page = tagged('v1');
+    await c.handler.set(PAGE, page.value, page.ctx);
+    expect(htmlOf(await c.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe('<p>v1</p>'); // read from the volume, kept
+    const opens = fs.counts.get('open') ?? 0;
+    const before = { ...c.runtime.metrics };
+
+    const atOnce = await answeredAtOnce(c.handler.get(PAGE, { kind: 'APP_PAGE' }));
+    expect(atOnce).not.toBe(PENDING);
+    expect(sameValue((atOnce as { value: unknown }).value, page.value)).toBe(true);
+    expect(fs.counts.get('open') ?? 0).toBe(opens);
+    expect(c.runtime.metrics).toMatchObject({ gets: before.gets + 1, hits: before.hits + 1, memoryHits: before.memoryHits + 1 });
+
+    vi.advanceTimersByTime(5_100); // the tag view's refresh is due: the get waits for it, then serves from memory
+    const afterRefresh = c.handler.get(PAGE, { kind: 'APP_PAGE' });
+    expect(await answeredAtOnce(afterRefresh)).toBe(PENDING);
+    expect(htmlOf(await afterRefresh)).toBe('<p>v1</p>');
+    expect(await answeredAtOnce(c.handler.get(PAGE, { kind: 'APP_PAGE' }))).not.toBe(PENDING);
+
+    vi.advanceTimersByTime(4_950); // the copy's trust window ends (its refresh is not due yet): its identity is checked first
+    const checked = c.handler.get(PAGE, { kind: 'APP_PAGE' });
+    expect(await answeredAtOnce(checked)).toBe(PENDING);
+    expect(htmlOf(await checked)).toBe('<p>v1</p>');
+    expect(c.runtime.metrics.memoryChecks).toBe(1);
+
+    await c.handler.revalidateTag(['post']); // judged on every hit, the fast one included
+    expect(await answeredAtOnce(c.handler.get(PAGE, { kind: 'APP_PAGE' }))).toBe(PENDING);
+    expect(await c.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
   });
 
   it('purge, a seeded or a vanished volume: past the trust window, nothing that is not on the volume is served', async () => {

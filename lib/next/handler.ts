@@ -1,4 +1,4 @@
-import type { EntryDraft } from '../service/cache-service';
+import type { EntryDraft, ReadOptions } from '../service/cache-service';
 import type { ImageValue } from '../service/cache-service';
 import type { Runtime } from '../service/runtime';
 import { runtimeFor } from '../service/registry';
@@ -91,18 +91,23 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
   return handlerClass;
 }
 
-/** Never throws: every failure is a miss, logged once per cause. */
-async function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {
+/**
+ * Never throws: every failure is a miss, logged once per cause. A hit the
+ * memory tier can answer at once is answered without an async step (see
+ * CacheService.readFromMemoryNow).
+ */
+function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {
   const namespace = rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page', serverDistDir);
-  const extraTags = [...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])];
-  const outcome = await rt.service.read(key, namespace, {
-    extraTags,
+  const options: ReadOptions = {
+    extraTags: [...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])],
     accept: (record) => PAGE_KINDS.has(record.kind),
     servableStale: (record) => canServeStale(record, ctx),
     freshForMs: (record) => freshForMs(record, ctx),
     kind: ctx?.kind,
-  });
-  return outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null;
+  };
+  const now = rt.service.readFromMemoryNow(key, namespace, options);
+  if (now) return Promise.resolve(present(now.record, now.verdict, now.ageMs, ctx));
+  return rt.service.read(key, namespace, options).then((outcome) => (outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null));
 }
 
 async function getImage(rt: Runtime, key: string, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {

@@ -49,6 +49,8 @@ export interface ServiceParts {
   telemetry: ServiceTelemetry;
   /** Whether the volume is open (opening it if due); never throws. */
   ready(): Promise<boolean>;
+  /** Whether the volume is open now (no waiting, no opening). */
+  isReady(): boolean;
   /** Told when an image was served, to record its use (throttled there). */
   noteImageUse(rawPath: string): void;
 }
@@ -77,6 +79,8 @@ export type { EntryRecord, CacheControl, ImageValue };
 export type HitVerdict = 'fresh' | 'stale';
 
 export type EntryOutcome = { status: 'hit'; record: EntryRecord; verdict: HitVerdict; ageMs: number; /** Served from this process's memory tier. */ fromMemory?: boolean } | { status: 'miss'; reason: string };
+
+export type EntryHit = Extract<EntryOutcome, { status: 'hit' }>;
 
 export type ImageOutcome = { status: 'hit'; sidecar: ImageSidecar; buffer: Buffer; ageMs: number } | { status: 'miss'; reason: string };
 
@@ -166,29 +170,59 @@ export class CacheService {
   }
 
   /**
+   * read()'s answer when it needs no I/O and no wait: a fresh copy from
+   * memory while the volume is open, the tag view current and the copy within
+   * its trust window, with no telemetry observing gets. Judged and counted as
+   * read() judges and counts a memory hit. Undefined in every other case (and
+   * should anything here throw): read() then decides, by the same rules.
+   * Why: under Next's AsyncLocalStorage every promise runs async hooks;
+   * answered this way, a hot get of a 4 KB fetch in such a context takes
+   * about 4.7 µs instead of 6.7.
+   */
+  readFromMemoryNow(key: string, namespace: string, options: ReadOptions = {}): EntryHit | undefined {
+    const { memory, tagView, telemetry } = this.parts;
+    try {
+      if (!this.parts.isReady() || !tagView.isCurrent() || telemetry.observesGets()) return undefined;
+      const copy = memory.get(namespace, key);
+      if (!copy || performance.now() > copy.trustedUntil) return undefined;
+      const judged = this.freshFromMemory(copy, options);
+      if (!judged) return undefined;
+      this.parts.metrics.gets++;
+      return this.servedFromMemory(copy, judged, options);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
    * A copy from memory, if it may be served: judged like a read from the
    * volume, and served only when fresh (by tag and by time) and still the
    * volume's version (confirmed by identity once its trust window is over).
    * Otherwise it is dropped and undefined tells the caller to read the volume.
    */
   private async fromMemory(copy: MemoryCopy, namespace: string, options: ReadOptions): Promise<EntryOutcome | undefined> {
-    const { memory, metrics } = this.parts;
-    const freshNow = (): Extract<EntryOutcome, { status: 'hit' }> | undefined => {
-      const judged = this.judge(copy.record, options, '');
-      return judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options) ? judged : undefined;
-    };
-    let judged = freshNow();
+    let judged = this.freshFromMemory(copy, options);
     if (judged && performance.now() > copy.trustedUntil) {
       const confirmed = await this.confirm(copy, namespace);
-      if (confirmed) memory.confirmed(copy);
+      if (confirmed) this.parts.memory.confirmed(copy);
       // Judged again: the check took time (a queue, a slow volume), and the copy may have gone stale meanwhile.
-      judged = confirmed ? freshNow() : undefined;
+      judged = confirmed ? this.freshFromMemory(copy, options) : undefined;
     }
     if (!judged) {
-      memory.drop(namespace, copy.record.key);
+      this.parts.memory.drop(namespace, copy.record.key);
       return undefined;
     }
-    metrics.memoryHits++;
+    return this.servedFromMemory(copy, judged, options);
+  }
+
+  /** The copy judged as a read from the volume would be, if that makes it a fresh hit (by tag and by time). */
+  private freshFromMemory(copy: MemoryCopy, options: ReadOptions): EntryHit | undefined {
+    const judged = this.judge(copy.record, options, '');
+    return judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options) ? judged : undefined;
+  }
+
+  private servedFromMemory(copy: MemoryCopy, judged: EntryHit, options: ReadOptions): EntryHit {
+    this.parts.metrics.memoryHits++;
     this.count(judged);
     return { ...withAgreedAge(judged, options), record: servedRecord(copy), fromMemory: true };
   }
@@ -199,7 +233,7 @@ export class CacheService {
    * answered fresh by the others while the lease holds, so that one pod
    * renders per staleness.
    */
-  private async staleOrDeferred(judged: Extract<EntryOutcome, { status: 'hit' }>, key: string, namespace: string, read: { hash: string; identity: FileIdentity }): Promise<EntryOutcome> {
+  private async staleOrDeferred(judged: EntryHit, key: string, namespace: string, read: { hash: string; identity: FileIdentity }): Promise<EntryOutcome> {
     const { regeneration, metrics } = this.parts;
     if (!regeneration.enabled) return judged;
     if (await regeneration.claim(read.hash, namespace, judged.record.writtenAt)) {

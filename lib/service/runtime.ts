@@ -146,6 +146,7 @@ export class Runtime {
       }),
       telemetry: this.telemetry,
       ready: () => this.ready(),
+      isReady: () => this.state === 'ready',
       noteImageUse: (rawPath) => this.noteImageUse(rawPath),
     });
   }

@@ -85,6 +85,11 @@ export class TagView {
     return this.lastLoaded === undefined ? undefined : performance.now() - this.lastLoaded;
   }
 
+  /** Whether entries can be judged now with no refresh to wait for: loaded, usable, none due or in flight. */
+  isCurrent(): boolean {
+    return this.loaded && !this.unusable && !this.refreshing && !this.running && performance.now() - this.lastRefresh < this.options.tagRefreshMs;
+  }
+
   /**
    * Refreshes if due and waits for it (at most `timeoutMs` while the view
    * was never loaded). Resolves false while entries cannot be judged.

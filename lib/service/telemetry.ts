@@ -124,6 +124,8 @@ export interface GaugeReadings {
 export interface ServiceTelemetry {
   /** Runs a get in a span and counts its outcome and latency. */
   get<T extends GetResult>(labels: CallLabels, key: string | undefined, work: () => Promise<T>): Promise<T>;
+  /** Whether gets are recorded (metrics or spans) now: while they are, every get goes through get(). */
+  observesGets(): boolean;
   /** Runs a set in a span and counts it, its failure and its latency. */
   set(labels: CallLabels, key: string | undefined, work: () => Promise<SetResult>): Promise<void>;
   /** Runs revalidateTag / updateTags in a span; a rejection is counted and passed on. */
@@ -144,6 +146,7 @@ export interface ServiceTelemetry {
 
 const NOOP: ServiceTelemetry = {
   get: (_labels, _key, work) => work(),
+  observesGets: () => false,
   set: async (_labels, _key, work) => void (await work()),
   revalidateTag: (_count, work) => work(),
   refreshTags: (work) => work(),
@@ -345,6 +348,10 @@ class OtelTelemetry implements ServiceTelemetry {
     this.appAttributes = Object.freeze({ [ATTRIBUTE.app]: app });
     this.source = { app, read: readings };
     gaugeSources.add(this.source);
+  }
+
+  observesGets(): boolean {
+    return currentInstruments(this.otel).recording || this.tracing();
   }
 
   async get<T extends GetResult>(labels: CallLabels, key: string | undefined, work: () => Promise<T>): Promise<T> {
