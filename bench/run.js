@@ -8,6 +8,8 @@
 //   npm run bench -- --quick smoke run (CI runs it so the benchmark never rots; nothing is asserted on speed)
 //   npm run bench -- --only=integrity[,micro,...]  only those sections (also: operations, processes, scale,
 //                            visibility, memory, tier, regeneration, site, network, telemetry)
+//   npm run bench -- --only=site --site-rounds=9  more interleaved rounds of the whole site (default 3): on a
+//                            shared machine, the median of more rounds moves less between runs
 //
 // Prints tables and writes the same figures to bench/results/<time>.json.
 'use strict';
@@ -20,6 +22,7 @@ const { PAYLOADS, fetch4k } = require('./payloads.js');
 
 const QUICK = process.argv.includes('--quick');
 const SECTIONS = (process.argv.find((a) => a.startsWith('--only=')) ?? '').slice('--only='.length).split(',').filter(Boolean);
+const SITE_ROUNDS = siteRounds();
 const wants = (section) => SECTIONS.length === 0 || SECTIONS.includes(section);
 const results = { machine: machine(), quick: QUICK, startedAt: new Date().toISOString(), micro: [], scale: [], visibility: null, memory: null, site: [] };
 
@@ -356,7 +359,7 @@ async function site() {
   // (examples/instrumentation), which spares Next's per-request import of a configured handler.
   const variants = ['nvc', 'nvc-installed', 'builtin', 'redis', 'noop'];
   const paths = ['/isr', '/data'];
-  const rounds = QUICK ? 1 : 3;
+  const rounds = QUICK ? 1 : SITE_ROUNDS;
   const samples = [];
   for (let round = 0; round < rounds; round++) {
     for (const variant of variants) {
@@ -414,6 +417,18 @@ async function site() {
     `\nWhole site: autocannon, 16 connections, median of ${rounds} interleaved rounds (nvc-installed = installed from instrumentation.js; builtin = Next default config, its memory LRU included; noop = a cacheHandler that does nothing, the ceiling for any handler named in next.config)`,
   );
   console.table(rows);
+}
+
+/** --site-rounds=N: rounds of the site section (a whole number from 1 to 50; default 3). Exits with a clear message otherwise. */
+function siteRounds() {
+  const flag = process.argv.find((a) => a.startsWith('--site-rounds='));
+  if (flag === undefined) return 3;
+  const rounds = Number(flag.slice('--site-rounds='.length));
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
+    console.error(`bench: ${flag}: expected a whole number of rounds from 1 to 50`);
+    process.exit(2);
+  }
+  return rounds;
 }
 
 /** A process's CPU time so far (user + system, its threads included), ms; undefined where /proc is not there. */
