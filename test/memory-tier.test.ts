@@ -127,6 +127,20 @@ describe('memory tier', () => {
     expect(await c.handler.get(PAGE, { kind: 'APP_PAGE' })).toBeNull();
   });
 
+  it('the at-once path serves nothing the full path would not: a key that is not a string is a miss even when its text is in memory, and a ctx of the wrong shape rejects rather than throws', async () => {
+    const c = await cache({ dir: tempDir() });
+    const fetchKey = '1';
+    await c.handler.set(fetchKey, { kind: 'FETCH', data: { headers: {}, body: 'x', url: 'https://api.example/1', status: 200 }, revalidate: 60 }, { fetchCache: true });
+    expect(await c.handler.get(fetchKey, { kind: 'FETCH' })).not.toBeNull();
+    expect(await c.handler.get(fetchKey, { kind: 'FETCH' })).not.toBeNull(); // from memory
+    expect(await c.handler.get(1 as unknown as string, { kind: 'FETCH' })).toBeNull();
+    expect(c.runtime.metrics.misses['bad-key']).toBe(1);
+
+    let answer: Promise<unknown> | undefined;
+    expect(() => (answer = c.handler.get(fetchKey, { kind: 'FETCH', tags: 5 } as never))).not.toThrow();
+    await expect(answer).rejects.toThrow(TypeError);
+  });
+
   it('purge, a seeded or a vanished volume: past the trust window, nothing that is not on the volume is served', async () => {
     vi.useFakeTimers({ toFake: ['performance'] });
     const dir = tempDir();

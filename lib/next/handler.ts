@@ -92,22 +92,32 @@ export function bindHandler(runtimeOf: (serverDistDir: string | undefined) => Ru
 }
 
 /**
- * Never throws: every failure is a miss, logged once per cause. A hit the
+ * Every failure of the store is a miss, logged once per cause. A hit the
  * memory tier can answer at once is answered without an async step (see
- * CacheService.readFromMemoryNow).
+ * CacheService.readFromMemoryNow). Anything else that fails here (a ctx of
+ * the wrong shape) rejects, as from an async function: get() never throws.
  */
 function getEntry(rt: Runtime, key: string, ctx: GetContext | undefined, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {
-  const namespace = rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page', serverDistDir);
-  const options: ReadOptions = {
+  try {
+    const namespace = rt.namespaceFor(ctx?.kind === 'FETCH' ? 'fetch' : 'page', serverDistDir);
+    const options = readOptionsFor(ctx);
+    const now = rt.service.readFromMemoryNow(key, namespace, options);
+    if (now) return Promise.resolve(present(now.record, now.verdict, now.ageMs, ctx));
+    return rt.service.read(key, namespace, options).then((outcome) => (outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null));
+  } catch (error) {
+    return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+  }
+}
+
+/** How the service judges a page-cache entry for this get. */
+function readOptionsFor(ctx: GetContext | undefined): ReadOptions {
+  return {
     extraTags: [...(ctx?.tags ?? []), ...(ctx?.softTags ?? [])],
     accept: (record) => PAGE_KINDS.has(record.kind),
     servableStale: (record) => canServeStale(record, ctx),
     freshForMs: (record) => freshForMs(record, ctx),
     kind: ctx?.kind,
   };
-  const now = rt.service.readFromMemoryNow(key, namespace, options);
-  if (now) return Promise.resolve(present(now.record, now.verdict, now.ageMs, ctx));
-  return rt.service.read(key, namespace, options).then((outcome) => (outcome.status === 'hit' ? present(outcome.record, outcome.verdict, outcome.ageMs, ctx) : null));
 }
 
 async function getImage(rt: Runtime, key: string, serverDistDir: string | undefined): Promise<CacheHandlerValue | null> {

@@ -182,13 +182,15 @@ export class CacheService {
   readFromMemoryNow(key: string, namespace: string, options: ReadOptions = {}): EntryHit | undefined {
     const { memory, tagView, telemetry } = this.parts;
     try {
-      if (!this.parts.isReady() || !tagView.isCurrent() || telemetry.observesGets()) return undefined;
+      // A key that is not a string is read()'s bad-key miss (the tier's ids are built by string concatenation).
+      if (typeof key !== 'string' || !this.parts.isReady() || !tagView.isCurrent() || telemetry.observesGets()) return undefined;
       const copy = memory.get(namespace, key);
       if (!copy || performance.now() > copy.trustedUntil) return undefined;
       const judged = this.freshFromMemory(copy, options);
       if (!judged) return undefined;
+      const served = this.servedFromMemory(copy, judged, options);
       this.parts.metrics.gets++;
-      return this.servedFromMemory(copy, judged, options);
+      return served;
     } catch {
       return undefined;
     }
@@ -221,10 +223,12 @@ export class CacheService {
     return judged.status === 'hit' && judged.verdict === 'fresh' && isFreshByTime(judged, options) ? judged : undefined;
   }
 
+  /** The hit a copy serves, counted once it is made (a failure to make it counts nothing: read() then decides). */
   private servedFromMemory(copy: MemoryCopy, judged: EntryHit, options: ReadOptions): EntryHit {
+    const served: EntryHit = { ...withAgreedAge(judged, options), record: servedRecord(copy), fromMemory: true };
     this.parts.metrics.memoryHits++;
     this.count(judged);
-    return { ...withAgreedAge(judged, options), record: servedRecord(copy), fromMemory: true };
+    return served;
   }
 
   /**
