@@ -229,7 +229,8 @@ function keptShells(value: unknown, depth: number): unknown {
   }
   if (Array.isArray(value)) return value.map((item: unknown) => keptShells(item, depth + 1));
   const copy: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) copy[k] = keptShells(v, depth + 1);
+  const source = value as Record<string, unknown>;
+  for (const k in source) if (Object.hasOwn(source, k)) copy[k] = keptShells(source[k], depth + 1);
   return copy;
 }
 
@@ -253,8 +254,10 @@ function servedShells(value: unknown, depth: number): unknown {
     return map;
   }
   if (Array.isArray(value)) return value.map((item: unknown) => servedShells(item, depth + 1));
+  // for...in with an own-key check: Object.entries' keys without an array per object (this runs on every hit).
   const copy: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) copy[k] = servedShells(v, depth + 1);
+  const source = value as Record<string, unknown>;
+  for (const k in source) if (Object.hasOwn(source, k)) copy[k] = servedShells(source[k], depth + 1);
   return copy;
 }
 
