@@ -110,6 +110,24 @@ describe('entry codec', () => {
   });
 });
 
+describe('keys named __proto__', () => {
+  it('round-trip as own keys: never lost, never made the prototype', () => {
+    // JSON.parse and Object.fromEntries (how Next builds a fetch's headers) make own keys of that name.
+    const headers = Object.fromEntries([
+      ['__proto__', 'from an upstream header'],
+      ['content-type', 'application/json'],
+    ]) as Record<string, string>;
+    const body = JSON.parse('{"__proto__": {"isAdmin": true}, "name": "x"}') as Record<string, unknown>;
+    const value = { ...fetchValue(), data: { headers, body: 'b', url: 'https://api.example/x', status: 200 }, extra: body };
+    const back = roundTrip(record(value)).value as { data: { headers: Record<string, string> }; extra: Record<string, unknown> };
+    expect(Object.keys(back.data.headers)).toEqual(['__proto__', 'content-type']);
+    expect(Object.getOwnPropertyDescriptor(back.data.headers, '__proto__')?.value).toBe('from an upstream header');
+    expect(Object.getPrototypeOf(back.extra)).toBe(Object.prototype);
+    expect((back.extra as { isAdmin?: unknown }).isAdmin).toBeUndefined();
+    expect(Object.getOwnPropertyDescriptor(back.extra, '__proto__')?.value).toEqual({ isAdmin: true });
+  });
+});
+
 describe('long text (decoded in pieces)', () => {
   it('comes back identical whatever characters straddle the pieces, and in a page', () => {
     // 1, 2, 3 and 4 bytes per character, in runs that put every kind of character across a piece's end.

@@ -321,6 +321,21 @@ describe('memory tier admission (the tier alone)', () => {
     expect(value.segmentData.get('/_tree')).toBe(tree);
   });
 
+  it('keeps and serves keys named __proto__ as own keys (a fetch header from Object.fromEntries, a body from JSON.parse)', async () => {
+    await loadHasher();
+    const tier = new MemoryTier(1024 * 1024, 1000);
+    const headers = Object.fromEntries([['__proto__', 'h']]) as Record<string, string>;
+    const body = JSON.parse('{"__proto__": {"isAdmin": true}}') as Record<string, unknown>;
+    const record = { key: '/f', kind: 'FETCH', writtenAt: 0, tags: [], value: { kind: 'FETCH', data: { headers, body: 'b', url: 'u', status: 200 }, extra: body } };
+    tier.put('ns', record, identity);
+    for (const got of [tier.get('ns', '/f')!.record, servedRecord(tier.get('ns', '/f')!)]) {
+      const value = got.value as typeof record.value;
+      expect(Object.getOwnPropertyDescriptor(value.data.headers, '__proto__')?.value).toBe('h');
+      expect(Object.getPrototypeOf(value.extra)).toBe(Object.prototype);
+      expect(Object.getOwnPropertyDescriptor(value.extra, '__proto__')?.value).toEqual({ isAdmin: true });
+    }
+  });
+
   it("keeps a value's text of 1 to 128 KiB as bytes, outside V8's heap, and serves it back equal in objects of each hit's own", async () => {
     await loadHasher();
     const tier = new MemoryTier(16 * 1024 * 1024, 1000);

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { decodeText, hasUtf8Form, type EntryRecord } from '../store/codec';
 import { smallHash } from '../store/hash';
 import type { FileIdentity } from '../store/entry-store';
+import { setOwn } from '../util/own';
 
 /**
  * Decoded entries kept in this process's memory (Buffers and Maps ready to
@@ -230,7 +231,7 @@ function keptShells(value: unknown, depth: number): unknown {
   if (Array.isArray(value)) return value.map((item: unknown) => keptShells(item, depth + 1));
   const copy: Record<string, unknown> = {};
   const source = value as Record<string, unknown>;
-  for (const k in source) if (Object.hasOwn(source, k)) copy[k] = keptShells(source[k], depth + 1);
+  for (const k in source) if (Object.hasOwn(source, k)) setOwn(copy, k, keptShells(source[k], depth + 1));
   return copy;
 }
 
@@ -257,7 +258,7 @@ function servedShells(value: unknown, depth: number): unknown {
   // for...in with an own-key check: Object.entries' keys without an array per object (this runs on every hit).
   const copy: Record<string, unknown> = {};
   const source = value as Record<string, unknown>;
-  for (const k in source) if (Object.hasOwn(source, k)) copy[k] = servedShells(source[k], depth + 1);
+  for (const k in source) if (Object.hasOwn(source, k)) setOwn(copy, k, servedShells(source[k], depth + 1));
   return copy;
 }
 

@@ -2,6 +2,7 @@ import { isAscii } from 'node:buffer';
 import { checksum } from './hash';
 import { FORMAT_VERSION } from './layout';
 import type { Integrity } from './integrity';
+import { setOwn } from '../util/own';
 
 /**
  * One cache entry as one self-describing file:
@@ -238,7 +239,7 @@ function pack(value: unknown, parts: Buffer[]): Json {
   if (typeof value === 'object') {
     const out: Record<string, Json> = {};
     for (const [k, v] of Object.entries(value)) {
-      if (v !== undefined) out[k] = pack(v, parts);
+      if (v !== undefined) setOwn(out, k, pack(v, parts));
     }
     // An object of the caller's that happens to use our marker key is wrapped, so it round-trips too.
     return MARK in out ? { [MARK]: 'o', v: out } : out;
@@ -313,7 +314,7 @@ export function decodeText(bytes: Buffer): string {
 
 function unpackObject(json: { [key: string]: Json }, parts: Buffer[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(json)) out[k] = unpack(v, parts);
+  for (const [k, v] of Object.entries(json)) setOwn(out, k, unpack(v, parts));
   return out;
 }
 
