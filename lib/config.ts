@@ -336,7 +336,7 @@ export function resolveOptions(options: CacheOptions = {}, env: NodeJS.ProcessEn
   }
   const fromFactory: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(options)) {
-    if (!(name in OPTION_KINDS)) {
+    if (!Object.hasOwn(OPTION_KINDS, name)) {
       throw new ConfigError(name, `unknown option; known ones are ${OPTION_NAMES.join(', ')}`);
     }
     if (value === undefined) continue;

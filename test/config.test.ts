@@ -22,6 +22,9 @@ describe('configuration', () => {
     [{ app: '../escape' }, 'app', /A-Za-z0-9/],
     [{ logLevel: 'loud' }, 'logLevel', /one of/],
     [{ colour: 'red' }, 'colour', /unknown option/],
+    // Names every object inherits are unknown options too.
+    [{ toString: 'x' }, 'toString', /unknown option/],
+    [{ constructor: 'x' }, 'constructor', /unknown option/],
   ])('%j throws one clear error naming the setting', (options, setting, message) => {
     let error: unknown;
     try {

@@ -53,6 +53,16 @@ describe('compaction of the tag log', () => {
     expect(c.runtime.service.tagVerdict(['c'], at - 1)).toBe('fresh');
   });
 
+  it('keeps tags of any name through the snapshot, __proto__ and constructor included', async () => {
+    const { dir, layout } = await root();
+    const at = Date.now() - 1000;
+    const tags = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
+    goneWritersSegment(layout, 'gone-2-bbbbbb.000000.log', [{ tags, at }]);
+    expect(await compactIt(dir)).toMatchObject({ recordsFolded: 1, segmentsDeleted: 1 });
+    const c = await fresh(dir);
+    for (const tag of tags) expect(c.runtime.service.tagVerdict([tag], at - 1), tag).toBe('expired');
+  });
+
   it('replaces a damaged snapshot by one that fails closed up to its mtime: nothing it may have held is lost', async () => {
     const { dir, layout } = await root();
     writeFileSync(layout.tagSnapshot, 'garbage that fails its check\n');

@@ -92,9 +92,8 @@ export class TagState {
   }
 
   toJSON(): TagStateJson {
-    const out: TagStateJson = {};
-    for (const [tag, marks] of this.marks) out[tag] = { s: marks.stale, e: marks.expired };
-    return out;
+    // Object.fromEntries makes every tag an own key, `__proto__` included (an assignment would set the prototype and lose it).
+    return Object.fromEntries([...this.marks].map(([tag, marks]) => [tag, { s: marks.stale, e: marks.expired }]));
   }
 
   static fromJSON(json: unknown, now: number): TagState {
