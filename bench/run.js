@@ -343,11 +343,11 @@ async function regeneration() {
  * instrumentation.js vs Next's built-in cache (its memory LRU included) vs the Redis handler vs a
  * handler that does nothing (a Map in the process: the most a handler named in next.config can reach,
  * since Next imports that module again on every request whatever it does). Each variant gets a
- * fresh server and cache folder per round; the variants are interleaved over several rounds and
- * the median kept, because two processes (autocannon and the server) share this machine's cores
- * and its speed drifts between minutes. Besides requests per second, the
- * server's CPU time per request (Linux /proc) is reported: it does not depend on how the scheduler
- * shared the cores with autocannon.
+ * fresh server and cache folder per round; the variants are interleaved over several rounds (every
+ * other one in reverse order) and the median kept, because two processes (autocannon and the
+ * server) share this machine's cores and its speed drifts between minutes. Besides requests per
+ * second, the server's CPU time per request (Linux /proc) is reported: it does not depend on how
+ * the scheduler shared the cores with autocannon.
  */
 async function site() {
   const autocannon = require('autocannon');
@@ -362,7 +362,8 @@ async function site() {
   const rounds = QUICK ? 1 : SITE_ROUNDS;
   const samples = [];
   for (let round = 0; round < rounds; round++) {
-    for (const variant of variants) {
+    // Every other round in reverse order: a variant's place in a round (after which one, how far into it) must not favour it.
+    for (const variant of round % 2 === 0 ? variants : [...variants].reverse()) {
       const dir = tmp(`site-${variant}-${round}`);
       const redis = variant === 'redis' ? await contenders.startRedis(dir) : undefined;
       const server = await fixture.startServer({ name: variant, cacheDir: dir, dataPort: data.port, distDir: '.next-bench', env: { FIXTURE_CACHE: variant, REDIS_URL: redis?.url ?? '' } });
