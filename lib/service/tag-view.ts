@@ -39,8 +39,8 @@ export class TagView {
     if (this.refreshing) return this.refreshing;
     // A refresh that outlived its deadline (a slow volume, a huge tail) is still reading: none beside it.
     if (this.running) return Promise.resolve();
-    const { tags, gate, tagRefreshMs, timeoutMs } = this.options;
-    if (performance.now() - this.lastRefresh < tagRefreshMs) return Promise.resolve();
+    const { tags, gate, timeoutMs } = this.options;
+    if (!this.refreshDue()) return Promise.resolve();
     const started = (this.lastRefresh = performance.now());
     // The first load reads the snapshot and every tail since the last
     // compaction: it may take longer than one request's deadline.
@@ -87,7 +87,12 @@ export class TagView {
 
   /** Whether entries can be judged now with no refresh to wait for: loaded, usable, none due or in flight. */
   isCurrent(): boolean {
-    return this.loaded && !this.unusable && !this.refreshing && !this.running && performance.now() - this.lastRefresh < this.options.tagRefreshMs;
+    return this.loaded && !this.unusable && !this.refreshing && !this.running && !this.refreshDue();
+  }
+
+  /** Whether `tagRefreshMs` has passed since the last refresh started. */
+  private refreshDue(): boolean {
+    return performance.now() - this.lastRefresh >= this.options.tagRefreshMs;
   }
 
   /**
