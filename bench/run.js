@@ -260,6 +260,12 @@ async function memory() {
   console.table([results.memory]);
 }
 
+/** Every order of `items` (for interleaving a few contenders fairly). */
+function permutations(items) {
+  if (items.length <= 1) return [items];
+  return items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
+}
+
 /**
  * The memory tier against the floor (readFile of the same bytes) in one run: hot gets (served from
  * memory), cold gets (the tier off: every get reads, checks and decodes the file), one in flight.
@@ -274,10 +280,14 @@ async function tier() {
     for (const store of stores) for (let i = 0; i < 16; i++) await store.set(key(i), value);
     // One get of every key first: the hot store's tier holds them all from then on.
     for (const store of stores) for (let i = 0; i < 16; i++) await store.get(key(i), value);
-    // Interleaved, op by op: a busy machine slows all three alike.
+    // Interleaved, op by op: a busy machine slows all three alike. The order turns through every
+    // permutation: what ran just before a get (a close still in flight, or an idle thread pool) moves
+    // its latency by tens of µs, and a fixed order gave each store the same predecessor every time.
     const samples = stores.map(() => []);
+    const orders = permutations([...stores.keys()]);
     for (let i = 0; i < n; i++) {
-      for (const [s, store] of stores.entries()) {
+      for (const s of orders[i % orders.length]) {
+        const store = stores[s];
         const t0 = performance.now();
         if (!(await store.get(key(i), value))) throw new Error(`${store.name} missed ${payloadName}`);
         samples[s].push((performance.now() - t0) * 1000);
