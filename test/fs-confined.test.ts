@@ -90,6 +90,30 @@ describe.each([
   });
 });
 
+describe('ConfinedFs started reads (with /proc/self/fd location checks)', () => {
+  it('a started read through a folder that is a link is refused, and closed only once the read begun beside the check is done', async () => {
+    const { root, outside } = rootWithNeighbour();
+    symlinkSync(outside, path.join(root, 'linked'));
+    // The read starts before the location check (it overlaps the check): here it hangs until released.
+    const faulty = new FaultyFs(nodeFs).add({ op: 'read', path: 'secret', times: 1, fault: { hang: true } });
+    const fs = new ConfinedFs(faulty, root, WRITES);
+    let settled = false;
+    const refused = codeOf(fs.startReading(path.join(root, 'linked', 'secret'), { maxBytes: 100 })).finally(() => (settled = true));
+    // Issued once the open is done; the check (a readlink on this thread) fails in that same turn.
+    while ((faulty.counts.get('read') ?? 0) === 0) await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    expect(faulty.counts.get('close') ?? 0).toBe(0); // not closed under the read: its descriptor number could be reused
+    faulty.releaseHung();
+    expect(await refused).toBe('EOUTSIDE');
+    expect(faulty.counts.get('close')).toBe(1);
+    const { handle, read } = await fs.startReading(path.join(root, 'inside', 'file'), { maxBytes: 100 });
+    expect((await read.finish(await read.stats)).toString()).toBe('mine');
+    await read.idle();
+    await handle.close();
+  });
+});
+
 describe('ConfinedFs writes', () => {
   it('writeAtomic with ifAbsent publishes once, then reports the target present and leaves no temp file', async () => {
     const { root } = rootWithNeighbour();

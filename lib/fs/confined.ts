@@ -169,13 +169,19 @@ export class ConfinedFs {
   async startReading(file: string, limits: ReadLimits): Promise<{ handle: VolumeFile; read: StartedRead }> {
     const real = await this.realOf(file);
     const handle = await this.raw.open(real, READ_FLAGS);
+    // Started before the check: the kernel's answer (a procfs readlink on this thread) then costs
+    // no time of its own, it runs while the first read does. A file the check refuses is read
+    // into a scratch buffer and dropped: none of its bytes reach the caller.
+    const read = startRead(handle, limits);
     try {
       await this.verify(handle, real);
     } catch (error) {
+      // Not closed under a read in flight: a new open could reuse the descriptor's number under it.
+      await read.idle();
       await handle.close().catch(() => undefined);
       throw error;
     }
-    return { handle, read: startRead(handle, limits) };
+    return { handle, read };
   }
 
   /** A whole file (or its bytes from `position`), within the limits (see read.ts). */
