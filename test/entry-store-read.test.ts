@@ -37,6 +37,28 @@ describe('reading a large entry (over the first read of 128 KiB)', () => {
     expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, small)).toBe(true);
   });
 
+  it('a file of 64 to 128 KiB is read into a buffer of its own size once its size is known; a smaller one always into the 128 KiB scratch buffer', async () => {
+    const fs = new FaultyFs();
+    const c = await openCache({ dir: tempDir() }, fs);
+    opened.push(c);
+    const firstReadOf = async (value: ReturnType<typeof appPage>): Promise<number> => {
+      fs.largestReadAsked = 0;
+      expect(sameValue((await c.handler.get(KEY, { kind: 'APP_PAGE' }))!.value, value)).toBe(true);
+      return fs.largestReadAsked;
+    };
+    const mid = appPage({ html: `<p>${'m'.repeat(90 * 1024)}</p>` });
+    await c.handler.set(KEY, mid, PAGE_CTX);
+    const [file] = walk(c.root).filter((f) => f.endsWith(ENTRY_SUFFIX));
+    const size = readFileSync(file!).length;
+    expect(await firstReadOf(mid)).toBe(128 * 1024);
+    expect(await firstReadOf(mid)).toBe(size + 16 * 1024);
+    expect(await firstReadOf(mid)).toBe(size + 16 * 1024);
+    const small = appPage({ html: `<p>${'s'.repeat(60 * 1024)}</p>` });
+    await c.handler.set(KEY, small, PAGE_CTX);
+    expect(await firstReadOf(small)).toBe(size + 16 * 1024); // the same key's file: sized from its last read
+    for (let i = 0; i < 3; i++) expect(await firstReadOf(small)).toBe(128 * 1024);
+  });
+
   it('a large file that turns out damaged is read no further than 128 KiB by later gets, though its size was known', async () => {
     const fs = new FaultyFs();
     const c = await openCache({ dir: tempDir() }, fs);

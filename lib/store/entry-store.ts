@@ -1,7 +1,7 @@
 import type { Stats } from 'node:fs';
 import { errorCode } from '../util/errors';
 import { readFailure, type ConfinedFs } from '../fs/confined';
-import { EARLY_READ, UNCOPIED_ROOM } from '../fs/read';
+import { UNCOPIED_ROOM } from '../fs/read';
 import type { VolumeFile } from '../fs/syscalls';
 import { decodeEntry, encodeEntry, entryDeclaredLength, type DecodeFailure, type EntryRecord, type SealContext } from './codec';
 import { hashKey } from './hash';
@@ -154,13 +154,16 @@ async function closeRead(handle: VolumeFile, hold: Hold | undefined, after: Prom
 }
 
 /**
- * The sizes of the large entry files (over the first read's 128 KiB) read
- * lately, by path. A started read's first read runs beside the fstat, before
- * the size is known: for a large file it fills 128 KiB, which are copied
- * out before the rest is read, one round trip more. Sized from an earlier
- * read, the first read takes the whole file. A wrong size costs nothing but
- * that: the read goes on (larger) or stops (smaller) as it would anyway.
- * Only files read and decoded whole are noted, and any failure forgets one.
+ * The sizes of the large entry files (over 64 KiB) read lately, by path. A
+ * started read's first read runs beside the fstat, before the size is
+ * known, into a pooled scratch buffer of 128 KiB: a larger file fills it,
+ * and it is copied out before the rest is read, one round trip more; a file
+ * that fits is copied out of it whole (90 KB: about 6 µs). Sized from an
+ * earlier read, the first read takes the whole file into a buffer of its
+ * own, handed out without a copy. A wrong size costs nothing but that: the
+ * read goes on (larger) or stops (smaller) as it would anyway. Only files
+ * read and decoded whole are noted, and any failure forgets one. Smaller
+ * files are not: a buffer of their size plus the room below is mostly room.
  */
 class LargeFileSizes {
   private readonly sizes = new Map<string, number>();
@@ -173,7 +176,7 @@ class LargeFileSizes {
 
   /** Notes the size of a file read and decoded whole (so within the cap); a small one is forgotten. */
   note(file: string, size: number): void {
-    if (size <= EARLY_READ) {
+    if (size <= LARGE_FILE_MIN) {
       this.forget(file);
       return;
     }
@@ -185,6 +188,8 @@ class LargeFileSizes {
     this.sizes.delete(file);
   }
 }
+/** Files up to this size are copied out of the scratch buffer: sizing their read saves next to nothing. */
+const LARGE_FILE_MIN = 64 * 1024;
 /** Large files whose size is remembered (the oldest noted goes first); a few bytes each. */
 const MAX_LARGE_FILES = 4096;
 /** Room over the last size: a rewrite a little larger is still read whole at once, and handed out without a copy. */
