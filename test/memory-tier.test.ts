@@ -343,17 +343,20 @@ describe('memory tier admission (the tier alone)', () => {
     const huge = 'a'.repeat(200 * 1024);
     const longKey = `/page/${'k'.repeat(2000)}`;
     const rsc = Buffer.from('rsc bytes');
-    const record = { key: longKey, kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html, rscData: rsc, postponed: huge, headers: { 'x-next-cache-tags': 't' } } };
+    const ascii = '<p>plain ascii</p>'.repeat(100); // served as Latin-1, known ASCII since it was kept
+    const record = { key: longKey, kind: 'APP_PAGE', writtenAt: 0, tags: ['t'], value: { kind: 'APP_PAGE', html, rscData: rsc, postponed: huge, headers: { 'x-next-cache-tags': 't' }, ascii } };
     tier.put('ns', record, identity);
     const kept = tier.get('ns', longKey)!;
     const keptValue = kept.record.value as Record<string, unknown>;
     expect(typeof keptValue.html).not.toBe('string');
+    expect(typeof keptValue.ascii).not.toBe('string');
     expect(keptValue.postponed).toBe(huge); // too long to decode on every hit: kept as the string it is
     expect(kept.record.key).toBe(longKey); // the record's own fields stay as they are
     const served = servedRecord(kept);
     expect(served.key).toBe(longKey);
     expect(sameValue(served.value, record.value)).toBe(true);
     expect((served.value as typeof record.value).html).toBe(html);
+    expect((served.value as typeof record.value).ascii).toBe(ascii);
     expect((served.value as typeof record.value).rscData.equals(rsc)).toBe(true);
     const again = servedRecord(kept);
     expect(again.value).not.toBe(served.value);

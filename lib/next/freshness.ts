@@ -77,8 +77,10 @@ function fetchRevalidate(record: EntryRecord, ctx: GetContext | undefined): numb
   return typeof revalidate === 'number' && revalidate > 0 ? revalidate : undefined;
 }
 
+/** Sets it on `result` (made by the caller for this answer alone) rather than copying `result`: this runs on every hit. */
 function withCacheControl(result: CacheHandlerValue, cacheControl: CacheControl | undefined): CacheHandlerValue {
-  return cacheControl ? { ...result, cacheControl } : result;
+  if (cacheControl) result.cacheControl = cacheControl;
+  return result;
 }
 
 /** The tags an entry carries, as Next itself reads them. */

@@ -225,7 +225,7 @@ export class CacheService {
 
   /** The hit a copy serves, counted once it is made (a failure to make it counts nothing: read() then decides). */
   private servedFromMemory(copy: MemoryCopy, judged: EntryHit, options: ReadOptions): EntryHit {
-    const served: EntryHit = { ...withAgreedAge(judged, options), record: servedRecord(copy), fromMemory: true };
+    const served: EntryHit = { status: 'hit', record: servedRecord(copy), verdict: judged.verdict, ageMs: agreedAge(judged, options), fromMemory: true };
     this.parts.metrics.memoryHits++;
     this.count(judged);
     return served;
@@ -495,9 +495,13 @@ export class CacheService {
  * decided here, through the lease, and only here.
  */
 function withAgreedAge<T extends { record: EntryRecord; ageMs: number }>(outcome: T, options: ReadOptions): T {
+  const ageMs = agreedAge(outcome, options);
+  return ageMs === outcome.ageMs ? outcome : { ...outcome, ageMs };
+}
+
+function agreedAge(outcome: { record: EntryRecord; ageMs: number }, options: ReadOptions): number {
   const windowMs = options.freshForMs?.(outcome.record) ?? Infinity;
-  if (!Number.isFinite(windowMs)) return outcome;
-  return { ...outcome, ageMs: Math.min(outcome.ageMs, Math.max(0, windowMs - FRESH_MARGIN_MS)) };
+  return Number.isFinite(windowMs) ? Math.min(outcome.ageMs, Math.max(0, windowMs - FRESH_MARGIN_MS)) : outcome.ageMs;
 }
 
 /** 'use cache' entries have one kind; the page cache's come with Next's (see ReadOptions.kind). */

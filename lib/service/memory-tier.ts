@@ -242,12 +242,20 @@ function keptShells(value: unknown, depth: number): unknown {
  */
 export function servedRecord(copy: MemoryCopy): EntryRecord {
   const kept = copy.record;
-  return { ...kept, cacheControl: kept.cacheControl && { ...kept.cacheControl }, tags: [...kept.tags], value: servedShells(kept.value, 0) };
+  // Field by field, as keptCopy made it: a spread of the record costs more than the rest of a hit's copy.
+  return {
+    key: kept.key,
+    kind: kept.kind,
+    writtenAt: kept.writtenAt,
+    cacheControl: kept.cacheControl && { ...kept.cacheControl },
+    tags: [...kept.tags],
+    value: servedShells(kept.value, 0),
+  };
 }
 
 // The same walk as keptShells, written out again on purpose: its allocation sites must stay its own (see keptCopy).
 function servedShells(value: unknown, depth: number): unknown {
-  if (value instanceof KeptText) return decodeText(value.bytes);
+  if (value instanceof KeptText) return value.text();
   if (value === null || typeof value !== 'object' || depth > 64 || value instanceof Uint8Array) return value;
   if (value instanceof Map) {
     const map = new Map<unknown, unknown>();
@@ -276,7 +284,15 @@ function servedShells(value: unknown, depth: number): unknown {
  * would serve U+FFFD in its place).
  */
 class KeptText {
-  constructor(readonly bytes: Buffer) {}
+  constructor(
+    readonly bytes: Buffer,
+    /** Every character is ASCII: the bytes are served as Latin-1, with no check or decoding pass per hit. */
+    readonly ascii: boolean,
+  ) {}
+
+  text(): string {
+    return this.ascii ? this.bytes.toString('latin1') : decodeText(this.bytes);
+  }
 }
 const TEXT_AS_BYTES_MIN = 1024;
 const TEXT_AS_BYTES_MAX = 128 * 1024;
@@ -286,7 +302,8 @@ function keepText(text: string): string | KeptText {
   // A backing store of its own: a pooled one would keep Node's whole 8 KB slab alive with it.
   const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
   bytes.write(text);
-  return new KeptText(bytes);
+  // UTF-8 takes one byte per character only when every character is ASCII.
+  return new KeptText(bytes, bytes.length === text.length);
 }
 
 /** The bytes of a view, with a backing store of their own when the view is part of a larger one. */
