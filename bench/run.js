@@ -351,8 +351,9 @@ async function regeneration() {
 /**
  * The real fixture app under load: next-volume-cache named in next.config and installed from
  * instrumentation.js vs Next's built-in cache (its memory LRU included) vs the Redis handler vs a
- * handler that does nothing (a Map in the process: the most a handler named in next.config can reach,
- * since Next imports that module again on every request whatever it does). Each variant gets a
+ * handler that does nothing (a Map in the process), named in next.config (the most such a handler can
+ * reach, since Next imports that module again on every request whatever it does) and installed (the
+ * most any installed handler can reach: what is left of a request is Next's own work). Each variant gets a
  * fresh server and cache folder per round; the variants are interleaved over several rounds (every
  * other one in reverse order) and the median kept, because two processes (autocannon and the
  * server) share this machine's cores and its speed drifts between minutes. Besides requests per
@@ -367,7 +368,8 @@ async function site() {
   const data = await fixture.startDataServer();
   // nvc: the handler named in next.config (cacheHandler); nvc-installed: installed from instrumentation.js
   // (examples/instrumentation), which spares Next's per-request import of a configured handler.
-  const variants = ['nvc', 'nvc-installed', 'builtin', 'redis', 'noop'];
+  // noop / noop-installed: a Map and nothing else, named in next.config / installed: the most any handler configured that way can reach.
+  const variants = ['nvc', 'nvc-installed', 'builtin', 'redis', 'noop', 'noop-installed'];
   const paths = ['/isr', '/data'];
   const rounds = QUICK ? 1 : SITE_ROUNDS;
   const samples = [];
@@ -432,7 +434,7 @@ async function site() {
   }
   results.site = rows;
   console.log(
-    `\nWhole site: autocannon, 16 connections, median of ${rounds} interleaved rounds (nvc-installed = installed from instrumentation.js; builtin = Next default config, its memory LRU included; noop = a cacheHandler that does nothing, the ceiling for any handler named in next.config)`,
+    `\nWhole site: autocannon, 16 connections, median of ${rounds} interleaved rounds (nvc-installed = installed from instrumentation.js; builtin = Next default config, its memory LRU included; noop = a cacheHandler that does nothing, the ceiling for any handler named in next.config; noop-installed = the same installed from instrumentation.js, the ceiling for any installed handler)`,
   );
   console.table(rows);
 }
