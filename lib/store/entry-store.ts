@@ -107,7 +107,11 @@ export class EntryStore {
     // The first read is sized from the file's last good read, if it was large (see LargeFileSizes):
     // allocated before the fstat, so at most maxEntryBytes + 1, and once per get in flight.
     const firstRead = this.largeSizes.recall(file, this.options.maxEntryBytes);
-    const { handle, read } = await this.fs.startReading(file, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength, firstRead });
+    const { handle, read } = await this.fs.startReading(file, { maxBytes: this.options.maxEntryBytes, declared: entryDeclaredLength, firstRead }).catch((error: unknown) => {
+      // Refused (a folder on the way is a link) or gone: its next get reads no more than a first read's 128 KiB of it.
+      this.largeSizes.forget(file);
+      throw error;
+    });
     let stats: Stats | undefined;
     let bytes: Buffer;
     try {
@@ -163,7 +167,7 @@ async function closeRead(handle: VolumeFile, hold: Hold | undefined, after: Prom
  * own, handed out without a copy. A wrong size costs nothing but that: the
  * read goes on (larger) or stops (smaller) as it would anyway. Only files
  * read and decoded whole are noted, and any failure forgets one. Smaller
- * files are not: a buffer of their size plus the room below is mostly room.
+ * files are not: their copy costs next to nothing (see LARGE_FILE_MIN).
  */
 class LargeFileSizes {
   private readonly sizes = new Map<string, number>();
