@@ -25,11 +25,13 @@ describe.skipIf(!hasRedis)('the benchmark (quick smoke run: asserts that it runs
       'builtin /isr',
       'redis /isr',
       'noop /isr',
+      'noop-installed /isr',
       'nvc /data',
       'nvc-installed /data',
       'builtin /data',
       'redis /data',
       'noop /data',
+      'noop-installed /data',
     ]);
     expect(figures.site.every((r: { 'req/s': number; 'server cpu µs/req': number }) => r['req/s'] > 0 && r['server cpu µs/req'] > 0)).toBe(true);
     expect(figures.site.every((r: { errors: number }) => r.errors === 0)).toBe(true);
